@@ -1,0 +1,290 @@
+"""The composition root: every dependency is built here and passed in, nowhere else."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import secrets
+import socket
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+from urllib.parse import urlsplit
+
+import structlog
+import uvicorn
+from fastapi import FastAPI
+from kubernetes_asyncio import config as kube_config
+from kubernetes_asyncio.client import ApiClient, Configuration
+from kubernetes_asyncio.config.config_exception import ConfigException
+from telegram import Update
+from telegram.ext import AIORateLimiter, Application, ApplicationBuilder
+
+from opsgate.bot.sender import TelegramSender
+from opsgate.handlers.http_routes import (
+    create_api,
+    health_router,
+    ingest_router,
+    telegram_webhook_router,
+)
+from opsgate.handlers.telegram_updates import COMMANDS, TelegramHandlers
+from opsgate.metrics import Metrics
+from opsgate.services import jobs
+from opsgate.services.approvals import ApprovalService, RetryPolicy
+from opsgate.services.cards import CardPublisher
+from opsgate.services.chat import ChatError, ChatTarget
+from opsgate.services.execution import ExecutionService
+from opsgate.services.incidents import IncidentService
+from opsgate.services.jobs import JobKind, JobRunner
+from opsgate.services.kube_executor import Executor, KubeExecutor
+from opsgate.services.policy import Policy
+from opsgate.services.queries import IncidentQueries
+from opsgate.services.storage.db import Database
+from opsgate.settings import Settings, SettingsError
+
+log = structlog.get_logger(__name__)
+
+ALLOWED_UPDATES = [Update.MESSAGE, Update.CALLBACK_QUERY]
+EXPIRY_SWEEP_SECONDS = 15.0
+QUEUE_GAUGE_SECONDS = 15.0
+
+
+async def load_kube_client(settings: Settings) -> ApiClient:
+    """kubeconfig (``KUBECONFIG`` or ~/.kube/config), else the in-cluster service account."""
+    cfg = Configuration()
+    try:
+        if os.environ.get("KUBERNETES_SERVICE_HOST") and not os.environ.get("KUBECONFIG"):
+            load_incluster = kube_config.load_incluster_config
+            load_incluster(client_configuration=cfg)  # type: ignore[no-untyped-call]
+        else:
+            await kube_config.load_kube_config(
+                context=settings.kube_context, client_configuration=cfg
+            )
+    except (ConfigException, OSError, TypeError) as exc:
+        raise SettingsError(
+            f"no Kubernetes access: {exc} (set KUBECONFIG or run in a cluster)"
+        ) from None
+    return ApiClient(configuration=cfg)
+
+
+@dataclass
+class OpsGate:
+    settings: Settings
+    db: Database
+    metrics: Metrics
+    telegram: Application  # type: ignore[type-arg]
+    sender: TelegramSender
+    kube: ApiClient | None
+    runner: JobRunner
+    api: FastAPI
+    webhook_secret: str | None
+
+    async def deliver_update(self, data: dict[str, Any]) -> None:
+        update = Update.de_json(data, self.telegram.bot)
+        await self.telegram.update_queue.put(update)
+
+
+def build_app(
+    settings: Settings,
+    *,
+    policy: Policy,
+    kube: ApiClient | None,
+    executor: Executor | None = None,
+) -> OpsGate:
+    """Wire opsgate. ``executor`` replaces the Kubernetes one only in unit tests."""
+    metrics = Metrics()
+    db = Database(settings.database_url)
+    webhook_mode = settings.telegram_webhook_url is not None
+    builder: ApplicationBuilder = (  # type: ignore[type-arg]
+        Application.builder()
+        .token(settings.telegram_token.get_secret_value())
+        .base_url(settings.telegram_base_url)
+        .rate_limiter(
+            AIORateLimiter(
+                overall_max_rate=settings.telegram_overall_rate_per_second,
+                group_max_rate=settings.telegram_group_rate_per_minute,
+                max_retries=1,
+            )
+        )
+    )
+    if webhook_mode:
+        builder = builder.updater(None)
+    telegram = builder.build()
+    sender = TelegramSender(telegram.bot, on_error=metrics.telegram_error)
+
+    runner_ref: list[JobRunner] = []
+
+    def jobs_ready() -> None:
+        if runner_ref:
+            runner_ref[0].wake()
+
+    approvals = ApprovalService(
+        db,
+        policy,
+        ttl=timedelta(seconds=settings.approval_ttl_seconds),
+        retry=RetryPolicy(settings.retry_max, settings.retry_delay_seconds),
+        jobs_ready=jobs_ready,
+    )
+    incidents = IncidentService(
+        db,
+        approvals,
+        default_target=ChatTarget(settings.alert_chat_id, settings.alert_thread_id),
+        jobs_ready=jobs_ready,
+    )
+    if executor is None:
+        if kube is None:
+            raise ValueError("a Kubernetes client or an executor is required")
+        executor = KubeExecutor(kube, settings.kube_request_timeout)
+    execution = ExecutionService(
+        db, executor, jobs_ready=jobs_ready, on_finished=metrics.execution_finished
+    )
+    publisher = CardPublisher(db, sender)
+
+    async def refresh_queue_gauge() -> None:
+        async with db.transaction() as session:
+            metrics.queue_depth.set(await jobs.queue_depth(session))
+
+    runner = JobRunner(
+        db,
+        {
+            JobKind.EXECUTE: execution.run_job,
+            JobKind.SYNC_CARD: publisher.sync_card,
+            JobKind.PUBLISH_RESULT: publisher.publish_result,
+        },
+        lease_seconds=settings.job_lease_seconds,
+        poll_interval=settings.job_poll_interval,
+        concurrency=settings.job_concurrency,
+        periodic=[
+            (EXPIRY_SWEEP_SECONDS, approvals.expire_due),
+            (QUEUE_GAUGE_SECONDS, refresh_queue_gauge),
+        ],
+    )
+    runner_ref.append(runner)
+
+    TelegramHandlers(
+        approvals=approvals,
+        queries=IncidentQueries(db),
+        sender=sender,
+        policy=policy,
+        alert_chat_id=settings.alert_chat_id,
+    ).register(telegram)
+
+    token = settings.webhook_token.get_secret_value() if settings.webhook_token else None
+    routers = [
+        ingest_router(incidents, db, token, on_alert=metrics.alerts_received.inc),
+        health_router(db, metrics.registry),
+    ]
+    webhook_secret: str | None = None
+    og_ref: list[OpsGate] = []
+    if webhook_mode:
+        assert settings.telegram_webhook_url is not None
+        webhook_secret = (
+            settings.telegram_webhook_secret.get_secret_value()
+            if settings.telegram_webhook_secret
+            else secrets.token_urlsafe(32)
+        )
+
+        async def deliver(data: dict[str, Any]) -> None:
+            await og_ref[0].deliver_update(data)
+
+        path = urlsplit(settings.telegram_webhook_url).path or "/telegram/webhook"
+        routers.append(telegram_webhook_router(path, webhook_secret, deliver))
+    og = OpsGate(
+        settings=settings,
+        db=db,
+        metrics=metrics,
+        telegram=telegram,
+        sender=sender,
+        kube=kube,
+        runner=runner,
+        api=create_api(*routers),
+        webhook_secret=webhook_secret,
+    )
+    og_ref.append(og)
+    return og
+
+
+def listen(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise SettingsError(
+            f"OPSGATE_HTTP_HOST/OPSGATE_HTTP_PORT: cannot listen on {host}:{port}: {exc.strerror}"
+        ) from None
+    sock.listen(128)
+    return sock
+
+
+class Runtime:
+    """Runs the HTTP server, the Telegram application and the job runner on one loop."""
+
+    def __init__(self, og: OpsGate) -> None:
+        self.og = og
+        self.stop = asyncio.Event()
+        self.started = asyncio.Event()
+        self.port: int | None = None
+
+    async def run(self) -> None:
+        try:
+            await self._run()
+        finally:
+            await self._shutdown()
+
+    async def _run(self) -> None:
+        og = self.og
+        settings = og.settings
+        # Bound first, so a taken port stops the process before anything else starts.
+        sock = listen(settings.http_host, settings.http_port)
+        self.port = sock.getsockname()[1]
+        await og.db.migrate()
+        await og.telegram.initialize()
+        try:
+            await og.sender.set_commands(COMMANDS)
+        except ChatError as exc:
+            log.warning("set_commands_failed", error=str(exc))
+        await og.telegram.start()
+        if og.webhook_secret is not None:
+            assert settings.telegram_webhook_url is not None
+            await og.sender.set_webhook(
+                settings.telegram_webhook_url, og.webhook_secret, list(ALLOWED_UPDATES)
+            )
+        else:
+            assert og.telegram.updater is not None
+            await og.telegram.updater.start_polling(allowed_updates=ALLOWED_UPDATES)
+        server = uvicorn.Server(uvicorn.Config(og.api, log_config=None, lifespan="off"))
+        runner_stop = asyncio.Event()
+        runner_task = asyncio.create_task(og.runner.run(runner_stop), name="job-runner")
+        server_task = asyncio.create_task(server.serve(sockets=[sock]), name="http-server")
+        stop_task = asyncio.create_task(self.stop.wait(), name="stop-signal")
+        log.info("opsgate_started", http_port=self.port, webhook=og.webhook_secret is not None)
+        self.started.set()
+        try:
+            done, _ = await asyncio.wait(
+                {server_task, runner_task, stop_task}, return_when=asyncio.FIRST_COMPLETED
+            )
+            for task in done - {stop_task}:
+                if task.exception() is not None:
+                    raise task.exception()  # type: ignore[misc]
+        finally:
+            server.should_exit = True
+            runner_stop.set()
+            stop_task.cancel()
+            await asyncio.gather(server_task, runner_task, stop_task, return_exceptions=True)
+
+    async def _shutdown(self) -> None:
+        og = self.og
+        if og.telegram.updater is not None and og.telegram.updater.running:
+            await og.telegram.updater.stop()
+        if og.telegram.running:
+            await og.telegram.stop()
+        await og.telegram.shutdown()
+        if og.kube is not None:
+            with contextlib.suppress(Exception):
+                await og.kube.close()
+        await og.db.dispose()
+        log.info("opsgate_stopped")

@@ -1,0 +1,1 @@
+"""Telegram-facing parts: rendering, keyboards, callback codec and the one outbound sender."""

@@ -1,0 +1,199 @@
+"""HTML for the chat. Every interpolated value is escaped; every message fits Telegram's limit.
+
+Lengths are measured on the HTML itself, which is never shorter than the text Telegram
+counts, so a message that fits here fits there.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from html import escape
+
+from opsgate.services.chat import AttemptLine, CardView, ResultView, TimelineLine
+
+MAX_MESSAGE = 4096
+CARD_BUDGET = 3900
+MAX_SUMMARY = 600
+MAX_LABEL_VALUE = 120
+
+_SEVERITY_ICON = {"critical": "🔴", "error": "🔴", "high": "🔴", "warning": "🟠", "info": "🔵"}
+_STATUS_ICON = {"info": "•", "success": "✅", "warning": "⚠️", "error": "❌"}
+
+
+def e(value: object) -> str:
+    return escape(str(value))
+
+
+def card_html(card: CardView, now: datetime | None = None) -> str:
+    now = now or datetime.now(UTC)
+    head = _card_head(card)
+    body = _card_action(card, now)
+    labels = _labels_block(card.labels, CARD_BUDGET - len(head) - len(body))
+    return "\n".join(part for part in (head, body, labels) if part)
+
+
+def _card_head(card: CardView) -> str:
+    if card.incident_status == "resolved":
+        state = "🟢 <b>RESOLVED</b>"
+    else:
+        state = f"{_SEVERITY_ICON.get(card.severity.lower(), '🟠')} <b>FIRING</b>"
+    title = f"{state} · {e(card.severity or 'unknown')} · <b>{e(card.alertname or 'alert')}</b>"
+    lines = [title]
+    if card.summary:
+        summary = card.summary
+        if len(summary) > MAX_SUMMARY:
+            summary = summary[:MAX_SUMMARY] + "…"
+        lines.append(e(summary))
+    where = []
+    if card.service:
+        where.append(f"service <code>{e(card.service)}</code>")
+    if card.namespace:
+        where.append(f"namespace <code>{e(card.namespace)}</code>")
+    where.append(f"{card.firing_count}/{card.alert_count} firing")
+    lines.append(" · ".join(where))
+    lines.append(f"Incident <code>{e(card.incident_id)}</code>")
+    return "\n".join(lines)
+
+
+def _card_action(card: CardView, now: datetime) -> str:
+    if card.action_refusal:
+        return (
+            f"\n⛔ <b>Action refused</b>: <code>{e(card.action or '')}</code>\n"
+            f"{e(card.action_refusal)}"
+        )
+    if card.approval_id is None:
+        return "\nNo remediation proposed."
+    lines = [
+        "",
+        "<b>Proposed action</b>",
+        f"<code>{e(card.action)}</code>",
+        f"risk <b>{e(card.risk)}</b> · {e(card.blast_radius)}",
+    ]
+    lines.extend(_decision_lines(card, now))
+    return "\n".join(lines)
+
+
+def _decision_lines(card: CardView, now: datetime) -> list[str]:
+    signed = ", ".join(e(a) for a in card.approvers) or "none yet"
+    tally = f"Approvals {len(card.approvers)}/{card.required_approvals}: {signed}"
+    match card.approval_status:
+        case "pending":
+            if card.expires_at is None:
+                return [tally]
+            left = _until(card.expires_at, now)
+            return [tally, f"⏳ buttons expire {_clock(card.expires_at)} ({left})"]
+        case "rejected":
+            return [f"🚫 <b>Rejected</b> by {e(card.rejected_by or 'an approver')}. Nothing ran."]
+        case "expired":
+            return [tally, "⌛ <b>Expired</b> without a decision. Nothing ran."]
+        case "cancelled":
+            return [tally, f"⏹ <b>Closed</b>: {e(card.decision_note)}. Nothing ran."]
+        case _:
+            return [f"✅ Approved by {signed}", *_execution_lines(card)]
+
+
+def _execution_lines(card: CardView) -> list[str]:
+    lines = []
+    retries_allowed = max(card.max_attempts - 1, 0)
+    for attempt in card.attempts:
+        if attempt.outcome in ("transient", "permanent", "interrupted"):
+            lines.append(f"attempt {attempt.attempt} failed: {e(_attempt_error(attempt))}")
+    match card.execution_status:
+        case "queued":
+            lines.append("⚙️ queued for execution")
+        case "running":
+            n = card.attempts[-1].attempt if card.attempts else 1
+            lines.append(f"⚙️ <b>executing</b> (attempt {n}/{card.max_attempts})")
+        case "retry_wait":
+            used = len(card.attempts)
+            lines.append(
+                f"🔁 retrying in {card.retry_delay_seconds:g} s ({used}/{retries_allowed})"
+                + (f", at {_clock(card.next_attempt_at)}" if card.next_attempt_at else "")
+            )
+        case "succeeded":
+            lines.append(f"✅ <b>Done</b>{_took(card.duration_seconds)}: {e(card.result_detail)}")
+        case "failed":
+            lines.append(f"❌ <b>Failed</b>{_took(card.duration_seconds)}: {e(card.result_detail)}")
+    return lines
+
+
+def _attempt_error(attempt: AttemptLine) -> str:
+    # Stored as "<stage>: <message>"; the card shows the status and the API's message.
+    text = attempt.error.split(": ", 1)[-1]
+    return f"{attempt.http_status}: {text}" if attempt.http_status else text
+
+
+def _labels_block(labels: dict[str, str], budget: int) -> str:
+    if not labels:
+        return ""
+    items = [
+        f"{e(k)}=<code>{e(v if len(v) <= MAX_LABEL_VALUE else v[:MAX_LABEL_VALUE] + '…')}</code>"
+        for k, v in sorted(labels.items())
+    ]
+    block = "\nLabels: " + ", ".join(items)
+    if len(block) <= budget:
+        return block
+    shown: list[str] = []
+    for i, item in enumerate(items):
+        marker = f" … ({len(items) - i} more labels cut)"
+        candidate = "\nLabels: " + ", ".join([*shown, item])
+        if len(candidate) + len(marker) > budget:
+            return "\nLabels: " + ", ".join(shown) + marker
+        shown.append(item)
+    return block
+
+
+def result_html(result: ResultView) -> str:
+    head = "✅ <b>Succeeded</b>" if result.succeeded else "❌ <b>Failed</b>"
+    attempts = f"{result.attempts} attempt{'s' if result.attempts != 1 else ''}"
+    approvers = ", ".join(e(a) for a in result.approvers) or "nobody"
+    return "\n".join(
+        [
+            f"{head} · <code>{e(result.incident_id)}</code>",
+            f"<code>{e(result.action)}</code>",
+            e(result.detail[:1500]),
+            f"approved by {approvers} · {attempts}{_took(result.duration_seconds)}",
+        ]
+    )
+
+
+def timeline_messages(incident_id: str, events: Iterable[TimelineLine]) -> list[str]:
+    """The timeline, split at line boundaries so every message is valid HTML on its own."""
+    header = f"🗒 <b>Timeline</b> <code>{e(incident_id)}</code>"
+    lines = [
+        f"{_clock(ev.at, seconds=True)} {_STATUS_ICON.get(ev.status, '•')} "
+        f"<b>{e(ev.kind)}</b> · {e(ev.actor)}: {e(ev.summary[:1000])}"
+        for ev in events
+    ]
+    if not lines:
+        return [f"{header}\nNo events recorded."]
+    messages: list[str] = []
+    current = header
+    for line in lines:
+        if len(current) + 1 + len(line) > MAX_MESSAGE:
+            messages.append(current)
+            current = f"{header} (continued)"
+        current += "\n" + line
+    messages.append(current)
+    return messages
+
+
+def _clock(at: datetime, *, seconds: bool = False) -> str:
+    fmt = "%Y-%m-%d %H:%M:%S UTC" if seconds else "%H:%M UTC"
+    return at.astimezone(UTC).strftime(fmt)
+
+
+def _until(at: datetime, now: datetime) -> str:
+    left = int((at - now).total_seconds())
+    if left <= 0:
+        return "due now"
+    hours, rest = divmod(left, 3600)
+    minutes = rest // 60
+    if hours:
+        return f"in {hours} h {minutes} min" if minutes else f"in {hours} h"
+    return f"in {max(minutes, 1)} min"
+
+
+def _took(seconds: float | None) -> str:
+    return f" in {seconds:.1f} s" if seconds is not None else ""

@@ -1,0 +1,190 @@
+"""The one way out to Telegram. Every outbound call passes here, so rate limits, 429s,
+"not modified" edits and error mapping are handled in one place.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from typing import TypeVar
+
+import structlog
+from telegram import (
+    Bot,
+    BotCommand,
+    InlineKeyboardMarkup,
+    LinkPreviewOptions,
+    Message,
+    ReplyParameters,
+)
+from telegram.constants import ParseMode
+from telegram.error import BadRequest, Forbidden, NetworkError, RetryAfter, TelegramError
+
+from opsgate.bot.keyboards import approval_keyboard
+from opsgate.bot.render import card_html, result_html
+from opsgate.services.chat import (
+    CardView,
+    ChatRejected,
+    ChatRetryLater,
+    ChatTarget,
+    ChatUnavailable,
+    MessageRef,
+    ResultView,
+)
+
+log = structlog.get_logger(__name__)
+
+T = TypeVar("T")
+
+# Telegram reports an edit that changes nothing only through this description; there is no
+# error code or type for it, so this one text match is unavoidable.
+NOT_MODIFIED = "message is not modified"
+NO_PREVIEW = LinkPreviewOptions(is_disabled=True)
+
+
+class TelegramSender:
+    """Implements the domain's ChatPort on top of PTB's Bot."""
+
+    def __init__(self, bot: Bot, *, on_error: Callable[[str, str], None] | None = None) -> None:
+        self._bot = bot
+        self._on_error = on_error or (lambda _method, _kind: None)
+
+    async def _call(self, method: str, call: Callable[[], Awaitable[T]]) -> T:
+        try:
+            return await call()
+        except RetryAfter as exc:
+            self._on_error(method, "rate_limited")
+            raise ChatRetryLater(_seconds(exc), str(exc)) from exc
+        except (BadRequest, Forbidden) as exc:
+            self._on_error(method, "rejected")
+            raise ChatRejected(f"{method}: {exc.message}") from exc
+        except NetworkError as exc:
+            self._on_error(method, "unavailable")
+            raise ChatUnavailable(f"{method}: {exc.message}") from exc
+        except TelegramError as exc:
+            self._on_error(method, "rejected")
+            raise ChatRejected(f"{method}: {exc.message}") from exc
+
+    async def post_card(self, target: ChatTarget, card: CardView) -> MessageRef:
+        message = await self._call(
+            "sendMessage",
+            lambda: self._bot.send_message(
+                chat_id=target.chat_id,
+                message_thread_id=target.thread_id,
+                text=card_html(card),
+                parse_mode=ParseMode.HTML,
+                reply_markup=_markup(card),
+                link_preview_options=NO_PREVIEW,
+            ),
+        )
+        return _ref(message, target.thread_id)
+
+    async def edit_card(self, ref: MessageRef, card: CardView) -> None:
+        try:
+            await self._call(
+                "editMessageText",
+                lambda: self._bot.edit_message_text(
+                    chat_id=ref.chat_id,
+                    message_id=ref.message_id,
+                    text=card_html(card),
+                    parse_mode=ParseMode.HTML,
+                    reply_markup=_markup(card),
+                    link_preview_options=NO_PREVIEW,
+                ),
+            )
+        except ChatRejected as exc:
+            if NOT_MODIFIED in str(exc).lower():
+                return
+            raise
+
+    async def send_result(
+        self, target: ChatTarget, reply_to: int | None, result: ResultView
+    ) -> MessageRef:
+        reply = (
+            ReplyParameters(message_id=reply_to, allow_sending_without_reply=True)
+            if reply_to is not None
+            else None
+        )
+        message = await self._call(
+            "sendMessage",
+            lambda: self._bot.send_message(
+                chat_id=target.chat_id,
+                message_thread_id=target.thread_id,
+                text=result_html(result),
+                parse_mode=ParseMode.HTML,
+                reply_parameters=reply,
+                link_preview_options=NO_PREVIEW,
+            ),
+        )
+        return _ref(message, target.thread_id)
+
+    async def send_html(
+        self,
+        chat_id: int,
+        html: str,
+        *,
+        thread_id: int | None = None,
+        reply_to: int | None = None,
+    ) -> MessageRef:
+        reply = (
+            ReplyParameters(message_id=reply_to, allow_sending_without_reply=True)
+            if reply_to is not None
+            else None
+        )
+        message = await self._call(
+            "sendMessage",
+            lambda: self._bot.send_message(
+                chat_id=chat_id,
+                message_thread_id=thread_id,
+                text=html,
+                parse_mode=ParseMode.HTML,
+                reply_parameters=reply,
+                link_preview_options=NO_PREVIEW,
+            ),
+        )
+        return _ref(message, thread_id)
+
+    async def answer_callback(self, query_id: str, text: str, *, alert: bool) -> None:
+        try:
+            await self._call(
+                "answerCallbackQuery",
+                lambda: self._bot.answer_callback_query(
+                    query_id, text=text[:200], show_alert=alert
+                ),
+            )
+        except (ChatRejected, ChatUnavailable, ChatRetryLater) as exc:
+            # The user sees a spinner time out; the decision itself is already stored.
+            log.warning("callback_answer_failed", query_id=query_id, error=str(exc))
+
+    async def set_commands(self, commands: list[tuple[str, str]]) -> None:
+        await self._call(
+            "setMyCommands",
+            lambda: self._bot.set_my_commands([BotCommand(c, d) for c, d in commands]),
+        )
+
+    async def set_webhook(self, url: str, secret: str, allowed_updates: list[str]) -> None:
+        await self._call(
+            "setWebhook",
+            lambda: self._bot.set_webhook(
+                url, secret_token=secret, allowed_updates=allowed_updates
+            ),
+        )
+
+
+def _markup(card: CardView) -> InlineKeyboardMarkup | None:
+    """Buttons only while a decision is open; omitting the markup removes the keyboard."""
+    if card.offers_buttons and card.approval_id is not None:
+        return approval_keyboard(card.approval_id)
+    return None
+
+
+def _ref(message: Message, thread_id: int | None) -> MessageRef:
+    return MessageRef(message.chat_id, message.message_id, message.message_thread_id or thread_id)
+
+
+def _seconds(exc: RetryAfter) -> float:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        value = exc.retry_after
+    return value.total_seconds() if isinstance(value, timedelta) else float(value)

@@ -1,0 +1,194 @@
+"""HTTP routes: the Alertmanager webhook, the approvals API, health, metrics, Telegram webhook."""
+
+from __future__ import annotations
+
+import hmac
+import json
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from typing import Any, Literal
+
+import structlog
+from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Request, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from opsgate.services.alertmanager import AmPayload
+from opsgate.services.approvals import Proposal
+from opsgate.services.incidents import ApiProposal, Conflict, IncidentService, NotFound
+from opsgate.services.operations import OperationRefused
+from opsgate.services.risk import Risk
+from opsgate.services.storage.db import Database
+from opsgate.services.storage.models import Approval
+
+log = structlog.get_logger(__name__)
+
+MAX_EVIDENCE_BYTES = 16_384
+
+
+class ApprovalRequest(BaseModel):
+    """``POST /api/v1/approvals``: another system proposes an action for a human to approve."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    action: str = Field(min_length=1, max_length=500)
+    requested_by: str = Field(min_length=1, max_length=100)
+    description: str = Field(default="", max_length=2000)
+    risk: Risk | None = None
+    incident_id: str | None = Field(default=None, max_length=16)
+    labels: dict[str, str] = Field(default_factory=dict)
+    summary: str = Field(default="", max_length=1000)
+    requester_telegram_id: int | None = None
+    evidence: dict[str, Any] | None = None
+
+    @field_validator("evidence")
+    @classmethod
+    def _bounded(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is not None and len(json.dumps(value)) > MAX_EVIDENCE_BYTES:
+            raise ValueError(f"evidence is larger than {MAX_EVIDENCE_BYTES} bytes of JSON")
+        return value
+
+    @model_validator(mode="after")
+    def _names_an_incident(self) -> ApprovalRequest:
+        if not self.incident_id and not self.labels.get("alertname"):
+            raise ValueError("give either incident_id or labels with an alertname")
+        return self
+
+
+class ApprovalStatus(BaseModel):
+    approval_id: str
+    incident_id: str
+    status: str
+    action: str
+    risk: str
+    required_approvals: int
+    expires_at: datetime
+
+
+def bearer_guard(token: str | None) -> Callable[[str | None], Awaitable[None]]:
+    async def check(authorization: str | None = Header(default=None)) -> None:
+        if token is None:
+            raise HTTPException(503, "OPSGATE_WEBHOOK_TOKEN is not set; this endpoint is off")
+        scheme, _, given = (authorization or "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(given.encode(), token.encode()):
+            raise HTTPException(
+                401, "missing or wrong bearer token", {"WWW-Authenticate": "Bearer"}
+            )
+
+    return check
+
+
+def ingest_router(
+    incidents: IncidentService, db: Database, token: str | None, on_alert: Callable[[], None]
+) -> APIRouter:
+    router = APIRouter(dependencies=[Depends(bearer_guard(token))])
+
+    @router.post("/webhook/alertmanager")
+    async def alertmanager(payload: AmPayload) -> dict[str, Any]:
+        on_alert()
+        result = await incidents.ingest_alertmanager(payload)
+        return {
+            "incident_id": result.incident_id,
+            "created": result.created,
+            "changed": result.changed,
+        }
+
+    @router.post("/api/v1/approvals", status_code=201)
+    async def propose(body: ApprovalRequest) -> ApprovalStatus:
+        request = ApiProposal(
+            proposal=Proposal(
+                action=body.action,
+                requested_by=body.requested_by,
+                description=body.description,
+                declared_risk=body.risk,
+                requester_user_id=body.requester_telegram_id,
+                evidence=body.evidence,
+            ),
+            incident_id=body.incident_id,
+            labels=body.labels,
+            summary=body.summary,
+        )
+        try:
+            result = await incidents.propose_via_api(request)
+        except OperationRefused as exc:
+            raise HTTPException(422, f"action refused: {exc}") from None
+        except NotFound as exc:
+            raise HTTPException(404, str(exc)) from None
+        except Conflict as exc:
+            raise HTTPException(409, str(exc)) from None
+        return _status(result.approval)
+
+    @router.get("/api/v1/approvals/{approval_id}")
+    async def show(approval_id: str) -> ApprovalStatus:
+        async with db.transaction() as session:
+            approval = await session.get(Approval, approval_id)
+        if approval is None:
+            raise HTTPException(404, f"approval {approval_id} does not exist")
+        return _status(approval)
+
+    return router
+
+
+def _status(approval: Approval) -> ApprovalStatus:
+    return ApprovalStatus(
+        approval_id=approval.id,
+        incident_id=approval.incident_id,
+        status=approval.status,
+        action=approval.action,
+        risk=approval.risk,
+        required_approvals=approval.required_approvals,
+        expires_at=approval.expires_at,
+    )
+
+
+def health_router(db: Database, registry: CollectorRegistry) -> APIRouter:
+    router = APIRouter()
+
+    @router.get("/healthz")
+    async def healthz() -> dict[str, Literal["ok"]]:
+        return {"status": "ok"}
+
+    @router.get("/readyz")
+    async def readyz() -> JSONResponse:
+        try:
+            await db.ping()
+        except Exception as exc:
+            log.warning("readiness_failed", error=repr(exc))
+            return JSONResponse({"status": "unavailable", "database": "unreachable"}, 503)
+        return JSONResponse({"status": "ok", "database": "ok"})
+
+    @router.get("/metrics")
+    async def metrics() -> Response:
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    return router
+
+
+def telegram_webhook_router(
+    path: str, secret: str, deliver: Callable[[dict[str, Any]], Awaitable[None]]
+) -> APIRouter:
+    router = APIRouter()
+
+    @router.post(path)
+    async def telegram_update(request: Request) -> Response:
+        given = request.headers.get("X-Telegram-Bot-Api-Secret-Token", "")
+        if not hmac.compare_digest(given.encode(), secret.encode()):
+            raise HTTPException(403, "wrong secret token")
+        try:
+            data = await request.json()
+        except ValueError:
+            raise HTTPException(400, "body is not JSON") from None
+        if not isinstance(data, dict) or "update_id" not in data:
+            raise HTTPException(400, "body is not a Telegram update")
+        await deliver(data)
+        return Response(status_code=200)
+
+    return router
+
+
+def create_api(*routers: APIRouter) -> FastAPI:
+    api = FastAPI(title="opsgate", docs_url=None, redoc_url=None)
+    for router in routers:
+        api.include_router(router)
+    return api

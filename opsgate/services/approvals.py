@@ -1,0 +1,296 @@
+"""Approvals: propose, sign, reach quorum exactly once, reject, expire, cancel."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import structlog
+from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from opsgate.services import timeline
+from opsgate.services.ids import new_approval_id
+from opsgate.services.jobs import JobKind, enqueue
+from opsgate.services.operations import Operation, parse_operation
+from opsgate.services.policy import Policy
+from opsgate.services.risk import Risk, effective_risk
+from opsgate.services.storage.db import Database
+from opsgate.services.storage.models import Approval, Execution, Incident, Signature, utcnow
+
+log = structlog.get_logger(__name__)
+
+PENDING = "pending"
+APPROVED = "approved"
+REJECTED = "rejected"
+EXPIRED = "expired"
+CANCELLED = "cancelled"
+
+
+@dataclass(frozen=True)
+class Proposal:
+    action: str
+    requested_by: str
+    description: str = ""
+    declared_risk: Risk | None = None
+    requester_user_id: int | None = None
+    evidence: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class Tapper:
+    user_id: int
+    username: str
+
+    @property
+    def display(self) -> str:
+        return f"@{self.username}" if self.username else f"id {self.user_id}"
+
+
+@dataclass(frozen=True)
+class TapOutcome:
+    """What the tapper is told (as an alert when ``alert``) and whether anything changed."""
+
+    text: str
+    alert: bool
+    changed: bool
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    max_retries: int
+    delay_seconds: float
+
+
+class ApprovalService:
+    def __init__(
+        self,
+        db: Database,
+        policy: Policy,
+        *,
+        ttl: timedelta,
+        retry: RetryPolicy,
+        jobs_ready: Callable[[], None],
+    ) -> None:
+        self._db = db
+        self._policy = policy
+        self._ttl = ttl
+        self._retry = retry
+        self._jobs_ready = jobs_ready
+
+    def propose(self, session: AsyncSession, incident: Incident, proposal: Proposal) -> Approval:
+        """Create a pending approval; raises OperationRefused when the action is not allowed."""
+        op = parse_operation(proposal.action, default_namespace=incident.namespace or "default")
+        risk = effective_risk(op, proposal.declared_risk)
+        now = utcnow()
+        approval = Approval(
+            id=new_approval_id(),
+            incident_id=incident.id,
+            action=op.describe(),
+            operation=op.to_dict(),
+            description=proposal.description,
+            risk=risk.value,
+            requested_by=proposal.requested_by,
+            requester_user_id=proposal.requester_user_id,
+            evidence=proposal.evidence or {},
+            status=PENDING,
+            required_approvals=self._policy.quorum(risk),
+            created_at=now,
+            expires_at=now + self._ttl,
+        )
+        session.add(approval)
+        timeline.record(
+            session,
+            incident.id,
+            "approval_requested",
+            f"{op.describe()} proposed at {risk.value} risk, "
+            f"needs {approval.required_approvals} approval(s)",
+            actor=proposal.requested_by,
+        )
+        return approval
+
+    async def decide(self, approval_id: str, tapper: Tapper, approve: bool) -> TapOutcome:
+        async with self._db.transaction() as session:
+            outcome = await self._decide(session, approval_id, tapper, approve)
+        if outcome.changed:
+            self._jobs_ready()
+        log.info(
+            "approval_tap",
+            approval_id=approval_id,
+            user_id=tapper.user_id,
+            approve=approve,
+            changed=outcome.changed,
+            answer=outcome.text,
+        )
+        return outcome
+
+    async def _decide(
+        self, session: AsyncSession, approval_id: str, tapper: Tapper, approve: bool
+    ) -> TapOutcome:
+        # Lock the row: concurrent taps on one card are decided one after another.
+        approval = await session.scalar(
+            select(Approval).where(Approval.id == approval_id).with_for_update()
+        )
+        if approval is None:
+            return TapOutcome("This card is not known to opsgate any more.", True, False)
+        if approval.status != PENDING:
+            return TapOutcome(f"Too late: this request is already {approval.status}.", True, False)
+        now = utcnow()
+        if approval.expires_at <= now:
+            await self._close(session, approval, EXPIRED, "approval window ran out")
+            return TapOutcome("Too late: this request has expired.", True, True)
+        op = Operation.from_dict(approval.operation)
+        verdict = self._policy.authorize(tapper.user_id, op, Risk(approval.risk))
+        if not verdict.allowed:
+            timeline.record(
+                session,
+                approval.incident_id,
+                "tap_refused",
+                f"{tapper.display} tried to {'approve' if approve else 'reject'}: {verdict.reason}",
+                actor=tapper.display,
+                status="warning",
+            )
+            return TapOutcome(f"Not allowed. {verdict.reason}", True, False)
+        if not approve:
+            await self._close(session, approval, REJECTED, f"rejected by {tapper.display}")
+            session.add(_signature(approval.id, tapper, "reject"))
+            return TapOutcome("Rejected. Nothing will run.", False, True)
+        if _is_requester(approval, tapper):
+            return TapOutcome(
+                "You requested this action; someone else has to approve it.", True, False
+            )
+        already = await session.scalar(
+            select(Signature.id).where(
+                Signature.approval_id == approval.id, Signature.user_id == tapper.user_id
+            )
+        )
+        if already is not None:
+            count = await _approvals_count(session, approval.id)
+            return TapOutcome(
+                f"You already approved this ({count}/{approval.required_approvals}).", True, False
+            )
+        session.add(_signature(approval.id, tapper, "approve"))
+        await session.flush()
+        count = await _approvals_count(session, approval.id)
+        timeline.record(
+            session,
+            approval.incident_id,
+            "approval_signed",
+            f"approved by {tapper.display} ({count}/{approval.required_approvals})",
+            actor=tapper.display,
+        )
+        if count < approval.required_approvals:
+            await enqueue(session, JobKind.SYNC_CARD, approval.incident_id, coalesce=True)
+            return TapOutcome(
+                f"Approval recorded ({count}/{approval.required_approvals}).", False, True
+            )
+        claimed = await self._claim(session, approval)
+        if not claimed:
+            return TapOutcome("Too late: this request was decided meanwhile.", True, False)
+        return TapOutcome("Approved: quorum reached, executing now.", False, True)
+
+    async def _claim(self, session: AsyncSession, approval: Approval) -> bool:
+        """pending -> approved with one conditional UPDATE; only the winner enqueues the run."""
+        now = utcnow()
+        result = await session.execute(
+            update(Approval)
+            .where(Approval.id == approval.id, Approval.status == PENDING)
+            .values(status=APPROVED, decided_at=now, decision_note="quorum reached")
+            .execution_options(synchronize_session=False)
+        )
+        if result.rowcount != 1:  # type: ignore[attr-defined]
+            return False
+        session.add(
+            Execution(
+                approval_id=approval.id,
+                status="queued",
+                attempts=0,
+                max_attempts=self._retry.max_retries + 1,
+                retry_delay_seconds=self._retry.delay_seconds,
+                next_attempt_at=now,
+                context={},
+                created_at=now,
+            )
+        )
+        timeline.record(
+            session, approval.incident_id, "approval_granted", "quorum reached; execution queued"
+        )
+        await enqueue(session, JobKind.EXECUTE, approval.id)
+        await enqueue(session, JobKind.SYNC_CARD, approval.incident_id, coalesce=True)
+        return True
+
+    async def _close(
+        self, session: AsyncSession, approval: Approval, status: str, note: str
+    ) -> bool:
+        result = await session.execute(
+            update(Approval)
+            .where(Approval.id == approval.id, Approval.status == PENDING)
+            .values(status=status, decided_at=utcnow(), decision_note=note)
+            .execution_options(synchronize_session=False)
+        )
+        if result.rowcount != 1:  # type: ignore[attr-defined]
+            return False
+        kind = {REJECTED: "approval_rejected", EXPIRED: "approval_expired"}.get(
+            status, "approval_cancelled"
+        )
+        timeline.record(
+            session,
+            approval.incident_id,
+            kind,
+            note,
+            status="warning" if status != REJECTED else "info",
+        )
+        await enqueue(session, JobKind.SYNC_CARD, approval.incident_id, coalesce=True)
+        return True
+
+    async def cancel_pending(self, session: AsyncSession, incident_id: str, note: str) -> None:
+        """Close the incident's pending approval (the alert resolved before anyone decided)."""
+        pending = await session.scalars(
+            select(Approval).where(Approval.incident_id == incident_id, Approval.status == PENDING)
+        )
+        for approval in pending:
+            await self._close(session, approval, CANCELLED, note)
+
+    async def expire_due(self) -> int:
+        """Close every pending approval whose window has run out, and say so on its card."""
+        now = utcnow()
+        closed = 0
+        async with self._db.transaction() as session:
+            due = await session.scalars(
+                select(Approval).where(Approval.status == PENDING, Approval.expires_at <= now)
+            )
+            for approval in list(due):
+                if await self._close(session, approval, EXPIRED, "approval window ran out"):
+                    closed += 1
+        if closed:
+            log.info("approvals_expired", count=closed)
+            self._jobs_ready()
+        return closed
+
+
+def _signature(approval_id: str, tapper: Tapper, decision: str) -> Signature:
+    return Signature(
+        approval_id=approval_id,
+        user_id=tapper.user_id,
+        username=tapper.username,
+        decision=decision,
+        created_at=utcnow(),
+    )
+
+
+def _is_requester(approval: Approval, tapper: Tapper) -> bool:
+    if approval.requester_user_id is not None and approval.requester_user_id == tapper.user_id:
+        return True
+    requested = approval.requested_by.strip().lstrip("@").lower()
+    return bool(tapper.username) and requested == tapper.username.lower()
+
+
+async def _approvals_count(session: AsyncSession, approval_id: str) -> int:
+    count = await session.scalar(
+        select(func.count())
+        .select_from(Signature)
+        .where(Signature.approval_id == approval_id, Signature.decision == "approve")
+    )
+    return int(count or 0)

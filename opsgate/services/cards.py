@@ -1,0 +1,206 @@
+"""The alert card and the result reply: built from the database, pushed through the ChatPort.
+
+Cards are always rendered from stored state, so an edit is idempotent and a burst of
+changes collapses into one edit showing the latest truth.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import structlog
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from opsgate.services import timeline
+from opsgate.services.chat import (
+    AttemptLine,
+    CardView,
+    ChatPort,
+    ChatRejected,
+    ChatTarget,
+    MessageRef,
+    ResultView,
+)
+from opsgate.services.execution import SUCCEEDED, approver_names
+from opsgate.services.jobs import ClaimedJob
+from opsgate.services.operations import Operation
+from opsgate.services.risk import blast_radius
+from opsgate.services.storage.db import Database
+from opsgate.services.storage.models import (
+    Approval,
+    Execution,
+    ExecutionAttempt,
+    Incident,
+    Signature,
+)
+
+log = structlog.get_logger(__name__)
+
+
+async def build_card(session: AsyncSession, incident: Incident) -> CardView:
+    approval = await session.scalar(
+        select(Approval)
+        .where(Approval.incident_id == incident.id)
+        .order_by(Approval.created_at.desc())
+        .limit(1)
+    )
+    base = CardView(
+        incident_id=incident.id,
+        incident_status=incident.status,
+        severity=incident.severity,
+        alertname=incident.alertname,
+        summary=incident.summary,
+        service=incident.service,
+        namespace=incident.namespace,
+        firing_count=incident.firing_count,
+        alert_count=incident.alert_count,
+        labels={str(k): str(v) for k, v in incident.labels.items()},
+        action=incident.proposed_action or None,
+        action_refusal=incident.action_refusal,
+    )
+    if approval is None:
+        return base
+    op = Operation.from_dict(approval.operation)
+    rejecter = await session.scalar(
+        select(Signature).where(
+            Signature.approval_id == approval.id, Signature.decision == "reject"
+        )
+    )
+    execution = await session.get(Execution, approval.id)
+    attempts: tuple[AttemptLine, ...] = ()
+    if execution is not None:
+        rows = await session.scalars(
+            select(ExecutionAttempt)
+            .where(ExecutionAttempt.approval_id == approval.id)
+            .order_by(ExecutionAttempt.attempt)
+        )
+        attempts = tuple(AttemptLine(r.attempt, r.outcome, r.error, r.http_status) for r in rows)
+    return replace(
+        base,
+        action=approval.action,
+        action_refusal="",
+        risk=approval.risk,
+        blast_radius=blast_radius(op),
+        approval_id=approval.id,
+        approval_status=approval.status,
+        required_approvals=approval.required_approvals,
+        approvers=tuple(await approver_names(session, approval.id)),
+        rejected_by=f"@{rejecter.username}" if rejecter and rejecter.username else "",
+        decision_note=approval.decision_note,
+        expires_at=approval.expires_at,
+        execution_status=execution.status if execution else None,
+        attempts=attempts,
+        max_attempts=execution.max_attempts if execution else 0,
+        next_attempt_at=execution.next_attempt_at if execution else None,
+        retry_delay_seconds=execution.retry_delay_seconds if execution else 0,
+        result_detail=execution.result_detail if execution else "",
+        duration_seconds=_duration(execution),
+    )
+
+
+def _duration(execution: Execution | None) -> float | None:
+    if execution is None or execution.started_at is None or execution.finished_at is None:
+        return None
+    return (execution.finished_at - execution.started_at).total_seconds()
+
+
+class CardPublisher:
+    def __init__(self, db: Database, chat: ChatPort) -> None:
+        self._db = db
+        self._chat = chat
+
+    async def sync_card(self, job: ClaimedJob) -> None:
+        """Post the incident's card if it has none yet, else edit it to the current state."""
+        async with self._db.transaction() as session:
+            incident = await session.get(Incident, job.ref)
+            if incident is None:
+                return
+            view = await build_card(session, incident)
+            target = ChatTarget(incident.chat_id, incident.thread_id)
+            message_id = incident.message_id
+        if message_id is not None:
+            try:
+                await self._chat.edit_card(
+                    MessageRef(target.chat_id, message_id, target.thread_id), view
+                )
+            except ChatRejected as exc:
+                log.warning("card_edit_rejected", incident_id=job.ref, error=str(exc))
+            return
+        try:
+            ref = await self._chat.post_card(target, view)
+        except ChatRejected as exc:
+            log.error(
+                "card_post_rejected", incident_id=job.ref, chat_id=target.chat_id, error=str(exc)
+            )
+            async with self._db.transaction() as session:
+                timeline.record(
+                    session,
+                    job.ref,
+                    "card_failed",
+                    f"the card could not be posted: {exc}",
+                    status="error",
+                )
+            return
+        async with self._db.transaction() as session:
+            await session.execute(
+                update(Incident)
+                .where(Incident.id == job.ref, Incident.message_id.is_(None))
+                .values(message_id=ref.message_id)
+            )
+            timeline.record(
+                session, job.ref, "card_posted", f"alert card posted to chat {ref.chat_id}"
+            )
+        log.info("card_posted", incident_id=job.ref, chat_id=ref.chat_id, message_id=ref.message_id)
+
+    async def publish_result(self, job: ClaimedJob) -> None:
+        """Final card edit, then the reply under the original alert; each at most once."""
+        async with self._db.transaction() as session:
+            approval = await session.get(Approval, job.ref)
+            execution = await session.get(Execution, job.ref)
+            if approval is None or execution is None:
+                return
+            incident = await session.get(Incident, approval.incident_id)
+            assert incident is not None
+            view = await build_card(session, incident)
+            result = ResultView(
+                incident_id=incident.id,
+                action=approval.action,
+                succeeded=execution.status == SUCCEEDED,
+                detail=execution.result_detail,
+                attempts=execution.attempts,
+                duration_seconds=_duration(execution),
+                approvers=tuple(await approver_names(session, approval.id)),
+            )
+            target = ChatTarget(incident.chat_id, incident.thread_id)
+            card_id = incident.message_id
+            already_replied = execution.result_message_id is not None
+        if card_id is not None:
+            try:
+                await self._chat.edit_card(
+                    MessageRef(target.chat_id, card_id, target.thread_id), view
+                )
+            except ChatRejected as exc:
+                log.warning("card_edit_rejected", incident_id=incident.id, error=str(exc))
+        if already_replied:
+            return
+        ref = await self._chat.send_result(target, card_id, result)
+        async with self._db.transaction() as session:
+            await session.execute(
+                update(Execution)
+                .where(Execution.approval_id == job.ref)
+                .values(result_message_id=ref.message_id)
+            )
+            timeline.record(
+                session,
+                incident.id,
+                "result_posted",
+                f"result posted{' in the alert thread' if card_id else ''}",
+            )
+        log.info(
+            "result_posted",
+            approval_id=job.ref,
+            incident_id=incident.id,
+            succeeded=result.succeeded,
+            message_id=ref.message_id,
+        )

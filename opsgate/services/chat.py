@@ -1,0 +1,122 @@
+"""The port through which the domain talks to a chat, and the views it hands over.
+
+``services`` never imports Telegram: ``bot`` implements :class:`ChatPort` and renders the
+views. The errors below are the only chat failures the domain reasons about.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class ChatTarget:
+    chat_id: int
+    thread_id: int | None = None
+
+
+@dataclass(frozen=True)
+class MessageRef:
+    chat_id: int
+    message_id: int
+    thread_id: int | None = None
+
+
+@dataclass(frozen=True)
+class AttemptLine:
+    attempt: int
+    outcome: str
+    error: str
+    http_status: int | None
+
+
+@dataclass(frozen=True)
+class CardView:
+    """Everything an alert card shows, already decided; rendering only formats it."""
+
+    incident_id: str
+    incident_status: str
+    severity: str
+    alertname: str
+    summary: str
+    service: str
+    namespace: str
+    firing_count: int
+    alert_count: int
+    labels: dict[str, str]
+    action: str | None = None
+    action_refusal: str = ""
+    risk: str | None = None
+    blast_radius: str = ""
+    approval_id: str | None = None
+    approval_status: str | None = None
+    required_approvals: int = 0
+    approvers: tuple[str, ...] = ()
+    rejected_by: str = ""
+    decision_note: str = ""
+    expires_at: datetime | None = None
+    execution_status: str | None = None
+    attempts: tuple[AttemptLine, ...] = ()
+    max_attempts: int = 0
+    next_attempt_at: datetime | None = None
+    retry_delay_seconds: float = 0
+    result_detail: str = ""
+    duration_seconds: float | None = None
+
+    @property
+    def offers_buttons(self) -> bool:
+        return self.approval_id is not None and self.approval_status == "pending"
+
+
+@dataclass(frozen=True)
+class ResultView:
+    incident_id: str
+    action: str
+    succeeded: bool
+    detail: str
+    attempts: int
+    duration_seconds: float | None
+    approvers: tuple[str, ...] = field(default=())
+
+
+@dataclass(frozen=True)
+class TimelineLine:
+    at: datetime
+    actor: str
+    kind: str
+    status: str
+    summary: str
+
+
+class ChatError(Exception):
+    """A chat call failed."""
+
+
+class ChatRetryLater(ChatError):
+    """The chat asked us to slow down (HTTP 429); try again after ``retry_after`` seconds."""
+
+    def __init__(self, retry_after: float, message: str = "") -> None:
+        super().__init__(message or f"retry after {retry_after} s")
+        self.retry_after = retry_after
+
+
+class ChatUnavailable(ChatError):
+    """Network trouble or a server error: the same call may succeed later."""
+
+
+class ChatRejected(ChatError):
+    """The chat refused the call for good (bad request, forbidden)."""
+
+
+class ChatPort(Protocol):
+    async def post_card(self, target: ChatTarget, card: CardView) -> MessageRef: ...
+
+    async def edit_card(self, ref: MessageRef, card: CardView) -> None: ...
+
+    async def send_result(
+        self, target: ChatTarget, reply_to: int | None, result: ResultView
+    ) -> MessageRef:
+        """Post the result, as a reply to the card when there is one (same forum topic)."""
+        ...

@@ -1,0 +1,50 @@
+"""Transient or permanent: decided by exception type and HTTP status, never by message words."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import aiohttp
+from kubernetes_asyncio.client.exceptions import ApiException
+
+TRANSIENT_STATUSES = frozenset({429, 502, 503, 504})
+# Everything else the API server answers is permanent, including 500: an unknown server
+# error may have applied the change, and repeating a change we cannot see is the worse risk.
+
+
+@dataclass(frozen=True)
+class Failure:
+    transient: bool
+    message: str
+    http_status: int | None = None
+
+    def short(self) -> str:
+        return f"{self.http_status}: {self.message}" if self.http_status else self.message
+
+
+def classify(exc: BaseException) -> Failure:
+    if isinstance(exc, ApiException):
+        status = int(exc.status) if exc.status is not None else None
+        return Failure(status in TRANSIENT_STATUSES, _api_message(exc), status)
+    if isinstance(exc, TimeoutError):
+        return Failure(True, "the Kubernetes API did not answer in time")
+    if isinstance(exc, aiohttp.ClientConnectionError | aiohttp.ClientPayloadError):
+        return Failure(True, f"connection to the Kubernetes API failed ({type(exc).__name__})")
+    if isinstance(exc, ConnectionError):
+        return Failure(True, f"connection to the Kubernetes API failed ({type(exc).__name__})")
+    return Failure(False, f"{type(exc).__name__}: {exc}")
+
+
+def _api_message(exc: ApiException) -> str:
+    """The API server's own Status message, else its reason phrase."""
+    raw = exc.body
+    body = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
+    if isinstance(body, str) and body:
+        try:
+            status = json.loads(body)
+        except ValueError:
+            return body[:300]
+        if isinstance(status, dict) and status.get("message"):
+            return str(status["message"])[:300]
+    return str(exc.reason or "error")

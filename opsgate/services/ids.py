@@ -1,0 +1,18 @@
+"""Short random identifiers: readable in chat and small enough for callback data."""
+
+import secrets
+
+# Crockford's alphabet: no I, L, O or U to misread at 3 a.m.
+_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+
+
+def _token(length: int) -> str:
+    return "".join(secrets.choice(_ALPHABET) for _ in range(length))
+
+
+def new_incident_id() -> str:
+    return f"INC-{_token(8)}"
+
+
+def new_approval_id() -> str:
+    return _token(10).lower()

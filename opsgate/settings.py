@@ -1,0 +1,95 @@
+"""Process settings, read once from the environment (prefix ``OPSGATE_``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class SettingsError(Exception):
+    """A setting is missing or invalid; the message names it in one line."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="OPSGATE_", extra="ignore")
+
+    telegram_token: SecretStr
+    alert_chat_id: int
+    alert_thread_id: int | None = None
+
+    database_url: str = "sqlite+aiosqlite:///./opsgate.db"
+    http_host: str = "127.0.0.1"
+    http_port: int = Field(default=8080, ge=0, le=65535)
+    telegram_api_url: str = "https://api.telegram.org"
+    telegram_webhook_url: str | None = None
+    telegram_webhook_secret: SecretStr | None = None
+    webhook_token: SecretStr | None = None
+    policy_file: Path | None = None
+
+    kube_context: str | None = None
+    kube_request_timeout: float = Field(default=20.0, gt=0)
+
+    approval_ttl_seconds: int = Field(default=7200, gt=0)
+    retry_max: int = Field(default=2, ge=0, le=20)
+    retry_delay_seconds: float = Field(default=30.0, ge=0)
+
+    job_poll_interval: float = Field(default=1.0, gt=0)
+    job_lease_seconds: float = Field(default=300.0, gt=0)
+    job_concurrency: int = Field(default=8, ge=1)
+
+    telegram_group_rate_per_minute: int = Field(default=20, ge=1)
+    telegram_overall_rate_per_second: int = Field(default=30, ge=1)
+
+    log_format: Literal["auto", "json", "console"] = "auto"
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @field_validator("telegram_token")
+    @classmethod
+    def _token_shape(cls, value: SecretStr) -> SecretStr:
+        raw = value.get_secret_value()
+        head, _, tail = raw.partition(":")
+        if not head.isdigit() or not tail:
+            raise ValueError("expected the form <bot id>:<secret> given by @BotFather")
+        return value
+
+    @field_validator("telegram_api_url")
+    @classmethod
+    def _api_root(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must be an http(s) URL, the root of a Bot API server")
+        return value.rstrip("/")
+
+    @field_validator("policy_file")
+    @classmethod
+    def _policy_exists(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_file():
+            raise ValueError(f"no such file: {value}")
+        return value
+
+    @property
+    def telegram_base_url(self) -> str:
+        """What PTB calls ``base_url``: it appends the token and the method name."""
+        return f"{self.telegram_api_url}/bot"
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build settings, turning pydantic's report into one line per broken setting."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        raise SettingsError(describe_validation_error(exc)) from None
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    lines = []
+    for error in exc.errors():
+        field = str(error["loc"][0]) if error["loc"] else "?"
+        name = f"OPSGATE_{field.upper()}"
+        if error["type"] == "missing":
+            lines.append(f"{name} is required but not set")
+        else:
+            lines.append(f"{name} is invalid: {error['msg']}")
+    return "; ".join(lines)

@@ -1,0 +1,91 @@
+"""Small builders for payloads and policies used across tests."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from opsgate.services.policy import Policy, PolicyDocument
+
+ALICE, BOB, CAROL, MALLORY, VIEWER = 1001, 1002, 1003, 6666, 1009
+
+
+def alert(
+    fingerprint: str = "fp1",
+    *,
+    status: str = "firing",
+    alertname: str = "CheckoutErrors",
+    namespace: str = "shop",
+    action: str | None = "kubectl rollout restart deployment/checkout -n shop",
+    risk: str | None = None,
+    extra_labels: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    annotations = {"summary": "checkout 5xx above 5%"}
+    if action is not None:
+        annotations["opsgate_action"] = action
+    if risk is not None:
+        annotations["opsgate_risk"] = risk
+    return {
+        "status": status,
+        "labels": {
+            "alertname": alertname,
+            "namespace": namespace,
+            "severity": "critical",
+            "service": "checkout",
+            "pod": f"checkout-{fingerprint}",
+            **(extra_labels or {}),
+        },
+        "annotations": annotations,
+        "startsAt": "2026-11-28T03:00:00Z",
+        "endsAt": "0001-01-01T00:00:00Z" if status == "firing" else "2026-11-28T03:20:00Z",
+        "generatorURL": "http://prometheus.local/graph?g0.expr=x",
+        "fingerprint": fingerprint,
+    }
+
+
+def am_payload(
+    group_key: str = '{}:{alertname="CheckoutErrors"}', *alerts: dict[str, Any]
+) -> dict[str, Any]:
+    alerts_list = list(alerts) or [alert()]
+    status = "firing" if any(a["status"] == "firing" for a in alerts_list) else "resolved"
+    first = alerts_list[0]
+    return {
+        "version": "4",
+        "groupKey": group_key,
+        "truncatedAlerts": 0,
+        "status": status,
+        "receiver": "opsgate",
+        "groupLabels": {"alertname": first["labels"]["alertname"]},
+        "commonLabels": {k: v for k, v in first["labels"].items() if k not in ("pod",)},
+        "commonAnnotations": {},
+        "externalURL": "http://alertmanager.local",
+        "alerts": alerts_list,
+    }
+
+
+def policy(quorum: dict[str, int] | None = None) -> Policy:
+    return Policy(
+        PolicyDocument.model_validate(
+            {
+                "roles": {
+                    "oncall": {
+                        "namespaces": ["shop"],
+                        "operations": ["rollout_restart", "rollout_undo", "scale", "delete_pod"],
+                        "risk_levels": ["low", "medium", "high"],
+                    },
+                    "admin": {
+                        "namespaces": ["*"],
+                        "operations": ["*"],
+                        "risk_levels": ["low", "medium", "high", "critical"],
+                    },
+                    "viewer": {"namespaces": [], "operations": [], "risk_levels": []},
+                },
+                "users": [
+                    {"id": ALICE, "name": "alice", "roles": ["oncall"]},
+                    {"id": BOB, "name": "bob", "roles": ["oncall"]},
+                    {"id": CAROL, "name": "carol", "roles": ["admin"]},
+                    {"id": VIEWER, "name": "vic", "roles": ["viewer"]},
+                ],
+                "quorum": quorum or {"low": 1, "medium": 1, "high": 2, "critical": 2},
+            }
+        )
+    )

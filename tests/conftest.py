@@ -1,0 +1,70 @@
+"""Shared fixtures: databases (SQLite and the real PostgreSQL) and small builders."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+from sqlalchemy.engine import make_url
+
+from opsgate.services.storage.db import Database
+
+PG_URL = os.environ.get(
+    "OPSGATE_TEST_DATABASE_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
+)
+
+
+async def _admin(url: str) -> asyncpg.Connection:
+    parsed = make_url(url)
+    return await asyncpg.connect(
+        host=parsed.host,
+        port=parsed.port or 5432,
+        user=parsed.username,
+        password=parsed.password,
+        database=parsed.database,
+    )
+
+
+async def fresh_postgres_url() -> tuple[str, str]:
+    """A new, empty database next to the test one, so tests never see each other's rows."""
+    name = f"opsgate_{uuid.uuid4().hex[:12]}"
+    conn = await _admin(PG_URL)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    return str(make_url(PG_URL).set(database=name).render_as_string(hide_password=False)), name
+
+
+async def drop_postgres(name: str) -> None:
+    conn = await _admin(PG_URL)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite+aiosqlite:///{tmp_path / 'opsgate.db'}"
+        return
+    url, name = await fresh_postgres_url()
+    try:
+        yield url
+    finally:
+        await drop_postgres(name)
+
+
+@pytest.fixture
+async def database(database_url: str) -> AsyncIterator[Database]:
+    db = Database(database_url)
+    await db.migrate()
+    try:
+        yield db
+    finally:
+        await db.dispose()

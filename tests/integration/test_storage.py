@@ -1,0 +1,157 @@
+"""Storage and the approval claim, on SQLite and on the real PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import func, select, text
+
+from opsgate.services.alertmanager import AmPayload
+from opsgate.services.approvals import ApprovalService, RetryPolicy, Tapper
+from opsgate.services.chat import ChatTarget
+from opsgate.services.incidents import IncidentService
+from opsgate.services.jobs import ClaimedJob, JobKind, JobRunner, enqueue
+from opsgate.services.storage.db import Database
+from opsgate.services.storage.models import Approval, Execution, Incident, Job, TimelineEvent
+from tests.builders import ALICE, BOB, CAROL, alert, am_payload, policy
+
+
+def services(
+    db: Database, quorum: dict[str, int] | None = None
+) -> tuple[ApprovalService, IncidentService]:
+    approvals = ApprovalService(
+        db,
+        policy(quorum),
+        ttl=timedelta(hours=2),
+        retry=RetryPolicy(2, 30.0),
+        jobs_ready=lambda: None,
+    )
+    incidents = IncidentService(
+        db, approvals, default_target=ChatTarget(-100123, None), jobs_ready=lambda: None
+    )
+    return approvals, incidents
+
+
+async def test_migrate_is_idempotent(database: Database) -> None:
+    await database.migrate()
+    async with database.transaction() as session:
+        version = await session.scalar(text("SELECT version_num FROM alembic_version"))
+    assert version == "0001"
+
+
+async def test_datetimes_come_back_as_aware_utc(database: Database) -> None:
+    _, incidents = services(database)
+    await incidents.ingest_alertmanager(AmPayload.model_validate(am_payload()))
+    async with database.transaction() as session:
+        incident = await session.scalar(select(Incident))
+    assert incident is not None
+    assert incident.created_at.tzinfo is not None
+    assert abs(incident.created_at - datetime.now(UTC)) < timedelta(minutes=1)
+
+
+async def test_same_payload_twice_changes_nothing(database: Database) -> None:
+    _, incidents = services(database)
+    payload = AmPayload.model_validate(am_payload())
+    first = await incidents.ingest_alertmanager(payload)
+    second = await incidents.ingest_alertmanager(payload)
+    assert first.created and first.changed
+    assert second.incident_id == first.incident_id and not second.changed
+    async with database.transaction() as session:
+        assert await session.scalar(select(func.count()).select_from(Incident)) == 1
+        assert await session.scalar(select(func.count()).select_from(Approval)) == 1
+        jobs = await session.scalar(select(func.count()).select_from(Job))
+        events = await session.scalar(select(func.count()).select_from(TimelineEvent))
+    # One card job, and no timeline noise from the repeat.
+    assert jobs == 1
+    assert events == 2
+
+
+async def test_concurrent_taps_claim_exactly_once(database: Database) -> None:
+    approvals, incidents = services(database, quorum={"medium": 2})
+    await incidents.ingest_alertmanager(AmPayload.model_validate(am_payload()))
+    async with database.transaction() as session:
+        approval = await session.scalar(select(Approval))
+    assert approval is not None and approval.required_approvals == 2
+    tappers = [Tapper(ALICE, "alice"), Tapper(BOB, "bob"), Tapper(CAROL, "carol")]
+    outcomes = await asyncio.gather(
+        *(approvals.decide(approval.id, tappers[i % 3], True) for i in range(20))
+    )
+    async with database.transaction() as session:
+        executions = await session.scalar(select(func.count()).select_from(Execution))
+        execute_jobs = await session.scalar(
+            select(func.count()).select_from(Job).where(Job.kind == JobKind.EXECUTE.value)
+        )
+        status = await session.scalar(select(Approval.status).where(Approval.id == approval.id))
+    assert executions == 1
+    assert execute_jobs == 1
+    assert status == "approved"
+    assert sum(1 for o in outcomes if "quorum reached" in o.text) == 1
+    assert sum(1 for o in outcomes if o.changed) == 2
+
+
+async def test_two_runners_never_claim_the_same_job(database: Database) -> None:
+    async with database.transaction() as session:
+        for i in range(30):
+            await enqueue(session, JobKind.SYNC_CARD, f"INC-{i:04d}")
+    seen: list[str] = []
+    done = asyncio.Event()
+
+    async def handler(job: ClaimedJob) -> None:
+        seen.append(job.ref)
+        if len(seen) >= 30:
+            done.set()
+
+    runners = [
+        JobRunner(
+            database,
+            {JobKind.SYNC_CARD: handler},
+            lease_seconds=60,
+            poll_interval=0.05,
+            concurrency=4,
+        )
+        for _ in range(2)
+    ]
+    stop = asyncio.Event()
+    tasks = [asyncio.create_task(r.run(stop)) for r in runners]
+    await asyncio.wait_for(done.wait(), 20)
+    await asyncio.sleep(0.3)
+    stop.set()
+    await asyncio.gather(*tasks)
+    assert sorted(seen) == sorted(f"INC-{i:04d}" for i in range(30))
+
+
+async def test_coalesced_jobs_queue_once_while_waiting(database: Database) -> None:
+    async with database.transaction() as session:
+        for _ in range(5):
+            await enqueue(session, JobKind.SYNC_CARD, "INC-AAAA", coalesce=True)
+        await enqueue(session, JobKind.SYNC_CARD, "INC-BBBB", coalesce=True)
+    async with database.transaction() as session:
+        count = await session.scalar(select(func.count()).select_from(Job))
+    assert count == 2
+
+
+async def test_a_resolve_closes_the_pending_approval(database: Database) -> None:
+    approvals, incidents = services(database)
+    await incidents.ingest_alertmanager(AmPayload.model_validate(am_payload()))
+    resolved = am_payload('{}:{alertname="CheckoutErrors"}', alert(status="resolved"))
+    await incidents.ingest_alertmanager(AmPayload.model_validate(resolved))
+    async with database.transaction() as session:
+        approval = await session.scalar(select(Approval))
+        incident = await session.scalar(select(Incident))
+    assert incident is not None and incident.status == "resolved"
+    assert approval is not None and approval.status == "cancelled"
+    outcome = await approvals.decide(approval.id, Tapper(ALICE, "alice"), True)
+    assert outcome.alert and not outcome.changed
+
+
+async def test_expired_approvals_close(database: Database) -> None:
+    approvals, incidents = services(database)
+    await incidents.ingest_alertmanager(AmPayload.model_validate(am_payload()))
+    async with database.transaction() as session:
+        approval = await session.scalar(select(Approval))
+        assert approval is not None
+        approval.expires_at = datetime.now(UTC) - timedelta(seconds=1)
+    assert await approvals.expire_due() == 1
+    outcome = await approvals.decide(approval.id, Tapper(ALICE, "alice"), True)
+    assert "expired" in outcome.text and not outcome.changed
