@@ -18,7 +18,9 @@ from fastapi import FastAPI
 from kubernetes_asyncio import config as kube_config
 from kubernetes_asyncio.client import ApiClient, Configuration
 from kubernetes_asyncio.config.config_exception import ConfigException
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from telegram import Update
+from telegram.error import InvalidToken, NetworkError
 from telegram.ext import AIORateLimiter, Application, ApplicationBuilder
 
 from opsgate.bot.sender import TelegramSender
@@ -46,7 +48,6 @@ from opsgate.settings import Settings, SettingsError
 log = structlog.get_logger(__name__)
 
 ALLOWED_UPDATES = [Update.MESSAGE, Update.CALLBACK_QUERY]
-EXPIRY_SWEEP_SECONDS = 15.0
 QUEUE_GAUGE_SECONDS = 15.0
 
 
@@ -54,12 +55,15 @@ async def load_kube_client(settings: Settings) -> ApiClient:
     """kubeconfig (``KUBECONFIG`` or ~/.kube/config), else the in-cluster service account."""
     cfg = Configuration()
     try:
-        if os.environ.get("KUBERNETES_SERVICE_HOST") and not os.environ.get("KUBECONFIG"):
+        explicit = settings.kubeconfig or os.environ.get("KUBECONFIG")
+        if os.environ.get("KUBERNETES_SERVICE_HOST") and not explicit:
             load_incluster = kube_config.load_incluster_config
             load_incluster(client_configuration=cfg)  # type: ignore[no-untyped-call]
         else:
             await kube_config.load_kube_config(
-                context=settings.kube_context, client_configuration=cfg
+                config_file=explicit,
+                context=settings.kube_context,
+                client_configuration=cfg,
             )
     except (ConfigException, OSError, TypeError) as exc:
         raise SettingsError(
@@ -94,7 +98,10 @@ def build_app(
 ) -> OpsGate:
     """Wire opsgate. ``executor`` replaces the Kubernetes one only in unit tests."""
     metrics = Metrics()
-    db = Database(settings.database_url)
+    try:
+        db = Database(settings.database_url)
+    except (ArgumentError, ImportError) as exc:
+        raise SettingsError(f"OPSGATE_DATABASE_URL is invalid: {exc}") from None
     webhook_mode = settings.telegram_webhook_url is not None
     builder: ApplicationBuilder = (  # type: ignore[type-arg]
         Application.builder()
@@ -156,7 +163,7 @@ def build_app(
         poll_interval=settings.job_poll_interval,
         concurrency=settings.job_concurrency,
         periodic=[
-            (EXPIRY_SWEEP_SECONDS, approvals.expire_due),
+            (settings.approval_sweep_seconds, approvals.expire_due),
             (QUEUE_GAUGE_SECONDS, refresh_queue_gauge),
         ],
     )
@@ -241,8 +248,18 @@ class Runtime:
         # Bound first, so a taken port stops the process before anything else starts.
         sock = listen(settings.http_host, settings.http_port)
         self.port = sock.getsockname()[1]
-        await og.db.migrate()
-        await og.telegram.initialize()
+        try:
+            await og.db.migrate()
+        except (OSError, SQLAlchemyError) as exc:
+            raise SettingsError(f"OPSGATE_DATABASE_URL: cannot use the database: {exc}") from None
+        try:
+            await og.telegram.initialize()
+        except InvalidToken:
+            raise SettingsError("OPSGATE_TELEGRAM_TOKEN was refused by the Bot API") from None
+        except NetworkError as exc:
+            raise SettingsError(
+                f"OPSGATE_TELEGRAM_API_URL: cannot reach {settings.telegram_api_url}: {exc}"
+            ) from None
         try:
             await og.sender.set_commands(COMMANDS)
         except ChatError as exc:

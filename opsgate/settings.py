@@ -29,10 +29,12 @@ class Settings(BaseSettings):
     webhook_token: SecretStr | None = None
     policy_file: Path | None = None
 
+    kubeconfig: str | None = None
     kube_context: str | None = None
     kube_request_timeout: float = Field(default=20.0, gt=0)
 
     approval_ttl_seconds: int = Field(default=7200, gt=0)
+    approval_sweep_seconds: float = Field(default=15.0, gt=0)
     retry_max: int = Field(default=2, ge=0, le=20)
     retry_delay_seconds: float = Field(default=30.0, ge=0)
 

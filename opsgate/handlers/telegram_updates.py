@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import structlog
-from telegram import Update
+from telegram import Message, Update
 from telegram.ext import Application, CallbackQueryHandler, CommandHandler, ContextTypes
 
 from opsgate.bot.callback_data import decode
@@ -86,13 +86,14 @@ class TelegramHandlers:
             )
 
     async def _incident_argument(
-        self, chat_id: int, args: list[str] | None, message: object
+        self, chat_id: int, args: list[str] | None, message: Message
     ) -> str | None:
         if args:
             candidate = args[0].strip().upper()
             return candidate if len(args) == 1 and INCIDENT_ID.match(candidate) else None
-        replied = getattr(message, "reply_to_message", None)
-        if replied is not None:
+        replied = message.reply_to_message
+        # In a forum topic every message "replies" to the topic's first message; that is no card.
+        if replied is not None and replied.forum_topic_created is None:
             return await self.queries.incident_for_card(chat_id, replied.message_id)
         return None
 

@@ -184,7 +184,19 @@ class CardPublisher:
                 log.warning("card_edit_rejected", incident_id=incident.id, error=str(exc))
         if already_replied:
             return
-        ref = await self._chat.send_result(target, card_id, result)
+        try:
+            ref = await self._chat.send_result(target, card_id, result)
+        except ChatRejected as exc:
+            log.error("result_post_rejected", approval_id=job.ref, error=str(exc))
+            async with self._db.transaction() as session:
+                timeline.record(
+                    session,
+                    incident.id,
+                    "result_failed",
+                    f"the result could not be posted: {exc}",
+                    status="error",
+                )
+            return
         async with self._db.transaction() as session:
             await session.execute(
                 update(Execution)

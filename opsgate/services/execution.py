@@ -236,7 +236,7 @@ class ExecutionService:
             status="success" if status == SUCCEEDED else "error",
         )
         # Publishing is a job of its own: the card edit and the reply survive a restart.
-        await enqueue(session, JobKind.PUBLISH_RESULT, approval.id)
+        await enqueue(session, JobKind.PUBLISH_RESULT, approval.id, serial_key=approval.incident_id)
         self._on_finished(status)
 
 

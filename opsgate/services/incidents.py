@@ -9,6 +9,7 @@ from typing import Any
 
 import structlog
 from sqlalchemy import and_, or_, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from opsgate.services import timeline
@@ -72,8 +73,14 @@ class IncidentService:
         self._jobs_ready = jobs_ready
 
     async def ingest_alertmanager(self, payload: AmPayload) -> IngestResult:
-        async with self._db.transaction() as session:
-            result = await self._ingest(session, payload)
+        try:
+            async with self._db.transaction() as session:
+                result = await self._ingest(session, payload)
+        except IntegrityError:
+            # Two first payloads of one new group raced to create its incident; the loser
+            # now finds the winner's row and updates it instead.
+            async with self._db.transaction() as session:
+                result = await self._ingest(session, payload)
         if result.changed:
             self._jobs_ready()
         log.info(

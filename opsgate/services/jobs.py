@@ -16,9 +16,10 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 
 import structlog
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import and_, exists, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
 
 from opsgate.services.chat import ChatRetryLater
 from opsgate.services.storage.db import Database
@@ -62,16 +63,20 @@ async def enqueue(
     *,
     run_at: datetime | None = None,
     coalesce: bool = False,
+    serial_key: str | None = None,
 ) -> None:
     """Add a job inside the caller's transaction, so it exists exactly when the change does.
 
     ``coalesce`` keeps at most one waiting job per (kind, ref): a burst of card updates
-    becomes one edit that renders the latest state.
+    becomes one edit that renders the latest state. Jobs with the same ``serial_key``
+    (default: ``ref``) run one after another, so two renders of one card never race and an
+    older state is never written over a newer one.
     """
     now = utcnow()
     values = {
         "kind": kind.value,
         "ref": ref,
+        "serial_key": serial_key or ref,
         "status": "pending",
         "run_at": run_at or now,
         "attempts": 0,
@@ -164,9 +169,19 @@ class JobRunner:
 
     async def _claim(self, limit: int) -> list[ClaimedJob]:
         now = utcnow()
-        due = or_(
-            and_(Job.status == "pending", Job.run_at <= now),
-            and_(Job.status == "running", Job.lease_until < now),
+        busy = aliased(Job)
+        serial_free = ~exists().where(
+            busy.serial_key == Job.serial_key,
+            busy.id != Job.id,
+            busy.status == "running",
+            busy.lease_until >= now,
+        )
+        due = and_(
+            or_(
+                and_(Job.status == "pending", Job.run_at <= now),
+                and_(Job.status == "running", Job.lease_until < now),
+            ),
+            serial_free,
         )
         async with self._db.transaction() as session:
             rows = (

@@ -45,6 +45,7 @@ def upgrade() -> None:
         sa.Column("id", sa.Integer(), autoincrement=True, nullable=False),
         sa.Column("kind", sa.String(length=32), nullable=False),
         sa.Column("ref", sa.String(length=64), nullable=False),
+        sa.Column("serial_key", sa.String(length=64), nullable=False),
         sa.Column("status", sa.String(length=16), nullable=False),
         sa.Column("run_at", sa.DateTime(), nullable=False),
         sa.Column("attempts", sa.Integer(), nullable=False),
@@ -60,6 +61,7 @@ def upgrade() -> None:
     with op.batch_alter_table("jobs", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_jobs_ref"), ["ref"], unique=False)
         batch_op.create_index(batch_op.f("ix_jobs_run_at"), ["run_at"], unique=False)
+        batch_op.create_index(batch_op.f("ix_jobs_serial_key"), ["serial_key"], unique=False)
         batch_op.create_index(batch_op.f("ix_jobs_status"), ["status"], unique=False)
 
     op.create_table(

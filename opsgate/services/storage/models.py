@@ -190,6 +190,8 @@ class Job(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     kind: Mapped[str] = mapped_column(String(32))
     ref: Mapped[str] = mapped_column(String(64), index=True)
+    # Jobs sharing a serial key never run at the same time (e.g. every edit of one card).
+    serial_key: Mapped[str] = mapped_column(String(64), index=True)
     status: Mapped[str] = mapped_column(String(16), index=True)
     run_at: Mapped[datetime] = mapped_column(index=True)
     attempts: Mapped[int] = mapped_column(Integer, default=0)

@@ -1,0 +1,47 @@
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from tests.builders import policy
+from tests.e2e.rig import CHAT_ID, Rig
+from tests.fakes.kube_api import FakeKube
+from tests.fakes.telegram_api import FakeTelegram
+
+
+@pytest.fixture
+async def telegram() -> AsyncIterator[FakeTelegram]:
+    fake = FakeTelegram()
+    await fake.start()
+    fake.add_chat(CHAT_ID, type="supergroup", title="On-call", is_forum=True)
+    try:
+        yield fake
+    finally:
+        await fake.stop()
+
+
+@pytest.fixture
+async def kube() -> AsyncIterator[FakeKube]:
+    fake = FakeKube()
+    await fake.start()
+    fake.add_deployment("shop", "checkout", replicas=2, image="checkout:1")
+    try:
+        yield fake
+    finally:
+        await fake.stop()
+
+
+@pytest.fixture
+def rig_factory(telegram: FakeTelegram, kube: FakeKube, tmp_path: Path, database_url: str) -> Rig:
+    return Rig(telegram, kube, policy(), tmp_path, database_url)
+
+
+@pytest.fixture
+async def rig(rig_factory: Rig) -> AsyncIterator[Rig]:
+    await rig_factory.start()
+    try:
+        yield rig_factory
+    finally:
+        await rig_factory.stop()

@@ -1,0 +1,714 @@
+"""The fake Telegram Bot API server, driven raw over HTTP and through the real PTB Application.
+
+Why: every opsgate chat test trusts ``FakeTelegram``. The raw tests pin the refusals that
+production error handling depends on (status codes and exact descriptions); the PTB tests pin
+that the unmodified library - request encoding, error mapping, Updater long polling, handlers -
+works against it the way it works against Telegram.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+import pytest_asyncio
+from aiohttp import web
+from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Update
+from telegram.constants import ParseMode
+from telegram.error import BadRequest, ChatMigrated, Conflict, Forbidden, RetryAfter
+from telegram.ext import (
+    Application,
+    ApplicationBuilder,
+    BaseHandler,
+    CallbackQueryHandler,
+    CommandHandler,
+    ContextTypes,
+)
+
+from tests.fakes.telegram_api import FakeTelegram, FakeUser
+
+GROUP = -1001234567890
+FORUM = -1009876543210
+TOPIC = 77
+ALICE_ID = 4242
+
+Response = tuple[int, dict[str, Any]]
+
+
+@pytest_asyncio.fixture
+async def tg() -> AsyncIterator[FakeTelegram]:
+    async with FakeTelegram() as fake:
+        fake.add_chat(GROUP)
+        fake.add_chat(FORUM, title="Incidents", is_forum=True)
+        fake.add_topic(FORUM, TOPIC, name="db-primary")
+        fake.add_chat(ALICE_ID, type="private", title="Alice")
+        yield fake
+
+
+@pytest_asyncio.fixture
+async def api(tg: FakeTelegram) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=f"{tg.root_url}/bot{tg.token}/") as client:
+        yield client
+
+
+@pytest.fixture
+def alice(tg: FakeTelegram) -> FakeUser:
+    return tg.user(ALICE_ID, "alice", "Alice")
+
+
+async def call(client: httpx.AsyncClient, method: str, **params: Any) -> Response:
+    """Encode like PTB does: a form in which every non-string value is JSON text."""
+    form = {k: v if isinstance(v, str) else json.dumps(v) for k, v in params.items()}
+    response = await client.post(method, data=form)
+    return response.status_code, response.json()
+
+
+def bad(description: str) -> Response:
+    return 400, {"ok": False, "error_code": 400, "description": f"Bad Request: {description}"}
+
+
+def keyboard(*buttons: tuple[str, str]) -> dict[str, Any]:
+    return {"inline_keyboard": [[{"text": t, "callback_data": d} for t, d in buttons]]}
+
+
+async def bot_says(client: httpx.AsyncClient, chat_id: int, text: str, **params: Any) -> int:
+    status, body = await call(client, "sendMessage", chat_id=chat_id, text=text, **params)
+    assert status == 200, body
+    return int(body["result"]["message_id"])
+
+
+# ---------------------------------------------------------------------------------------------
+# Protocol
+
+
+@pytest.mark.asyncio
+async def test_protocol_errors_and_case_insensitive_method_names(
+    tg: FakeTelegram, api: httpx.AsyncClient
+) -> None:
+    async with httpx.AsyncClient(base_url=tg.root_url) as raw:
+        wrong_token = await raw.post("/bot999:NOPE/getMe")
+        unknown_method = await raw.post(f"/bot{tg.token}/sendTelepathy")
+
+    assert (wrong_token.status_code, wrong_token.json()) == (
+        401,
+        {"ok": False, "error_code": 401, "description": "Unauthorized"},
+    )
+    assert (unknown_method.status_code, unknown_method.json()) == (
+        404,
+        {"ok": False, "error_code": 404, "description": "Not Found"},
+    )
+    status, body = await call(api, "getme")
+    assert status == 200
+    assert body["result"]["username"] == "opsgate_bot"
+    assert body["result"]["id"] == 123456  # the token's prefix
+    assert [c.method for c in tg.calls] == ["getMe", "sendTelepathy", "getMe"]
+
+
+@pytest.mark.asyncio
+async def test_parameters_are_typed_per_field_in_every_encoding(
+    tg: FakeTelegram, api: httpx.AsyncClient
+) -> None:
+    form = await api.post("sendMessage", data={"chat_id": str(GROUP), "text": "42"})
+    json_body = await api.post("sendMessage", json={"chat_id": GROUP, "text": "json"})
+    query = await api.get("sendMessage", params={"chat_id": str(GROUP), "text": "query"})
+
+    assert [r.status_code for r in (form, json_body, query)] == [200, 200, 200]
+    assert form.json()["result"]["text"] == "42"  # a text that looks like JSON stays a string
+    assert [m.plain_text for m in tg.messages(GROUP)] == ["42", "json", "query"]
+    assert tg.calls[0].params == {"chat_id": GROUP, "text": "42"}
+
+
+# ---------------------------------------------------------------------------------------------
+# Text and HTML
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(
+    ("text", "detail"),
+    [
+        ("<p>alert</p>", 'Unsupported start tag "p" at byte offset 0'),
+        ("héllo <x>", 'Unsupported start tag "x" at byte offset 7'),  # UTF-8 byte offset
+        ("replicas < 3", 'Unsupported start tag "" at byte offset 9'),
+        ("<b>unclosed", 'Can\'t find end tag corresponding to start tag "b"'),
+        ("<b>x</i>", 'Unmatched end tag at byte offset 4, expected "</b>", found "</i>"'),
+        ("x</b>", "Unexpected end tag at byte offset 1"),
+        ("tail <", "Unclosed start tag at byte offset 5"),
+        ("a&nbsp;b", 'Unsupported HTML entity "&nbsp;" at byte offset 1'),
+        ("<span>x</span>", 'Tag "span" must have class "tg-spoiler" at byte offset 0'),
+    ],
+)
+async def test_invalid_html_is_refused(api: httpx.AsyncClient, text: str, detail: str) -> None:
+    result = await call(api, "sendMessage", chat_id=GROUP, text=text, parse_mode="HTML")
+    assert result == bad(f"can't parse entities: {detail}")
+
+
+@pytest.mark.asyncio
+async def test_valid_html_becomes_visible_text_and_entities(
+    tg: FakeTelegram, api: httpx.AsyncClient
+) -> None:
+    source = (
+        "  <b>R&D</b> &amp; co: &lt;db&gt; <a href='https://x.test/?a=1&amp;b=2'>runbook</a> "
+        '<span class="tg-spoiler">s</span><blockquote expandable>q</blockquote>\n'
+    )
+    status, body = await call(api, "sendMessage", chat_id=GROUP, text=source, parse_mode="html")
+
+    assert status == 200, body
+    result = body["result"]
+    assert result["text"] == "R&D & co: <db> runbook sq"
+    assert result["entities"] == [
+        {"type": "bold", "offset": 0, "length": 3},
+        {"type": "text_link", "offset": 15, "length": 7, "url": "https://x.test/?a=1&b=2"},
+        {"type": "spoiler", "offset": 23, "length": 1},
+        {"type": "expandable_blockquote", "offset": 24, "length": 1},
+    ]
+    message = tg.messages(GROUP)[0]
+    assert (message.text, message.plain_text) == (source, result["text"])
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(
+    ("text", "ok"),
+    [
+        ("<b>" + "a" * 4096 + "</b>", True),  # tags do not count
+        ("&lt;" * 4096, True),  # an entity is one character
+        ("a" * 4097, False),
+        ("😀" * 2048, True),  # 4096 UTF-16 code units
+        ("😀" * 2048 + "a", False),
+    ],
+)
+async def test_length_limit_counts_visible_utf16_units(
+    api: httpx.AsyncClient, text: str, ok: bool
+) -> None:
+    status, body = await call(api, "sendMessage", chat_id=GROUP, text=text, parse_mode="HTML")
+    assert (status, body) == ((200, body) if ok else bad("message is too long"))
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("params", [{}, {"text": ""}, {"text": " \n "}, {"text": "<b></b>"}])
+async def test_empty_text_is_refused(api: httpx.AsyncClient, params: dict[str, str]) -> None:
+    result = await call(api, "sendMessage", chat_id=GROUP, parse_mode="HTML", **params)
+    assert result == bad("message text is empty")
+
+
+# ---------------------------------------------------------------------------------------------
+# Keyboards, chats, edits
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(
+    ("markup", "description"),
+    [
+        (keyboard(("Ack", "x" * 65)), "BUTTON_DATA_INVALID"),
+        (keyboard(("Ack", "é" * 33)), "BUTTON_DATA_INVALID"),  # 66 bytes in UTF-8
+        (keyboard(("Ack", "")), "BUTTON_DATA_INVALID"),
+        (keyboard(("", "ack")), "can't parse inline keyboard button: Text must be non-empty"),
+        (
+            {"inline_keyboard": [[{"text": "Ack"}]]},
+            "can't parse inline keyboard button: Text buttons are unallowed in the inline keyboard",
+        ),
+        (keyboard(*[(str(i), str(i)) for i in range(101)]), "REPLY_MARKUP_TOO_LONG"),
+    ],
+)
+async def test_invalid_inline_keyboards_are_refused(
+    api: httpx.AsyncClient, markup: dict[str, Any], description: str
+) -> None:
+    result = await call(api, "sendMessage", chat_id=GROUP, text="t", reply_markup=markup)
+    assert result == bad(description)
+
+
+@pytest.mark.asyncio
+async def test_callback_data_of_64_bytes_is_accepted(
+    tg: FakeTelegram, api: httpx.AsyncClient
+) -> None:
+    await bot_says(api, GROUP, "t", reply_markup=keyboard(("Ack", "é" * 32)))
+    assert tg.messages(GROUP)[0].buttons == [("Ack", "é" * 32)]
+
+
+@pytest.mark.asyncio
+async def test_unknown_and_blocked_chats(tg: FakeTelegram, api: httpx.AsyncClient) -> None:
+    message_id = await bot_says(api, GROUP, "before")
+    tg.block_chat(GROUP)
+    tg.block_chat(ALICE_ID)
+
+    assert await call(api, "sendMessage", chat_id=-1, text="x") == bad("chat not found")
+    assert await call(api, "sendMessage", chat_id=GROUP, text="x") == (
+        403,
+        {
+            "ok": False,
+            "error_code": 403,
+            "description": "Forbidden: bot was kicked from the supergroup chat",
+        },
+    )
+    status, body = await call(api, "sendMessage", chat_id=ALICE_ID, text="x")
+    assert (status, body["description"]) == (403, "Forbidden: bot was blocked by the user")
+    status, _ = await call(
+        api, "editMessageText", chat_id=GROUP, message_id=message_id, text="after"
+    )
+    assert status == 403
+
+
+@pytest.mark.asyncio
+async def test_edit_rules(tg: FakeTelegram, api: httpx.AsyncClient, alice: FakeUser) -> None:
+    ack = keyboard(("Ack", "ack:1"))
+    bot_id = await bot_says(api, GROUP, "<b>Disk full</b>", parse_mode="HTML", reply_markup=ack)
+    user_id = tg.send_text(GROUP, alice, "on it").message_id
+
+    async def edit(message_id: int, text: str, **params: Any) -> Response:
+        return await call(
+            api, "editMessageText", chat_id=GROUP, message_id=message_id, text=text, **params
+        )
+
+    assert await edit(999, "x") == bad("message to edit not found")
+    assert await edit(user_id, "x") == bad("message can't be edited")
+    not_modified = bad(
+        "message is not modified: specified new message content and reply markup are exactly "
+        "the same as a current content and reply markup of the message"
+    )
+    # Same visible text and entities, written differently: still "not modified".
+    assert (
+        await edit(bot_id, "<strong>Disk full</strong>", parse_mode="HTML", reply_markup=ack)
+        == not_modified
+    )
+
+    # Omitting reply_markup is a change: it removes the keyboard.
+    status, body = await edit(bot_id, "<b>Disk full</b>", parse_mode="HTML")
+    assert status == 200
+    assert "reply_markup" not in body["result"]
+    assert isinstance(body["result"]["edit_date"], int)
+    message = tg.message(GROUP, bot_id)
+    assert (message.buttons, message.edit_count) == ([], 1)
+
+    markup_edit = await call(
+        api, "editMessageReplyMarkup", chat_id=GROUP, message_id=bot_id, reply_markup=ack
+    )
+    assert markup_edit[0] == 200
+    assert message.buttons == [("Ack", "ack:1")]
+    assert (
+        await call(
+            api, "editMessageReplyMarkup", chat_id=GROUP, message_id=bot_id, reply_markup=ack
+        )
+        == not_modified
+    )
+
+    await edit(bot_id, "Disk fine", reply_markup=ack)
+    assert message.history == ["<b>Disk full</b>", "<b>Disk full</b>", "<b>Disk full</b>"]
+    assert (message.text, message.plain_text, message.edit_count) == ("Disk fine", "Disk fine", 3)
+
+
+@pytest.mark.asyncio
+async def test_replies_and_forum_topics(
+    tg: FakeTelegram, api: httpx.AsyncClient, alice: FakeUser
+) -> None:
+    assert await call(
+        api, "sendMessage", chat_id=GROUP, text="x", reply_parameters={"message_id": 404}
+    ) == bad("message to be replied not found")
+    assert await call(api, "sendMessage", chat_id=FORUM, text="x", message_thread_id=5) == bad(
+        "message thread not found"
+    )
+
+    lenient = await bot_says(
+        api, GROUP, "x", reply_parameters={"message_id": 404, "allow_sending_without_reply": True}
+    )
+    assert tg.message(GROUP, lenient).reply_to_message_id is None
+
+    question = tg.send_text(FORUM, alice, "/status", message_thread_id=TOPIC)
+    legacy = await bot_says(api, FORUM, "legacy", reply_to_message_id=question.message_id)
+    status, body = await call(
+        api,
+        "sendMessage",
+        chat_id=FORUM,
+        text="all good",
+        reply_parameters={"message_id": question.message_id, "chat_id": FORUM},
+    )
+
+    assert status == 200
+    result = body["result"]
+    # A reply joins the topic of the message it replies to.
+    assert (result["message_thread_id"], result["is_topic_message"]) == (TOPIC, True)
+    assert result["reply_to_message"]["text"] == "/status"
+    assert tg.message(FORUM, legacy).reply_to_message_id == question.message_id
+    # Message ids continue past the topic's creation message.
+    assert question.message_id == TOPIC + 1
+
+    status, body = await call(
+        api, "sendMessage", chat_id=FORUM, text="fyi", message_thread_id=TOPIC
+    )
+    implicit = body["result"]["reply_to_message"]
+    assert implicit["message_id"] == TOPIC
+    assert implicit["forum_topic_created"]["name"] == "db-primary"
+    assert tg.messages(FORUM)[-1].reply_to_message_id is None
+
+
+# ---------------------------------------------------------------------------------------------
+# Callback queries
+
+
+@pytest.mark.asyncio
+async def test_callback_query_answers(
+    tg: FakeTelegram, api: httpx.AsyncClient, alice: FakeUser
+) -> None:
+    message_id = await bot_says(api, GROUP, "Restart?", reply_markup=keyboard(("Yes", "yes")))
+    with pytest.raises(AssertionError, match="no button with callback_data 'no'"):
+        tg.tap(GROUP, message_id, alice, "no")
+    query_id = tg.tap(GROUP, message_id, alice, "yes")
+    too_old = bad("query is too old and response timeout expired or query ID is invalid")
+
+    assert await call(api, "answerCallbackQuery", callback_query_id="123") == too_old
+    assert await call(
+        api, "answerCallbackQuery", callback_query_id=query_id, text="x" * 201
+    ) == bad("MESSAGE_TOO_LONG")
+    assert [q.id for q in tg.unanswered_callback_queries()] == [query_id]
+    assert await call(
+        api, "answerCallbackQuery", callback_query_id=query_id, text="Done", show_alert=True
+    ) == (200, {"ok": True, "result": True})
+    assert await call(api, "answerCallbackQuery", callback_query_id=query_id) == too_old
+
+    answer = await tg.wait_answer(query_id)
+    assert (answer.text, answer.show_alert) == ("Done", True)
+    assert tg.unanswered_callback_queries() == []
+
+
+# ---------------------------------------------------------------------------------------------
+# Injected failures and flood control
+
+
+@pytest.mark.asyncio
+async def test_injected_errors(api: httpx.AsyncClient, tg: FakeTelegram) -> None:
+    tg.inject_error("sendMessage", retry_after=7, count=2)
+    tg.inject_error("sendmessage", migrate_to_chat_id=-100555)
+
+    for _ in range(2):
+        assert await call(api, "sendMessage", chat_id=GROUP, text="x") == (
+            429,
+            {
+                "ok": False,
+                "error_code": 429,
+                "description": "Too Many Requests: retry after 7",
+                "parameters": {"retry_after": 7},
+            },
+        )
+    assert await call(api, "sendMessage", chat_id=GROUP, text="x") == (
+        400,
+        {
+            "ok": False,
+            "error_code": 400,
+            "description": "Bad Request: group chat was upgraded to a supergroup chat",
+            "parameters": {"migrate_to_chat_id": -100555},
+        },
+    )
+    assert (await call(api, "sendMessage", chat_id=GROUP, text="x"))[0] == 200
+    assert tg.messages(GROUP)[0].plain_text == "x"  # failed calls changed nothing
+    with pytest.raises(ValueError, match="does not implement"):
+        tg.inject_error("sendPhoto")
+
+
+@pytest.mark.asyncio
+async def test_chat_rate_limit_counts_sends_and_edits(
+    tg: FakeTelegram, api: httpx.AsyncClient
+) -> None:
+    tg.set_chat_rate_limit(2, window=30)
+    message_id = await bot_says(api, GROUP, "one")
+    await call(api, "editMessageText", chat_id=GROUP, message_id=message_id, text="two")
+
+    status, body = await call(api, "sendMessage", chat_id=GROUP, text="three")
+    assert status == 429
+    assert body["parameters"]["retry_after"] == 30
+    assert (await call(api, "sendMessage", chat_id=ALICE_ID, text="other chat"))[0] == 200
+
+
+# ---------------------------------------------------------------------------------------------
+# Updates: long polling, privacy mode, webhooks
+
+
+@pytest.mark.asyncio
+async def test_long_polling_and_confirm_by_offset(
+    tg: FakeTelegram, api: httpx.AsyncClient, alice: FakeUser
+) -> None:
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    assert await call(api, "getUpdates", timeout=0.2) == (200, {"ok": True, "result": []})
+    assert loop.time() - started >= 0.2
+
+    poll = asyncio.create_task(call(api, "getUpdates", timeout=5))
+    await asyncio.sleep(0.2)  # let the long poll reach the server
+    started = loop.time()
+    tg.send_text(ALICE_ID, alice, "hello")
+    _, body = await poll
+    assert loop.time() - started < 1  # answered as soon as the update arrived
+    [update] = body["result"]
+    assert update["message"]["text"] == "hello"
+
+    tg.send_text(ALICE_ID, alice, "again")
+    _, unconfirmed = await call(api, "getUpdates")
+    assert [u["message"]["text"] for u in unconfirmed["result"]] == ["hello", "again"]
+    _, rest = await call(api, "getUpdates", offset=update["update_id"] + 1, limit=1)
+    assert [u["message"]["text"] for u in rest["result"]] == ["again"]
+    _, last = await call(api, "getUpdates", offset=-1)
+    assert [u["message"]["text"] for u in last["result"]] == ["again"]
+
+
+@pytest.mark.asyncio
+async def test_newer_get_updates_terminates_the_pending_one(api: httpx.AsyncClient) -> None:
+    first = asyncio.create_task(call(api, "getUpdates", timeout=5))
+    await asyncio.sleep(0.2)  # let the first long poll reach the server
+    second = await call(api, "getUpdates", timeout=0)
+
+    assert second == (200, {"ok": True, "result": []})
+    status, body = await first
+    assert status == 409
+    assert body["description"].startswith("Conflict: terminated by other getUpdates request")
+
+
+@pytest.mark.asyncio
+async def test_privacy_mode_hides_group_chatter(
+    tg: FakeTelegram, api: httpx.AsyncClient, alice: FakeUser
+) -> None:
+    bot_message = await bot_says(api, GROUP, "Alert!")
+    tg.send_text(GROUP, alice, "who is on call?")
+    tg.send_text(GROUP, alice, "/ping@other_bot")
+    tg.send_text(GROUP, alice, "/ping@opsgate_bot now")
+    tg.send_text(GROUP, alice, "/ack")
+    tg.send_text(GROUP, alice, "looking", reply_to_message_id=bot_message)
+
+    _, body = await call(api, "getUpdates")
+    updates = body["result"]
+    assert [u["message"]["text"] for u in updates] == ["/ping@opsgate_bot now", "/ack", "looking"]
+    assert updates[0]["message"]["entities"] == [{"type": "bot_command", "offset": 0, "length": 17}]
+    assert len(tg.messages(GROUP)) == 6  # hidden messages are still in the transcript
+
+
+@pytest.mark.asyncio
+async def test_webhook_delivery_retries_until_accepted(
+    tg: FakeTelegram, api: httpx.AsyncClient, alice: FakeUser
+) -> None:
+    received: list[tuple[str | None, dict[str, Any]]] = []
+
+    async def receiver(request: web.Request) -> web.Response:
+        received.append(
+            (request.headers.get("X-Telegram-Bot-Api-Secret-Token"), await request.json())
+        )
+        return web.Response(status=500 if len(received) == 1 else 200)
+
+    app = web.Application()
+    app.router.add_post("/hook", receiver)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    host, port = runner.addresses[0][:2]
+    try:
+        assert await call(api, "setWebhook", url="ftp://x/hook") == bad(
+            "bad webhook: An HTTPS URL must be provided for webhook"
+        )
+        assert await call(
+            api, "setWebhook", url=f"http://{host}:{port}/hook", secret_token="s3cr3t!"
+        ) == bad("secret token contains unallowed characters")
+        url = f"http://{host}:{port}/hook"
+        assert (await call(api, "setWebhook", url=url, secret_token="s3cr3t"))[0] == 200
+
+        status, body = await call(api, "getUpdates")
+        assert (status, body["description"]) == (
+            409,
+            "Conflict: can't use getUpdates method while webhook is active; use deleteWebhook to "
+            "delete the webhook first",
+        )
+
+        tg.send_text(ALICE_ID, alice, "via webhook")
+        await tg.wait_for(lambda: len(received) == 2, timeout=2)
+        assert [secret for secret, _ in received] == ["s3cr3t", "s3cr3t"]
+        assert received[0][1] == received[1][1]  # the same update, retried
+        assert received[1][1]["message"]["text"] == "via webhook"
+        _, info = await call(api, "getWebhookInfo")
+        assert info["result"]["url"] == url
+        assert info["result"]["pending_update_count"] == 0
+        assert info["result"]["last_error_message"].startswith(
+            "Wrong response from the webhook: 500"
+        )
+
+        assert (await call(api, "deleteWebhook", drop_pending_updates=True))[0] == 200
+        assert await call(api, "getUpdates") == (200, {"ok": True, "result": []})
+    finally:
+        await runner.cleanup()
+
+
+# ---------------------------------------------------------------------------------------------
+# Commands and test helpers
+
+
+@pytest.mark.asyncio
+async def test_bot_commands_per_scope_and_language(
+    tg: FakeTelegram, api: httpx.AsyncClient
+) -> None:
+    ping = [{"command": "ping", "description": "Is the bot alive?"}]
+    scope = {"type": "chat", "chat_id": GROUP}
+
+    assert await call(
+        api, "setMyCommands", commands=[{"command": "Ping", "description": "x"}]
+    ) == bad("BOT_COMMAND_INVALID")
+    assert (await call(api, "setMyCommands", commands=ping, scope=scope, language_code="en"))[
+        0
+    ] == 200
+
+    assert tg.commands == {(f"chat:{GROUP}", "en"): ping}
+    assert (await call(api, "getMyCommands", scope=scope, language_code="en"))[1]["result"] == ping
+    assert (await call(api, "getMyCommands"))[1]["result"] == []
+    await call(api, "deleteMyCommands", scope=scope, language_code="en")
+    assert tg.commands == {}
+
+
+@pytest.mark.asyncio
+async def test_wait_for_timeout_explains_what_happened(
+    tg: FakeTelegram, api: httpx.AsyncClient, alice: FakeUser
+) -> None:
+    await bot_says(api, GROUP, "Deploy?", reply_markup=keyboard(("Go", "go")))
+    tg.tap(GROUP, 1, alice, "go")
+
+    with pytest.raises(TimeoutError) as raised:
+        await tg.wait_for(lambda: False, timeout=0.05)
+
+    report = str(raised.value)
+    assert "sendMessage -> 200" in report
+    assert "#1 bot: 'Deploy?' buttons=[('Go', 'go')]" in report
+    assert "unanswered callback queries" in report
+
+
+# ---------------------------------------------------------------------------------------------
+# The real python-telegram-bot Application
+
+
+@contextlib.asynccontextmanager
+async def polling_bot(
+    tg: FakeTelegram, *handlers: BaseHandler[Update, Any, Any]
+) -> AsyncIterator[Application[Any, Any, Any, Any, Any, Any]]:
+    app = ApplicationBuilder().token(tg.token).base_url(f"{tg.root_url}/bot").build()
+    app.add_handlers(handlers)
+    await app.initialize()
+    await app.start()
+    assert app.updater is not None
+    await app.updater.start_polling(poll_interval=0, timeout=1)
+    try:
+        yield app
+    finally:
+        await app.updater.stop()
+        await app.stop()
+        await app.shutdown()
+
+
+async def pong(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    assert update.effective_message is not None
+    await update.effective_message.reply_text("<b>pong</b>", parse_mode=ParseMode.HTML)
+
+
+@pytest.mark.asyncio
+async def test_ptb_command_handler_in_private_and_group(tg: FakeTelegram, alice: FakeUser) -> None:
+    async with polling_bot(tg, CommandHandler("ping", pong)):
+        tg.send_text(ALICE_ID, alice, "/ping")
+        question = tg.send_text(GROUP, alice, "/ping@opsgate_bot")
+        await tg.wait_for(lambda: len(tg.messages(GROUP)) == 2 and len(tg.messages(ALICE_ID)) == 2)
+
+    private_reply = tg.messages(ALICE_ID)[1]
+    group_reply = tg.messages(GROUP)[1]
+    assert (private_reply.from_bot, private_reply.plain_text) == (True, "pong")
+    assert private_reply.reply_to_message_id is None  # PTB quotes only outside private chats
+    assert group_reply.text == "<b>pong</b>"
+    assert group_reply.reply_to_message_id == question.message_id
+    assert all(call.status == 200 for call in tg.calls)
+
+
+@pytest.mark.asyncio
+async def test_ptb_callback_query_answered_and_keyboard_dropped(
+    tg: FakeTelegram, alice: FakeUser
+) -> None:
+    async def on_tap(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        query = update.callback_query
+        assert query is not None and query.from_user is not None
+        await query.answer("Restarting")
+        await query.edit_message_text(
+            f"Restart approved by @{query.from_user.username}", parse_mode=ParseMode.HTML
+        )
+
+    async with polling_bot(tg, CallbackQueryHandler(on_tap, pattern="^restart$")) as app:
+        markup = InlineKeyboardMarkup([[InlineKeyboardButton("Restart", callback_data="restart")]])
+        sent = await app.bot.send_message(GROUP, "Pod crashlooping", reply_markup=markup)
+        query_id = tg.tap(GROUP, sent.message_id, alice, "restart")
+        answer = await tg.wait_answer(query_id)
+        await tg.wait_for(lambda: tg.message(GROUP, sent.message_id).edit_count == 1)
+
+    message = tg.message(GROUP, sent.message_id)
+    assert (answer.text, answer.show_alert) == ("Restarting", False)
+    assert message.plain_text == "Restart approved by @alice"
+    assert message.buttons == []
+    assert message.history == ["Pod crashlooping"]
+    assert tg.unanswered_callback_queries() == []
+    with pytest.raises(AssertionError, match="its buttons now: \\[\\]"):
+        tg.tap(GROUP, sent.message_id, alice, "restart")
+
+
+@pytest.mark.asyncio
+async def test_ptb_reply_lands_in_the_forum_topic(tg: FakeTelegram, alice: FakeUser) -> None:
+    seen: list[Update] = []
+
+    async def record_and_pong(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        seen.append(update)
+        await pong(update, context)
+
+    async with polling_bot(tg, CommandHandler("ping", record_and_pong)):
+        question = tg.send_text(FORUM, alice, "/ping", message_thread_id=TOPIC)
+        await tg.wait_for(lambda: len(tg.messages(FORUM)) == 2)
+
+    reply = tg.messages(FORUM)[1]
+    assert (reply.message_thread_id, reply.reply_to_message_id) == (TOPIC, question.message_id)
+    [send] = [call for call in tg.calls if call.method == "sendMessage"]
+    assert send.params["reply_parameters"] == {"message_id": question.message_id}
+    assert send.params["message_thread_id"] == TOPIC
+    incoming = seen[0].message
+    assert incoming is not None and incoming.is_topic_message
+    # The topic quirk reaches PTB: reply_to_message is the topic's creation message.
+    assert incoming.reply_to_message is not None
+    assert incoming.reply_to_message.forum_topic_created is not None
+
+
+@pytest.mark.asyncio
+async def test_ptb_sees_conflict_while_a_webhook_is_set(
+    tg: FakeTelegram, api: httpx.AsyncClient, alice: FakeUser
+) -> None:
+    await call(api, "setWebhook", url="https://opsgate.example/telegram")
+    app = ApplicationBuilder().token(tg.token).base_url(f"{tg.root_url}/bot").build()
+    async with app:
+        with pytest.raises(Conflict, match="can't use getUpdates method while webhook is active"):
+            await app.bot.get_updates(timeout=0)
+
+    # Starting to poll deletes the webhook first, as PTB's Updater does against Telegram.
+    async with polling_bot(tg, CommandHandler("ping", pong)):
+        tg.send_text(ALICE_ID, alice, "/ping")
+        await tg.wait_for(lambda: len(tg.messages(ALICE_ID)) == 2)
+    assert "deleteWebhook" in [call.method for call in tg.calls]
+
+
+@pytest.mark.asyncio
+@pytest.mark.filterwarnings("ignore::telegram.warnings.PTBDeprecationWarning")  # RetryAfter's own
+async def test_ptb_maps_refusals_to_its_exceptions(tg: FakeTelegram) -> None:
+    app = ApplicationBuilder().token(tg.token).base_url(f"{tg.root_url}/bot").build()
+    tg.inject_error("sendMessage", retry_after=3)
+    tg.inject_error("sendMessage", migrate_to_chat_id=-100777)
+    tg.block_chat(ALICE_ID)
+    async with app:
+        with pytest.raises(RetryAfter, match="Retry in 3 seconds"):
+            await app.bot.send_message(GROUP, "x")
+        with pytest.raises(ChatMigrated) as migrated:
+            await app.bot.send_message(GROUP, "x")
+        with pytest.raises(Forbidden, match="bot was blocked by the user"):
+            await app.bot.send_message(ALICE_ID, "x")
+        with pytest.raises(BadRequest) as parse_error:
+            await app.bot.send_message(GROUP, "<p>x</p>", parse_mode=ParseMode.HTML)
+
+    assert migrated.value.new_chat_id == -100777
+    # PTB strips "Bad Request: " and capitalize()s the rest, lower-casing "Unsupported".
+    assert parse_error.value.message == (
+        'Can\'t parse entities: unsupported start tag "p" at byte offset 0'
+    )

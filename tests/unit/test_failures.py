@@ -1,0 +1,45 @@
+import aiohttp
+import pytest
+from kubernetes_asyncio.client.exceptions import ApiException
+
+from opsgate.services.failures import classify
+
+
+def api_error(status: int, message: str = "boom") -> ApiException:
+    exc = ApiException(status=status, reason="Reason")
+    exc.body = f'{{"kind":"Status","message":"{message}","code":{status}}}'.encode()
+    return exc
+
+
+@pytest.mark.parametrize("status", [429, 502, 503, 504])
+def test_transient_statuses(status: int) -> None:
+    failure = classify(api_error(status))
+    assert failure.transient and failure.http_status == status and failure.message == "boom"
+
+
+@pytest.mark.parametrize("status", [400, 401, 403, 404, 409, 422, 500])
+def test_permanent_statuses(status: int) -> None:
+    assert not classify(api_error(status)).transient
+
+
+def test_words_in_messages_do_not_decide() -> None:
+    # A 404 whose message mentions a timeout is still a 404.
+    assert not classify(api_error(404, "connection refused, timed out")).transient
+    assert classify(api_error(503, "not found")).transient
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        TimeoutError(),
+        aiohttp.ServerDisconnectedError(),
+        aiohttp.ClientConnectionError("x"),
+        ConnectionRefusedError(),
+    ],
+)
+def test_network_errors_are_transient(exc: BaseException) -> None:
+    assert classify(exc).transient
+
+
+def test_unknown_errors_are_permanent() -> None:
+    assert not classify(ValueError("weird")).transient

@@ -1,0 +1,134 @@
+from datetime import UTC, datetime, timedelta
+from html.parser import HTMLParser
+
+from opsgate.bot.callback_data import CardAction, decode, encode
+from opsgate.bot.render import MAX_MESSAGE, card_html, result_html, timeline_messages
+from opsgate.services.chat import AttemptLine, CardView, ResultView, TimelineLine
+
+NOW = datetime(2026, 11, 28, 3, 0, tzinfo=UTC)
+
+
+def card(**overrides: object) -> CardView:
+    values: dict[str, object] = {
+        "incident_id": "INC-ABCD1234",
+        "incident_status": "firing",
+        "severity": "critical",
+        "alertname": "CheckoutErrors",
+        "summary": "5xx above 5%",
+        "service": "checkout",
+        "namespace": "shop",
+        "firing_count": 2,
+        "alert_count": 3,
+        "labels": {"alertname": "CheckoutErrors"},
+        "action": "kubectl rollout restart deployment/checkout -n shop",
+        "risk": "medium",
+        "blast_radius": "every pod replaced",
+        "approval_id": "abc123",
+        "approval_status": "pending",
+        "required_approvals": 2,
+        "approvers": ("@alice",),
+        "expires_at": NOW + timedelta(hours=2),
+    }
+    values.update(overrides)
+    return CardView(**values)  # type: ignore[arg-type]
+
+
+class _Balanced(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.stack: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: object) -> None:
+        self.stack.append(tag)
+
+    def handle_endtag(self, tag: str) -> None:
+        assert self.stack and self.stack.pop() == tag
+
+
+def balanced(html: str) -> bool:
+    parser = _Balanced()
+    parser.feed(html)
+    parser.close()
+    return not parser.stack
+
+
+def test_pending_card_shows_tally_and_expiry() -> None:
+    html = card_html(card(), NOW)
+    assert "Approvals 1/2: @alice" in html
+    assert "buttons expire 05:00 UTC (in 2 h)" in html
+    assert "INC-ABCD1234" in html and "risk <b>medium</b>" in html
+
+
+def test_every_value_is_escaped() -> None:
+    hostile = "<b>x</b> & <script>"
+    html = card_html(
+        card(summary=hostile, alertname=hostile, labels={"a<": hostile}, approvers=("@<x>",)),
+        NOW,
+    )
+    assert "<script>" not in html and "&lt;script&gt;" in html
+    assert balanced(html)
+
+
+def test_huge_label_sets_are_cut_with_a_marker() -> None:
+    labels = {f"label_{i:03d}": "v" * 100 for i in range(200)}
+    html = card_html(card(labels=labels, summary="s" * 5000), NOW)
+    assert len(html) <= MAX_MESSAGE
+    assert "more labels cut" in html
+    assert balanced(html)
+
+
+def test_retry_and_final_states() -> None:
+    retrying = card(
+        approval_status="approved",
+        execution_status="retry_wait",
+        attempts=(AttemptLine(1, "transient", "apply: service unavailable", 503),),
+        max_attempts=3,
+        retry_delay_seconds=30,
+    )
+    html = card_html(retrying, NOW)
+    assert "attempt 1 failed: 503: service unavailable" in html
+    assert "retrying in 30 s (1/2)" in html
+    done = card(
+        approval_status="approved",
+        execution_status="succeeded",
+        result_detail="deployment shop/checkout restarted",
+        duration_seconds=1.25,
+    )
+    assert "Done</b> in 1.2 s: deployment shop/checkout restarted" in card_html(done, NOW)
+    assert "Rejected" in card_html(card(approval_status="rejected", rejected_by="@bob"), NOW)
+    assert "Expired" in card_html(card(approval_status="expired"), NOW)
+
+
+def test_result_reply() -> None:
+    html = result_html(
+        ResultView(
+            "INC-X",
+            "kubectl scale deployment/a --replicas=2",
+            False,
+            "403: <no>",
+            1,
+            0.5,
+            ("@alice",),
+        )
+    )
+    assert html.startswith("❌ <b>Failed</b>")
+    assert "403: &lt;no&gt;" in html and "1 attempt in 0.5 s" in html
+
+
+def test_long_timelines_split_into_valid_messages() -> None:
+    events = [
+        TimelineLine(NOW, "alertmanager", "alerts_updated", "info", "<x> " * 100) for _ in range(80)
+    ]
+    messages = timeline_messages("INC-X", events)
+    assert len(messages) > 1
+    for message in messages:
+        assert len(message) <= MAX_MESSAGE and balanced(message)
+
+
+def test_callback_data_round_trip_and_rejects_foreign_data() -> None:
+    data = encode(CardAction(True, "abc123defg"))
+    assert data == "v1:ap:abc123defg" and len(data.encode()) <= 64
+    assert decode(data) == CardAction(True, "abc123defg")
+    assert decode(encode(CardAction(False, "x1"))) == CardAction(False, "x1")
+    for foreign in (None, "", "v0:ap:x", "v1:zz:x", "v1:ap:../../x", "v1:ap"):
+        assert decode(foreign) is None
