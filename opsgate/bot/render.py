@@ -25,10 +25,9 @@ def e(value: object) -> str:
     return escape(str(value))
 
 
-def card_html(card: CardView, now: datetime | None = None) -> str:
-    now = now or datetime.now(UTC)
+def card_html(card: CardView) -> str:
     head = _card_head(card)
-    body = _card_action(card, now)
+    body = _card_action(card)
     labels = _labels_block(card.labels, CARD_BUDGET - len(head) - len(body))
     return "\n".join(part for part in (head, body, labels) if part)
 
@@ -56,7 +55,7 @@ def _card_head(card: CardView) -> str:
     return "\n".join(lines)
 
 
-def _card_action(card: CardView, now: datetime) -> str:
+def _card_action(card: CardView) -> str:
     if card.action_refusal:
         return (
             f"\n⛔ <b>Action refused</b>: <code>{e(card.action or '')}</code>\n"
@@ -70,19 +69,19 @@ def _card_action(card: CardView, now: datetime) -> str:
         f"<code>{e(card.action)}</code>",
         f"risk <b>{e(card.risk)}</b> · {e(card.blast_radius)}",
     ]
-    lines.extend(_decision_lines(card, now))
+    lines.extend(_decision_lines(card))
     return "\n".join(lines)
 
 
-def _decision_lines(card: CardView, now: datetime) -> list[str]:
+def _decision_lines(card: CardView) -> list[str]:
     signed = ", ".join(e(a) for a in card.approvers) or "none yet"
     tally = f"Approvals {len(card.approvers)}/{card.required_approvals}: {signed}"
     match card.approval_status:
         case "pending":
             if card.expires_at is None:
                 return [tally]
-            left = _until(card.expires_at, now)
-            return [tally, f"⏳ buttons expire {_clock(card.expires_at)} ({left})"]
+            # An absolute time: a relative one would go stale on a card nobody re-renders.
+            return [tally, f"⏳ buttons close at {_clock(card.expires_at)}"]
         case "rejected":
             return [f"🚫 <b>Rejected</b> by {e(card.rejected_by or 'an approver')}. Nothing ran."]
         case "expired":
@@ -182,17 +181,6 @@ def timeline_messages(incident_id: str, events: Iterable[TimelineLine]) -> list[
 def _clock(at: datetime, *, seconds: bool = False) -> str:
     fmt = "%Y-%m-%d %H:%M:%S UTC" if seconds else "%H:%M UTC"
     return at.astimezone(UTC).strftime(fmt)
-
-
-def _until(at: datetime, now: datetime) -> str:
-    left = int((at - now).total_seconds())
-    if left <= 0:
-        return "due now"
-    hours, rest = divmod(left, 3600)
-    minutes = rest // 60
-    if hours:
-        return f"in {hours} h {minutes} min" if minutes else f"in {hours} h"
-    return f"in {max(minutes, 1)} min"
 
 
 def _took(seconds: float | None) -> str:

@@ -29,6 +29,7 @@ log = structlog.get_logger(__name__)
 
 MAX_JOB_ATTEMPTS = 12
 MAX_BACKOFF_SECONDS = 300.0
+DRAIN_SECONDS = 10.0
 
 
 class JobKind(StrEnum):
@@ -145,11 +146,13 @@ class JobRunner:
             log.exception("periodic_task_failed", task=getattr(func, "__name__", repr(func)))
 
     async def _drain(self) -> None:
-        """Let running jobs finish their current step; leases cover anything cut short."""
-        for task in list(self._running):
+        """Give running jobs a moment to finish; leases cover anything cut short."""
+        if not self._running:
+            return
+        _, unfinished = await asyncio.wait(set(self._running), timeout=DRAIN_SECONDS)
+        for task in unfinished:
             task.cancel()
-        if self._running:
-            await asyncio.gather(*self._running, return_exceptions=True)
+        await asyncio.gather(*unfinished, return_exceptions=True)
 
     async def _claim_and_start(self) -> None:
         free = self._concurrency - len(self._running)

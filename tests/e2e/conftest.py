@@ -39,9 +39,6 @@ def rig_factory(telegram: FakeTelegram, kube: FakeKube, tmp_path: Path, database
 
 
 @pytest.fixture
-async def rig(rig_factory: Rig) -> AsyncIterator[Rig]:
+async def rig(rig_factory: Rig) -> Rig:
     await rig_factory.start()
-    try:
-        yield rig_factory
-    finally:
-        await rig_factory.stop()
+    return rig_factory
