@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
@@ -164,7 +164,8 @@ class ExecutionService:
         stage: str,
         detail: str,
         duration_ms: int,
-    ) -> Any:
+    ) -> datetime | None:
+        """Store the attempt's outcome; returns when to retry, or None when it has ended."""
         async with self._db.transaction() as session:
             execution = await _locked_execution(session, approval_id)
             approval = await session.get(Approval, approval_id)

@@ -227,6 +227,10 @@ class JobRunner:
             await self._reschedule(job, at, str(exc), count_failure=False)
             bound.warning("job_rate_limited", retry_after=exc.retry_after)
         except asyncio.CancelledError:
+            # Shutting down mid-job: hand the job back now rather than when its lease runs out.
+            await asyncio.shield(
+                self._reschedule(job, utcnow(), "interrupted by shutdown", count_failure=False)
+            )
             raise
         except Exception as exc:
             await self._fail(job, exc, bound)

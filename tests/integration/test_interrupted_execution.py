@@ -1,0 +1,91 @@
+"""A process that dies mid-call must not run the change again: the outcome is unknown."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from opsgate.app import load_kube_client
+from opsgate.services.alertmanager import AmPayload
+from opsgate.services.approvals import ApprovalService, RetryPolicy, Tapper
+from opsgate.services.chat import ChatTarget
+from opsgate.services.execution import ExecutionService
+from opsgate.services.incidents import IncidentService
+from opsgate.services.jobs import ClaimedJob, JobKind
+from opsgate.services.kube_executor import KubeExecutor
+from opsgate.services.storage.db import Database
+from opsgate.services.storage.models import Approval, Execution, ExecutionAttempt, Job
+from opsgate.settings import Settings
+from tests.builders import ALICE, am_payload, policy
+from tests.fakes.kube_api import FakeKube
+
+
+@pytest.fixture
+async def kube(tmp_path: Path) -> AsyncIterator[tuple[FakeKube, KubeExecutor]]:
+    fake = FakeKube()
+    await fake.start()
+    fake.add_deployment("shop", "checkout")
+    settings = Settings(
+        telegram_token="1:x",  # type: ignore[arg-type]
+        alert_chat_id=-1,
+        kubeconfig=str(fake.write_kubeconfig(tmp_path / "kubeconfig")),
+    )
+    client = await load_kube_client(settings)
+    try:
+        yield fake, KubeExecutor(client, request_timeout=30)
+    finally:
+        await client.close()
+        await fake.stop()
+
+
+async def test_an_attempt_cut_short_is_reported_not_repeated(
+    database: Database, kube: tuple[FakeKube, KubeExecutor]
+) -> None:
+    fake, executor = kube
+    approvals = ApprovalService(
+        database,
+        policy(),
+        ttl=timedelta(hours=1),
+        retry=RetryPolicy(2, 0.1),
+        jobs_ready=lambda: None,
+    )
+    incidents = IncidentService(
+        database, approvals, default_target=ChatTarget(-1), jobs_ready=lambda: None
+    )
+    await incidents.ingest_alertmanager(AmPayload.model_validate(am_payload()))
+    async with database.transaction() as session:
+        approval = await session.scalar(select(Approval))
+    assert approval is not None
+    await approvals.decide(approval.id, Tapper(ALICE, "alice"), True)
+
+    execution = ExecutionService(database, executor, jobs_ready=lambda: None)
+    job = ClaimedJob(1, JobKind.EXECUTE, approval.id, 1)
+    fake.inject("PATCH", r"/deployments/checkout$", "timeout", delay=30)
+    first = asyncio.create_task(execution.run_job(job))
+    await asyncio.wait_for(_until(lambda: any(r.method == "PATCH" for r in fake.requests)), 10)
+    first.cancel()  # the process dies while the API server holds the call
+    with pytest.raises(asyncio.CancelledError):
+        await first
+
+    await execution.run_job(job)
+
+    patches = [r for r in fake.requests if r.method == "PATCH"]
+    assert len(patches) == 1
+    async with database.transaction() as session:
+        row = await session.get(Execution, approval.id)
+        attempts = list(await session.scalars(select(ExecutionAttempt)))
+        publish = await session.scalar(select(Job).where(Job.kind == JobKind.PUBLISH_RESULT.value))
+    assert row is not None and row.status == "failed"
+    assert "outcome is unknown" in row.result_detail
+    assert [a.outcome for a in attempts] == ["interrupted"]
+    assert publish is not None and publish.serial_key == approval.incident_id
+
+
+async def _until(check: Callable[[], bool]) -> None:
+    while not check():
+        await asyncio.sleep(0.02)
