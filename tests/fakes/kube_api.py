@@ -34,11 +34,12 @@ import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Literal
 
 import kubernetes_asyncio.client.models as k8s_models
 from aiohttp import web
+
+from tests.fakes.loopback import LoopbackServer
 
 Obj = dict[str, Any]
 RolloutMode = Literal["immediate", "manual", "stuck"]
@@ -1011,7 +1012,7 @@ class _Route:
 # --------------------------------------------------------------------------- the fake
 
 
-class FakeKube:
+class FakeKube(LoopbackServer):
     """The fake API server: an object store, the HTTP surface, simulated controllers, faults.
 
     Everything runs on the test's event loop; handlers never await between reading and writing
@@ -1062,18 +1063,6 @@ class FakeKube:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
-
-    async def __aenter__(self) -> FakeKube:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
 
     @property
     def base_url(self) -> str:

@@ -36,12 +36,13 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from types import TracebackType
-from typing import Any, NamedTuple, Self, TypeVar
+from typing import Any, NamedTuple, TypeVar
 from urllib.parse import urlsplit
 
 import aiohttp
 from aiohttp import web
+
+from tests.fakes.loopback import LoopbackServer
 
 JsonDict = dict[str, Any]
 _T = TypeVar("_T")
@@ -706,7 +707,7 @@ class _Webhook:
 # The server
 
 
-class FakeTelegram:
+class FakeTelegram(LoopbackServer):
     """The Bot API server for one bot, plus the levers and transcripts tests need.
 
     Every state change (an API call, a user action) wakes :meth:`wait_for` waiters and pending
@@ -799,18 +800,6 @@ class FakeTelegram:
             await self._session.close()
         if self._runner is not None:
             await self._runner.cleanup()
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        await self.stop()
 
     @property
     def root_url(self) -> str:
