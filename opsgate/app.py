@@ -9,9 +9,11 @@ import secrets
 import socket
 from dataclasses import dataclass
 from datetime import timedelta
+from importlib.metadata import version
 from typing import Any
 from urllib.parse import urlsplit
 
+import httpx
 import structlog
 import uvicorn
 from fastapi import FastAPI
@@ -23,31 +25,39 @@ from telegram import Update
 from telegram.error import InvalidToken, NetworkError
 from telegram.ext import AIORateLimiter, Application, ApplicationBuilder
 
+from opsgate.bot.render_commands import COMMANDS
 from opsgate.bot.sender import TelegramSender
+from opsgate.handlers.card_buttons import CardButtons
+from opsgate.handlers.chat_members import ChatMembers
+from opsgate.handlers.commands import ChatCommands
 from opsgate.handlers.http_routes import (
     create_api,
     health_router,
     ingest_router,
     telegram_webhook_router,
 )
-from opsgate.handlers.telegram_updates import COMMANDS, TelegramHandlers
+from opsgate.handlers.telegram_updates import ALLOWED_UPDATES, register
 from opsgate.metrics import Metrics
 from opsgate.services import jobs
 from opsgate.services.approvals import ApprovalService, RetryPolicy
 from opsgate.services.cards import CardPublisher
 from opsgate.services.chat import ChatError, ChatTarget
+from opsgate.services.chats import ChatDirectory
 from opsgate.services.execution import ExecutionService
+from opsgate.services.fanout import ResultFanout
+from opsgate.services.health import HealthService, kube_version_check
 from opsgate.services.incidents import IncidentService
 from opsgate.services.jobs import JobKind, JobRunner
-from opsgate.services.kube_executor import Executor, KubeExecutor
+from opsgate.services.kube_executor import KubeExecutor
+from opsgate.services.notifiers import build_notifiers
 from opsgate.services.policy import Policy
 from opsgate.services.queries import IncidentQueries
+from opsgate.services.routing import Router
 from opsgate.services.storage.db import Database
 from opsgate.settings import Settings, SettingsError
 
 log = structlog.get_logger(__name__)
 
-ALLOWED_UPDATES = [Update.MESSAGE, Update.CALLBACK_QUERY]
 QUEUE_GAUGE_SECONDS = 15.0
 
 
@@ -79,30 +89,15 @@ class OpsGate:
     metrics: Metrics
     telegram: Application  # type: ignore[type-arg]
     sender: TelegramSender
-    kube: ApiClient | None
+    chats: ChatDirectory
+    kube: ApiClient
+    http: httpx.AsyncClient
     runner: JobRunner
     api: FastAPI
     webhook_secret: str | None
 
-    async def deliver_update(self, data: dict[str, Any]) -> None:
-        update = Update.de_json(data, self.telegram.bot)
-        await self.telegram.update_queue.put(update)
 
-
-def build_app(
-    settings: Settings,
-    *,
-    policy: Policy,
-    kube: ApiClient | None,
-    executor: Executor | None = None,
-) -> OpsGate:
-    """Wire opsgate. ``executor`` replaces the Kubernetes one only in unit tests."""
-    metrics = Metrics()
-    try:
-        db = Database(settings.database_url)
-    except (ArgumentError, ImportError) as exc:
-        raise SettingsError(f"OPSGATE_DATABASE_URL is invalid: {exc}") from None
-    webhook_mode = settings.telegram_webhook_url is not None
+def build_telegram(settings: Settings) -> Application:  # type: ignore[type-arg]
     builder: ApplicationBuilder = (  # type: ignore[type-arg]
         Application.builder()
         .token(settings.telegram_token.get_secret_value())
@@ -115,38 +110,47 @@ def build_app(
             )
         )
     )
-    if webhook_mode:
+    if settings.telegram_webhook_url is not None:
         builder = builder.updater(None)
-    telegram = builder.build()
-    sender = TelegramSender(telegram.bot, on_error=metrics.telegram_error)
+    return builder.build()
 
-    runner_ref: list[JobRunner] = []
 
-    def jobs_ready() -> None:
-        if runner_ref:
-            runner_ref[0].wake()
+def build_app(settings: Settings, *, policy: Policy, kube: ApiClient) -> OpsGate:
+    """Wire opsgate: every service gets what it needs here, and nowhere else."""
+    metrics = Metrics()
+    try:
+        db = Database(settings.database_url)
+    except (ArgumentError, ImportError) as exc:
+        raise SettingsError(f"OPSGATE_DATABASE_URL is invalid: {exc}") from None
+    telegram = build_telegram(settings)
+    chats = ChatDirectory(db)
+    sender = TelegramSender(telegram.bot, chats, on_error=metrics.telegram_error)
+    http = httpx.AsyncClient(timeout=settings.notifier_timeout_seconds)
+    # Services wake the runner when they enqueue work; the runner waits on the same event.
+    work_ready = asyncio.Event()
 
     approvals = ApprovalService(
         db,
         policy,
         ttl=timedelta(seconds=settings.approval_ttl_seconds),
         retry=RetryPolicy(settings.retry_max, settings.retry_delay_seconds),
-        jobs_ready=jobs_ready,
+        jobs_ready=work_ready.set,
     )
-    incidents = IncidentService(
-        db,
-        approvals,
-        default_target=ChatTarget(settings.alert_chat_id, settings.alert_thread_id),
-        jobs_ready=jobs_ready,
-    )
-    if executor is None:
-        if kube is None:
-            raise ValueError("a Kubernetes client or an executor is required")
-        executor = KubeExecutor(kube, settings.kube_request_timeout)
+    router = Router(policy, ChatTarget(settings.alert_chat_id, settings.alert_thread_id))
+    incidents = IncidentService(db, approvals, router=router, jobs_ready=work_ready.set)
     execution = ExecutionService(
-        db, executor, jobs_ready=jobs_ready, on_finished=metrics.execution_finished
+        db,
+        KubeExecutor(kube, settings.kube_request_timeout),
+        jobs_ready=work_ready.set,
+        on_finished=metrics.execution_finished,
     )
     publisher = CardPublisher(db, sender)
+    fanout = ResultFanout(
+        db,
+        sender,
+        build_notifiers(policy.notifiers, http),
+        on_failure=metrics.notify_failed,
+    )
 
     async def refresh_queue_gauge() -> None:
         async with db.transaction() as session:
@@ -158,6 +162,7 @@ def build_app(
             JobKind.EXECUTE: execution.run_job,
             JobKind.SYNC_CARD: publisher.sync_card,
             JobKind.PUBLISH_RESULT: publisher.publish_result,
+            JobKind.NOTIFY: fanout.notify,
         },
         lease_seconds=settings.job_lease_seconds,
         poll_interval=settings.job_poll_interval,
@@ -166,16 +171,21 @@ def build_app(
             (settings.approval_sweep_seconds, approvals.expire_due),
             (QUEUE_GAUGE_SECONDS, refresh_queue_gauge),
         ],
+        wake=work_ready,
     )
-    runner_ref.append(runner)
-
-    TelegramHandlers(
-        approvals=approvals,
-        queries=IncidentQueries(db),
-        sender=sender,
-        policy=policy,
-        alert_chat_id=settings.alert_chat_id,
-    ).register(telegram)
+    health = HealthService(
+        db,
+        chats,
+        version=version("opsgate"),
+        kube_check=kube_version_check(kube),
+        last_alert=lambda: incidents.last_received_at,
+    )
+    register(
+        telegram,
+        CardButtons(approvals, sender),
+        ChatCommands(IncidentQueries(db), health, policy, chats, sender),
+        ChatMembers(chats),
+    )
 
     token = settings.webhook_token.get_secret_value() if settings.webhook_token else None
     routers = [
@@ -183,9 +193,7 @@ def build_app(
         health_router(db, metrics.registry),
     ]
     webhook_secret: str | None = None
-    og_ref: list[OpsGate] = []
-    if webhook_mode:
-        assert settings.telegram_webhook_url is not None
+    if settings.telegram_webhook_url is not None:
         webhook_secret = (
             settings.telegram_webhook_secret.get_secret_value()
             if settings.telegram_webhook_secret
@@ -193,23 +201,23 @@ def build_app(
         )
 
         async def deliver(data: dict[str, Any]) -> None:
-            await og_ref[0].deliver_update(data)
+            await telegram.update_queue.put(Update.de_json(data, telegram.bot))
 
         path = urlsplit(settings.telegram_webhook_url).path or "/telegram/webhook"
         routers.append(telegram_webhook_router(path, webhook_secret, deliver))
-    og = OpsGate(
+    return OpsGate(
         settings=settings,
         db=db,
         metrics=metrics,
         telegram=telegram,
         sender=sender,
+        chats=chats,
         kube=kube,
+        http=http,
         runner=runner,
         api=create_api(*routers),
         webhook_secret=webhook_secret,
     )
-    og_ref.append(og)
-    return og
 
 
 def listen(host: str, port: int) -> socket.socket:
@@ -260,6 +268,7 @@ class Runtime:
             raise SettingsError(
                 f"OPSGATE_TELEGRAM_API_URL: cannot reach {settings.telegram_api_url}: {exc}"
             ) from None
+        await og.chats.load()
         try:
             await og.sender.set_commands(COMMANDS)
         except ChatError as exc:
@@ -300,8 +309,8 @@ class Runtime:
         if og.telegram.running:
             await og.telegram.stop()
         await og.telegram.shutdown()
-        if og.kube is not None:
-            with contextlib.suppress(Exception):
-                await og.kube.close()
+        with contextlib.suppress(Exception):
+            await og.kube.close()
+        await og.http.aclose()
         await og.db.dispose()
         log.info("opsgate_stopped")

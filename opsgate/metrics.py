@@ -20,12 +20,21 @@ class Metrics:
             ["method", "kind"],
             registry=self.registry,
         )
+        self.notify_failures = Counter(
+            "opsgate_notify_failures_total",
+            "Result deliveries to subscriber chats and notifiers that failed",
+            ["destination"],
+            registry=self.registry,
+        )
         self.queue_depth = Gauge(
             "opsgate_job_queue_depth", "Jobs waiting or running", registry=self.registry
         )
 
     def telegram_error(self, method: str, kind: str) -> None:
         self.telegram_errors.labels(method=method, kind=kind).inc()
+
+    def notify_failed(self, destination: str) -> None:
+        self.notify_failures.labels(destination=destination).inc()
 
     def execution_finished(self, status: str) -> None:
         self.executions.labels(status=status).inc()

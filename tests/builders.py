@@ -62,10 +62,12 @@ def am_payload(
     }
 
 
-def policy(quorum: dict[str, int] | None = None) -> Policy:
+def policy(quorum: dict[str, int] | None = None, **extra: Any) -> Policy:
+    """The test policy; ``extra`` adds top-level sections (routes, notifiers, ...)."""
     return Policy(
         PolicyDocument.model_validate(
             {
+                **extra,
                 "roles": {
                     "oncall": {
                         "namespaces": ["shop"],

@@ -1,4 +1,8 @@
-"""Compact, versioned callback data: ``v1:ap:<approval-id>`` stays far below Telegram's 64 bytes."""
+"""Compact, versioned callback data, far below Telegram's 64 bytes.
+
+``v1:ap:<approval-id>`` / ``v1:rj:<approval-id>`` on alert cards; ``v1:pg:<view>:<offset>``
+on paged lists.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,9 @@ from dataclasses import dataclass
 VERSION = "v1"
 APPROVE = "ap"
 REJECT = "rj"
+PAGE = "pg"
 MAX_BYTES = 64
+PAGED_VIEWS = frozenset({"inc"})
 
 
 @dataclass(frozen=True)
@@ -16,18 +22,32 @@ class CardAction:
     approval_id: str
 
 
-def encode(action: CardAction) -> str:
-    data = f"{VERSION}:{APPROVE if action.approve else REJECT}:{action.approval_id}"
+@dataclass(frozen=True)
+class PageAction:
+    view: str
+    offset: int
+
+
+def encode(action: CardAction | PageAction) -> str:
+    if isinstance(action, PageAction):
+        data = f"{VERSION}:{PAGE}:{action.view}:{action.offset}"
+    else:
+        data = f"{VERSION}:{APPROVE if action.approve else REJECT}:{action.approval_id}"
     if len(data.encode()) > MAX_BYTES:
         raise ValueError(f"callback data over {MAX_BYTES} bytes: {data!r}")
     return data
 
 
-def decode(data: str | None) -> CardAction | None:
+def decode(data: str | None) -> CardAction | PageAction | None:
     """None for anything this version did not write: old buttons, forged data."""
     if not data:
         return None
     parts = data.split(":")
+    if len(parts) == 4 and parts[:2] == [VERSION, PAGE]:
+        view, offset = parts[2], parts[3]
+        if view in PAGED_VIEWS and offset.isdigit() and len(offset) <= 6:
+            return PageAction(view, int(offset))
+        return None
     if len(parts) != 3 or parts[0] != VERSION or parts[1] not in (APPROVE, REJECT):
         return None
     approval_id = parts[2]

@@ -81,7 +81,7 @@ def _decision_lines(card: CardView) -> list[str]:
             if card.expires_at is None:
                 return [tally]
             # An absolute time: a relative one would go stale on a card nobody re-renders.
-            return [tally, f"⏳ buttons close at {_clock(card.expires_at)}"]
+            return [tally, f"⏳ buttons close at {clock(card.expires_at)}"]
         case "rejected":
             return [f"🚫 <b>Rejected</b> by {e(card.rejected_by or 'an approver')}. Nothing ran."]
         case "expired":
@@ -108,12 +108,12 @@ def _execution_lines(card: CardView) -> list[str]:
             used = len(card.attempts)
             lines.append(
                 f"🔁 retrying in {card.retry_delay_seconds:g} s ({used}/{retries_allowed})"
-                + (f", at {_clock(card.next_attempt_at)}" if card.next_attempt_at else "")
+                + (f", at {clock(card.next_attempt_at)}" if card.next_attempt_at else "")
             )
         case "succeeded":
-            lines.append(f"✅ <b>Done</b>{_took(card.duration_seconds)}: {e(card.result_detail)}")
+            lines.append(f"✅ <b>Done</b>{took(card.duration_seconds)}: {e(card.result_detail)}")
         case "failed":
-            lines.append(f"❌ <b>Failed</b>{_took(card.duration_seconds)}: {e(card.result_detail)}")
+            lines.append(f"❌ <b>Failed</b>{took(card.duration_seconds)}: {e(card.result_detail)}")
     return lines
 
 
@@ -147,26 +147,32 @@ def result_html(result: ResultView) -> str:
     head = "✅ <b>Succeeded</b>" if result.succeeded else "❌ <b>Failed</b>"
     attempts = f"{result.attempts} attempt{'s' if result.attempts != 1 else ''}"
     approvers = ", ".join(e(a) for a in result.approvers) or "nobody"
+    what = " · ".join(e(p) for p in (result.alertname, result.service, result.namespace) if p)
     return "\n".join(
         [
-            f"{head} · <code>{e(result.incident_id)}</code>",
+            f"{head} · <code>{e(result.incident_id)}</code>" + (f" · {what}" if what else ""),
             f"<code>{e(result.action)}</code>",
             e(result.detail[:1500]),
-            f"approved by {approvers} · {attempts}{_took(result.duration_seconds)}",
+            f"approved by {approvers} · {attempts}{took(result.duration_seconds)}",
         ]
     )
 
 
 def timeline_messages(incident_id: str, events: Iterable[TimelineLine]) -> list[str]:
-    """The timeline, split at line boundaries so every message is valid HTML on its own."""
     header = f"🗒 <b>Timeline</b> <code>{e(incident_id)}</code>"
     lines = [
-        f"{_clock(ev.at, seconds=True)} {_STATUS_ICON.get(ev.status, '•')} "
+        f"{clock(ev.at, seconds=True)} {_STATUS_ICON.get(ev.status, '•')} "
         f"<b>{e(ev.kind)}</b> · {e(ev.actor)}: {e(ev.summary[:1000])}"
         for ev in events
     ]
+    return pack(header, lines, empty="No events recorded.")
+
+
+def pack(header: str, lines: list[str], *, empty: str = "Nothing to show.") -> list[str]:
+    """Lines under a header, split at line boundaries so every message stays under the limit
+    and is valid HTML on its own (no line carries an open tag into the next)."""
     if not lines:
-        return [f"{header}\nNo events recorded."]
+        return [f"{header}\n{e(empty)}"]
     messages: list[str] = []
     current = header
     for line in lines:
@@ -178,10 +184,10 @@ def timeline_messages(incident_id: str, events: Iterable[TimelineLine]) -> list[
     return messages
 
 
-def _clock(at: datetime, *, seconds: bool = False) -> str:
+def clock(at: datetime, *, seconds: bool = False) -> str:
     fmt = "%Y-%m-%d %H:%M:%S UTC" if seconds else "%H:%M UTC"
     return at.astimezone(UTC).strftime(fmt)
 
 
-def _took(seconds: float | None) -> str:
+def took(seconds: float | None) -> str:
     return f" in {seconds:.1f} s" if seconds is not None else ""

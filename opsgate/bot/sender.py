@@ -1,5 +1,6 @@
 """The one way out to Telegram. Every outbound call passes here, so rate limits, 429s,
-"not modified" edits and error mapping are handled in one place.
+"not modified" edits, supergroup migrations, removed bots and error mapping are handled in
+one place.
 """
 
 from __future__ import annotations
@@ -19,12 +20,21 @@ from telegram import (
     ReplyParameters,
 )
 from telegram.constants import ParseMode
-from telegram.error import BadRequest, Forbidden, NetworkError, RetryAfter, TelegramError
+from telegram.error import (
+    BadRequest,
+    ChatMigrated,
+    Forbidden,
+    NetworkError,
+    RetryAfter,
+    TelegramError,
+)
 
 from opsgate.bot.keyboards import approval_keyboard
 from opsgate.bot.render import card_html, result_html
 from opsgate.services.chat import (
     CardView,
+    ChatGone,
+    ChatMoved,
     ChatRejected,
     ChatRetryLater,
     ChatTarget,
@@ -32,6 +42,7 @@ from opsgate.services.chat import (
     MessageRef,
     ResultView,
 )
+from opsgate.services.chats import ChatDirectory
 
 log = structlog.get_logger(__name__)
 
@@ -46,8 +57,15 @@ NO_PREVIEW = LinkPreviewOptions(is_disabled=True)
 class TelegramSender:
     """Implements the domain's ChatPort on top of PTB's Bot."""
 
-    def __init__(self, bot: Bot, *, on_error: Callable[[str, str], None] | None = None) -> None:
+    def __init__(
+        self,
+        bot: Bot,
+        chats: ChatDirectory,
+        *,
+        on_error: Callable[[str, str], None] | None = None,
+    ) -> None:
         self._bot = bot
+        self._chats = chats
         self._on_error = on_error or (lambda _method, _kind: None)
 
     async def _call(self, method: str, call: Callable[[], Awaitable[T]]) -> T:
@@ -56,7 +74,13 @@ class TelegramSender:
         except RetryAfter as exc:
             self._on_error(method, "rate_limited")
             raise ChatRetryLater(_seconds(exc), str(exc)) from exc
-        except (BadRequest, Forbidden) as exc:
+        except ChatMigrated as exc:
+            self._on_error(method, "migrated")
+            raise ChatMoved(exc.new_chat_id, f"{method}: {exc.message}") from exc
+        except Forbidden as exc:
+            self._on_error(method, "forbidden")
+            raise ChatGone(f"{method}: {exc.message}") from exc
+        except BadRequest as exc:
             self._on_error(method, "rejected")
             raise ChatRejected(f"{method}: {exc.message}") from exc
         except NetworkError as exc:
@@ -66,11 +90,28 @@ class TelegramSender:
             self._on_error(method, "rejected")
             raise ChatRejected(f"{method}: {exc.message}") from exc
 
+    async def _to_chat(self, method: str, chat_id: int, call: Callable[[int], Awaitable[T]]) -> T:
+        """Send to the chat's current id; follow a migration once; remember a removed bot."""
+        current = self._chats.resolve(chat_id)
+        reason = self._chats.inactive_reason(current)
+        if reason is not None:
+            raise ChatGone(f"{method}: chat {current} is inactive ({reason})")
+        try:
+            return await self._call(method, lambda: call(current))
+        except ChatMoved as moved:
+            new_id = moved.new_chat_id
+            await self._chats.migrated(current, new_id)
+            return await self._call(method, lambda: call(new_id))
+        except ChatGone as gone:
+            await self._chats.deactivate(current, str(gone))
+            raise
+
     async def post_card(self, target: ChatTarget, card: CardView) -> MessageRef:
-        message = await self._call(
+        message = await self._to_chat(
             "sendMessage",
-            lambda: self._bot.send_message(
-                chat_id=target.chat_id,
+            target.chat_id,
+            lambda chat_id: self._bot.send_message(
+                chat_id=chat_id,
                 message_thread_id=target.thread_id,
                 text=card_html(card),
                 parse_mode=ParseMode.HTML,
@@ -81,15 +122,26 @@ class TelegramSender:
         return _ref(message, target.thread_id)
 
     async def edit_card(self, ref: MessageRef, card: CardView) -> None:
+        await self.edit_html(ref.chat_id, ref.message_id, card_html(card), _markup(card))
+
+    async def edit_html(
+        self,
+        chat_id: int,
+        message_id: int,
+        html: str,
+        markup: InlineKeyboardMarkup | None = None,
+    ) -> None:
+        """Replace a message's text; no markup removes its keyboard; no change is no error."""
         try:
-            await self._call(
+            await self._to_chat(
                 "editMessageText",
-                lambda: self._bot.edit_message_text(
-                    chat_id=ref.chat_id,
-                    message_id=ref.message_id,
-                    text=card_html(card),
+                chat_id,
+                lambda current: self._bot.edit_message_text(
+                    chat_id=current,
+                    message_id=message_id,
+                    text=html,
                     parse_mode=ParseMode.HTML,
-                    reply_markup=_markup(card),
+                    reply_markup=markup,
                     link_preview_options=NO_PREVIEW,
                 ),
             )
@@ -101,23 +153,9 @@ class TelegramSender:
     async def send_result(
         self, target: ChatTarget, reply_to: int | None, result: ResultView
     ) -> MessageRef:
-        reply = (
-            ReplyParameters(message_id=reply_to, allow_sending_without_reply=True)
-            if reply_to is not None
-            else None
+        return await self.send_html(
+            target.chat_id, result_html(result), thread_id=target.thread_id, reply_to=reply_to
         )
-        message = await self._call(
-            "sendMessage",
-            lambda: self._bot.send_message(
-                chat_id=target.chat_id,
-                message_thread_id=target.thread_id,
-                text=result_html(result),
-                parse_mode=ParseMode.HTML,
-                reply_parameters=reply,
-                link_preview_options=NO_PREVIEW,
-            ),
-        )
-        return _ref(message, target.thread_id)
 
     async def send_html(
         self,
@@ -126,20 +164,24 @@ class TelegramSender:
         *,
         thread_id: int | None = None,
         reply_to: int | None = None,
+        markup: InlineKeyboardMarkup | None = None,
     ) -> MessageRef:
+        # A reply never fails for want of its original: the text matters more than the link.
         reply = (
             ReplyParameters(message_id=reply_to, allow_sending_without_reply=True)
             if reply_to is not None
             else None
         )
-        message = await self._call(
+        message = await self._to_chat(
             "sendMessage",
-            lambda: self._bot.send_message(
-                chat_id=chat_id,
+            chat_id,
+            lambda current: self._bot.send_message(
+                chat_id=current,
                 message_thread_id=thread_id,
                 text=html,
                 parse_mode=ParseMode.HTML,
                 reply_parameters=reply,
+                reply_markup=markup,
                 link_preview_options=NO_PREVIEW,
             ),
         )
@@ -150,7 +192,7 @@ class TelegramSender:
             await self._call(
                 "answerCallbackQuery",
                 lambda: self._bot.answer_callback_query(
-                    query_id, text=text[:200], show_alert=alert
+                    query_id, text=text[:200] or None, show_alert=alert
                 ),
             )
         except (ChatRejected, ChatUnavailable, ChatRetryLater) as exc:

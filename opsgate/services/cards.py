@@ -99,6 +99,23 @@ async def build_card(session: AsyncSession, incident: Incident) -> CardView:
     )
 
 
+async def result_view(
+    session: AsyncSession, approval: Approval, execution: Execution, incident: Incident
+) -> ResultView:
+    return ResultView(
+        incident_id=incident.id,
+        action=approval.action,
+        succeeded=execution.status == SUCCEEDED,
+        detail=execution.result_detail,
+        attempts=execution.attempts,
+        duration_seconds=_duration(execution),
+        approvers=tuple(await approver_names(session, approval.id)),
+        alertname=incident.alertname,
+        service=incident.service,
+        namespace=incident.namespace,
+    )
+
+
 def _duration(execution: Execution | None) -> float | None:
     if execution is None or execution.started_at is None or execution.finished_at is None:
         return None
@@ -163,15 +180,7 @@ class CardPublisher:
             incident = await session.get(Incident, approval.incident_id)
             assert incident is not None
             view = await build_card(session, incident)
-            result = ResultView(
-                incident_id=incident.id,
-                action=approval.action,
-                succeeded=execution.status == SUCCEEDED,
-                detail=execution.result_detail,
-                attempts=execution.attempts,
-                duration_seconds=_duration(execution),
-                approvers=tuple(await approver_names(session, approval.id)),
-            )
+            result = await result_view(session, approval, execution, incident)
             target = ChatTarget(incident.chat_id, incident.thread_id)
             card_id = incident.message_id
             already_replied = execution.result_message_id is not None

@@ -79,6 +79,9 @@ class ResultView:
     attempts: int
     duration_seconds: float | None
     approvers: tuple[str, ...] = field(default=())
+    alertname: str = ""
+    service: str = ""
+    namespace: str = ""
 
 
 @dataclass(frozen=True)
@@ -108,6 +111,18 @@ class ChatUnavailable(ChatError):
 
 class ChatRejected(ChatError):
     """The chat refused the call for good (bad request, forbidden)."""
+
+
+class ChatMoved(ChatRejected):
+    """The group became a supergroup with a new id; the same call may go there."""
+
+    def __init__(self, new_chat_id: int, message: str = "") -> None:
+        super().__init__(message or f"chat moved to {new_chat_id}")
+        self.new_chat_id = new_chat_id
+
+
+class ChatGone(ChatRejected):
+    """The bot was removed from the chat or blocked by the user."""
 
 
 class ChatPort(Protocol):

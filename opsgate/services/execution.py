@@ -27,6 +27,7 @@ from opsgate.services.storage.models import (
     Approval,
     Execution,
     ExecutionAttempt,
+    Incident,
     Signature,
     utcnow,
 )
@@ -238,6 +239,16 @@ class ExecutionService:
         )
         # Publishing is a job of its own: the card edit and the reply survive a restart.
         await enqueue(session, JobKind.PUBLISH_RESULT, approval.id, serial_key=approval.incident_id)
+        # One job per other destination, serialised per destination: a receiver that is down
+        # delays only itself, never the others nor the reply in the alert thread.
+        incident = await session.get(Incident, approval.incident_id)
+        for destination in incident.result_destinations if incident else []:
+            await enqueue(
+                session,
+                JobKind.NOTIFY,
+                f"{approval.id}|{destination}",
+                serial_key=str(destination)[:64],
+            )
         self._on_finished(status)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import structlog
@@ -15,11 +16,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from opsgate.services import timeline
 from opsgate.services.alertmanager import ACTION_ANNOTATION, RISK_ANNOTATION, AmAlert, AmPayload
 from opsgate.services.approvals import APPROVED, PENDING, ApprovalService, Proposal
-from opsgate.services.chat import ChatTarget
 from opsgate.services.ids import new_incident_id
 from opsgate.services.jobs import JobKind, enqueue
 from opsgate.services.operations import OperationRefused
 from opsgate.services.risk import parse_risk
+from opsgate.services.routing import Router
 from opsgate.services.storage.db import Database
 from opsgate.services.storage.models import Alert, Approval, Execution, Incident, utcnow
 
@@ -64,15 +65,17 @@ class IncidentService:
         db: Database,
         approvals: ApprovalService,
         *,
-        default_target: ChatTarget,
+        router: Router,
         jobs_ready: Callable[[], None],
     ) -> None:
         self._db = db
         self._approvals = approvals
-        self._target = default_target
+        self._router = router
         self._jobs_ready = jobs_ready
+        self.last_received_at: datetime | None = None
 
     async def ingest_alertmanager(self, payload: AmPayload) -> IngestResult:
+        self.last_received_at = utcnow()
         try:
             async with self._db.transaction() as session:
                 result = await self._ingest(session, payload)
@@ -160,6 +163,7 @@ class IncidentService:
 
     def _new_incident(self, group_key: str, source: str, labels: dict[str, str]) -> Incident:
         now = utcnow()
+        route = self._router.route(labels)
         return Incident(
             id=new_incident_id(),
             group_key=group_key,
@@ -175,8 +179,9 @@ class IncidentService:
             alert_count=0,
             proposed_action="",
             action_refusal="",
-            chat_id=self._target.chat_id,
-            thread_id=self._target.thread_id,
+            chat_id=route.target.chat_id,
+            thread_id=route.target.thread_id,
+            result_destinations=list(route.destinations),
             created_at=now,
             updated_at=now,
         )
@@ -249,6 +254,7 @@ class IncidentService:
 
     async def propose_via_api(self, request: ApiProposal) -> ProposalResult:
         """Raises NotFound, Conflict, or OperationRefused (nothing is stored then)."""
+        self.last_received_at = utcnow()
         requester = request.proposal.requested_by
         async with self._db.transaction() as session:
             if request.incident_id:

@@ -36,6 +36,7 @@ class JobKind(StrEnum):
     EXECUTE = "execute"
     SYNC_CARD = "sync_card"
     PUBLISH_RESULT = "publish_result"
+    NOTIFY = "notify"
 
 
 class RetryJob(Exception):
@@ -106,6 +107,7 @@ class JobRunner:
         poll_interval: float,
         concurrency: int,
         periodic: list[tuple[float, Callable[[], Awaitable[object]]]] | None = None,
+        wake: asyncio.Event | None = None,
     ) -> None:
         self._db = db
         self._handlers = handlers
@@ -113,7 +115,7 @@ class JobRunner:
         self._poll = poll_interval
         self._concurrency = concurrency
         self._periodic = periodic or []
-        self._wake = asyncio.Event()
+        self._wake = wake or asyncio.Event()
         self._running: set[asyncio.Task[None]] = set()
         self.owner = f"{socket.gethostname()}:{uuid.uuid4().hex[:8]}"
 

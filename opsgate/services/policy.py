@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from opsgate.services.operations import Operation, OperationKind
 from opsgate.services.risk import Risk
@@ -44,12 +52,63 @@ class PolicyUser(BaseModel):
     roles: list[str]
 
 
+class NotifierRule(BaseModel):
+    """A result receiver beside Telegram."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["slack", "discord", "webhook"]
+    url: str = Field(pattern=r"^https?://")
+    headers: dict[str, str] = Field(default_factory=dict)
+
+
+class RouteRule(BaseModel):
+    """Alerts whose labels match go to ``chat_id`` (and topic); results also to subscribers."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = ""
+    match: dict[str, str] = Field(default_factory=dict)
+    match_re: dict[str, str] = Field(default_factory=dict)
+    chat_id: int | None = None
+    thread_id: int | None = None
+    subscribers: list[int] = Field(default_factory=list)
+    notifiers: list[str] = Field(default_factory=list)
+
+    @field_validator("match_re")
+    @classmethod
+    def _compiles(cls, value: dict[str, str]) -> dict[str, str]:
+        for label, pattern in value.items():
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"match_re.{label}: {exc}") from None
+        return value
+
+    def matches(self, labels: dict[str, str]) -> bool:
+        if any(labels.get(k) != v for k, v in self.match.items()):
+            return False
+        return all(re.fullmatch(p, labels.get(k, "")) for k, p in self.match_re.items())
+
+
 class PolicyDocument(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     roles: dict[str, RoleRule] = Field(default_factory=dict)
     users: list[PolicyUser] = Field(default_factory=list)
     quorum: dict[Risk, int] = Field(default_factory=dict)
+    routes: list[RouteRule] = Field(default_factory=list)
+    result_subscribers: list[int] = Field(default_factory=list)
+    result_notifiers: list[str] = Field(default_factory=list)
+    notifiers: dict[str, NotifierRule] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _notifiers_exist(self) -> PolicyDocument:
+        named = set(self.result_notifiers) | {n for r in self.routes for n in r.notifiers}
+        missing = named - set(self.notifiers)
+        if missing:
+            raise ValueError(f"undefined notifiers: {sorted(missing)}")
+        return self
 
     @field_validator("quorum")
     @classmethod
@@ -101,6 +160,33 @@ class Policy:
     def roles_of(self, user_id: int) -> list[str]:
         user = self._users.get(user_id)
         return list(user.roles) if user else []
+
+    def is_member(self, user_id: int) -> bool:
+        """Anyone named in the policy may ask opsgate questions."""
+        return user_id in self._users
+
+    def can_approve(self, user_id: int) -> bool:
+        """Has at least one role that allows some operation at some risk."""
+        return any(
+            self._doc.roles[r].operations and self._doc.roles[r].risk_levels
+            for r in self.roles_of(user_id)
+        )
+
+    @property
+    def routes(self) -> list[RouteRule]:
+        return list(self._doc.routes)
+
+    @property
+    def result_subscribers(self) -> list[int]:
+        return list(self._doc.result_subscribers)
+
+    @property
+    def result_notifiers(self) -> list[str]:
+        return list(self._doc.result_notifiers)
+
+    @property
+    def notifiers(self) -> dict[str, NotifierRule]:
+        return dict(self._doc.notifiers)
 
     def authorize(self, user_id: int, op: Operation, risk: Risk) -> Decision:
         user = self._users.get(user_id)

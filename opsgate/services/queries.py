@@ -1,17 +1,70 @@
-"""Read-only questions the chat asks about incidents."""
+"""Read-only questions the chat asks: incidents, pending approvals, the audit log, health."""
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
+from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from opsgate.services import timeline
 from opsgate.services.chat import TimelineLine
+from opsgate.services.execution import approver_names
 from opsgate.services.storage.db import Database
-from opsgate.services.storage.models import Incident
+from opsgate.services.storage.models import (
+    Approval,
+    Execution,
+    Incident,
+    Signature,
+    utcnow,
+)
 
 INCIDENT_ID = re.compile(r"^INC-[0-9A-Z]{4,12}$")
+AUDIT_RECENT = 10
+
+
+@dataclass(frozen=True)
+class IncidentRow:
+    id: str
+    severity: str
+    alertname: str
+    service: str
+    namespace: str
+    created_at: datetime
+    approval: str
+
+
+@dataclass(frozen=True)
+class IncidentPage:
+    rows: list[IncidentRow]
+    offset: int
+    total: int
+
+
+@dataclass(frozen=True)
+class PendingRow:
+    approval_id: str
+    incident_id: str
+    alertname: str
+    action: str
+    risk: str
+    approvers: list[str]
+    required: int
+    expires_at: datetime
+
+
+@dataclass(frozen=True)
+class AuditRow:
+    incident_id: str
+    action: str
+    approvers: list[str]
+    status: str
+    attempts: int
+    duration_seconds: float | None
+    finished_at: datetime | None
+    detail: str
 
 
 class IncidentQueries:
@@ -33,3 +86,109 @@ class IncidentQueries:
                 )
             )
         return found
+
+    async def open_incidents(self, offset: int, limit: int) -> IncidentPage:
+        """Firing incidents, newest first, with the state of their latest approval."""
+        async with self._db.transaction() as session:
+            total = await session.scalar(
+                select(func.count()).select_from(Incident).where(Incident.status == "firing")
+            )
+            offset = max(0, min(offset, max(int(total or 0) - 1, 0)))
+            incidents = list(
+                await session.scalars(
+                    select(Incident)
+                    .where(Incident.status == "firing")
+                    .order_by(Incident.created_at.desc(), Incident.id)
+                    .offset(offset)
+                    .limit(limit)
+                )
+            )
+            rows = [
+                IncidentRow(
+                    i.id,
+                    i.severity,
+                    i.alertname,
+                    i.service,
+                    i.namespace,
+                    i.created_at,
+                    await _approval_state(session, i.id),
+                )
+                for i in incidents
+            ]
+        return IncidentPage(rows, offset, int(total or 0))
+
+    async def pending_approvals(self) -> list[PendingRow]:
+        now = utcnow()
+        async with self._db.transaction() as session:
+            rows = (
+                await session.execute(
+                    select(Approval, Incident.alertname)
+                    .join(Incident, Incident.id == Approval.incident_id)
+                    .where(Approval.status == "pending", Approval.expires_at > now)
+                    .order_by(Approval.expires_at)
+                )
+            ).all()
+            return [
+                PendingRow(
+                    a.id,
+                    a.incident_id,
+                    alertname,
+                    a.action,
+                    a.risk,
+                    await approver_names(session, a.id),
+                    a.required_approvals,
+                    a.expires_at,
+                )
+                for a, alertname in rows
+            ]
+
+    async def audit(self, incident_id: str | None) -> list[AuditRow] | None:
+        """Executions of one incident (None if it does not exist), or the latest overall."""
+        async with self._db.transaction() as session:
+            query = select(Execution, Approval).join(Approval, Approval.id == Execution.approval_id)
+            if incident_id is not None:
+                if await session.get(Incident, incident_id) is None:
+                    return None
+                query = query.where(Approval.incident_id == incident_id).order_by(
+                    Execution.created_at
+                )
+            else:
+                query = query.order_by(Execution.created_at.desc()).limit(AUDIT_RECENT)
+            rows = (await session.execute(query)).all()
+            return [
+                AuditRow(
+                    approval.incident_id,
+                    approval.action,
+                    await approver_names(session, approval.id),
+                    execution.status,
+                    execution.attempts,
+                    (execution.finished_at - execution.started_at).total_seconds()
+                    if execution.finished_at and execution.started_at
+                    else None,
+                    execution.finished_at,
+                    execution.result_detail,
+                )
+                for execution, approval in rows
+            ]
+
+
+async def _approval_state(session: AsyncSession, incident_id: str) -> str:
+    approval = await session.scalar(
+        select(Approval)
+        .where(Approval.incident_id == incident_id)
+        .order_by(Approval.created_at.desc())
+        .limit(1)
+    )
+    if approval is None:
+        return "no action proposed"
+    if approval.status == "pending":
+        signed = await session.scalar(
+            select(func.count())
+            .select_from(Signature)
+            .where(Signature.approval_id == approval.id, Signature.decision == "approve")
+        )
+        return f"pending {signed}/{approval.required_approvals}"
+    if approval.status == "approved":
+        execution = await session.get(Execution, approval.id)
+        return execution.status if execution else "approved"
+    return approval.status

@@ -1012,6 +1012,20 @@ class _Route:
 # --------------------------------------------------------------------------- the fake
 
 
+# What VersionApi.get_code() reads: how a client checks that the API server answers at all.
+SERVER_VERSION: Obj = {
+    "major": "1",
+    "minor": "31",
+    "gitVersion": "v1.31.0-fake",
+    "gitCommit": "0000000000000000000000000000000000000000",
+    "gitTreeState": "clean",
+    "buildDate": "2026-01-01T00:00:00Z",
+    "goVersion": "go1.22.0",
+    "compiler": "gc",
+    "platform": "linux/amd64",
+}
+
+
 class FakeKube(LoopbackServer):
     """The fake API server: an object store, the HTTP surface, simulated controllers, faults.
 
@@ -1359,6 +1373,8 @@ class FakeKube(LoopbackServer):
         authn, route, authz, options, media type and body, then the object itself."""
         if request.headers.get("Authorization") != f"Bearer {self.token}":
             raise _error(401, "Unauthorized", "Unauthorized")
+        if request.path in ("/version", "/version/") and request.method == "GET":
+            return 200, dict(SERVER_VERSION), []
         route = self._route(request.path)
         method, query = request.method, request.query
         verb = {

@@ -5,15 +5,26 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime, timedelta
 
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
 from sqlalchemy import func, select, text
+from sqlalchemy.engine import Connection
 
 from opsgate.services.alertmanager import AmPayload
 from opsgate.services.approvals import ApprovalService, RetryPolicy, Tapper
 from opsgate.services.chat import ChatTarget
 from opsgate.services.incidents import IncidentService
 from opsgate.services.jobs import ClaimedJob, JobKind, JobRunner, enqueue
+from opsgate.services.routing import Router
 from opsgate.services.storage.db import Database
-from opsgate.services.storage.models import Approval, Execution, Incident, Job, TimelineEvent
+from opsgate.services.storage.models import (
+    Approval,
+    Base,
+    Execution,
+    Incident,
+    Job,
+    TimelineEvent,
+)
 from tests.builders import ALICE, BOB, CAROL, alert, am_payload, policy
 
 
@@ -28,7 +39,7 @@ def services(
         jobs_ready=lambda: None,
     )
     incidents = IncidentService(
-        db, approvals, default_target=ChatTarget(-100123, None), jobs_ready=lambda: None
+        db, approvals, router=Router(policy(), ChatTarget(-100123, None)), jobs_ready=lambda: None
     )
     return approvals, incidents
 
@@ -37,7 +48,7 @@ async def test_migrate_is_idempotent(database: Database) -> None:
     await database.migrate()
     async with database.transaction() as session:
         version = await session.scalar(text("SELECT version_num FROM alembic_version"))
-    assert version == "0001"
+    assert version == "0002"
 
 
 async def test_datetimes_come_back_as_aware_utc(database: Database) -> None:
@@ -155,3 +166,11 @@ async def test_expired_approvals_close(database: Database) -> None:
     assert await approvals.expire_due() == 1
     outcome = await approvals.decide(approval.id, Tapper(ALICE, "alice"), True)
     assert "expired" in outcome.text and not outcome.changed
+
+
+async def test_migrations_match_the_models(database: Database) -> None:
+    def compare(connection: Connection) -> list[object]:
+        return list(compare_metadata(MigrationContext.configure(connection), Base.metadata))
+
+    async with database.engine.connect() as conn:
+        assert await conn.run_sync(compare) == []

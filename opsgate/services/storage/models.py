@@ -78,6 +78,9 @@ class Incident(Base):
     chat_id: Mapped[int] = mapped_column(BigInteger)
     thread_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     message_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    # Where results go besides the alert thread ("tg:<chat id>", "notifier:<name>"), fixed by
+    # the route when the incident opened so a later policy edit does not reroute it midway.
+    result_destinations: Mapped[list[Any]] = mapped_column(default=list)
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
     resolved_at: Mapped[datetime | None] = mapped_column(nullable=True)
@@ -180,6 +183,19 @@ class TimelineEvent(Base):
     status: Mapped[str] = mapped_column(String(16), default="info")
     actor: Mapped[str] = mapped_column(Text, default="opsgate")
     summary: Mapped[str] = mapped_column(Text)
+
+
+class Chat(Base):
+    """What opsgate learned about a chat: its new id after a supergroup migration, or that
+    it removed or blocked the bot."""
+
+    __tablename__ = "chats"
+
+    chat_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    migrated_to: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    inactive_reason: Mapped[str] = mapped_column(Text, default="")
+    updated_at: Mapped[datetime]
 
 
 class Job(Base):

@@ -1,0 +1,179 @@
+"""Chat commands: one handler per command, each asking a service and answering."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from telegram import Message, Update, User
+from telegram.ext import ContextTypes
+
+from opsgate.bot.callback_data import PageAction, decode
+from opsgate.bot.keyboards import pager_keyboard
+from opsgate.bot.render import e, timeline_messages
+from opsgate.bot.render_commands import (
+    INCIDENTS_PAGE_SIZE,
+    audit_messages,
+    help_html,
+    incidents_page,
+    pending_messages,
+    status_html,
+    whoami_html,
+)
+from opsgate.bot.sender import TelegramSender
+from opsgate.services.chats import ChatDirectory
+from opsgate.services.health import HealthService
+from opsgate.services.policy import Policy
+from opsgate.services.queries import INCIDENT_ID, IncidentQueries
+
+TIMELINE_USAGE = "Usage: /timeline INC-XXXXXXXX (or reply /timeline to an alert card)"
+AUDIT_USAGE = "Usage: /audit [INC-XXXXXXXX]"
+NOT_MEMBER = "You are not in the opsgate policy. Send /whoami and ask an admin to add you."
+NOT_APPROVER = "Only approvers see pending approvals. /incidents shows what is open."
+
+
+@dataclass
+class ChatCommands:
+    queries: IncidentQueries
+    health: HealthService
+    policy: Policy
+    chats: ChatDirectory
+    sender: TelegramSender
+
+    async def _answer(self, message: Message, html: str, **kwargs: object) -> None:
+        thread = message.message_thread_id if message.is_topic_message else None
+        await self.sender.send_html(
+            message.chat_id,
+            html,
+            thread_id=thread,
+            reply_to=message.message_id,
+            **kwargs,  # type: ignore[arg-type]
+        )
+
+    async def _asked(self, update: Update) -> tuple[Message, User] | None:
+        message, user = update.effective_message, update.effective_user
+        if message is None or user is None:
+            return None
+        # A chat that talks to the bot has evidently not removed it.
+        await self.chats.activate(message.chat_id)
+        return message, user
+
+    async def _member(self, update: Update) -> tuple[Message, User] | None:
+        asked = await self._asked(update)
+        if asked is None:
+            return None
+        if not self.policy.is_member(asked[1].id):
+            await self._answer(asked[0], NOT_MEMBER)
+            return None
+        return asked
+
+    async def on_help(self, update: Update, _context: ContextTypes.DEFAULT_TYPE) -> None:
+        asked = await self._asked(update)
+        if asked is not None:
+            user_id = asked[1].id
+            html = help_html(
+                member=self.policy.is_member(user_id), approver=self.policy.can_approve(user_id)
+            )
+            await self._answer(asked[0], html)
+
+    async def on_whoami(self, update: Update, _context: ContextTypes.DEFAULT_TYPE) -> None:
+        asked = await self._asked(update)
+        if asked is not None:
+            message, user = asked
+            html = whoami_html(user.id, user.username, self.policy.roles_of(user.id))
+            await self._answer(message, html)
+
+    async def on_incidents(self, update: Update, _context: ContextTypes.DEFAULT_TYPE) -> None:
+        asked = await self._member(update)
+        if asked is None:
+            return
+        page = await self.queries.open_incidents(0, INCIDENTS_PAGE_SIZE)
+        markup = pager_keyboard("inc", page.offset, INCIDENTS_PAGE_SIZE, page.total)
+        await self._answer(asked[0], incidents_page(page), markup=markup)
+
+    async def on_page(self, update: Update, _context: ContextTypes.DEFAULT_TYPE) -> None:
+        """Prev / Next under /incidents: the same message is edited, nothing new is posted."""
+        query = update.callback_query
+        if query is None or query.message is None:
+            return
+        action = decode(query.data)
+        if not isinstance(action, PageAction):
+            await self.sender.answer_callback(
+                query.id, "This button is not valid any more.", alert=True
+            )
+            return
+        if not self.policy.is_member(query.from_user.id):
+            await self.sender.answer_callback(query.id, NOT_MEMBER, alert=True)
+            return
+        page = await self.queries.open_incidents(action.offset, INCIDENTS_PAGE_SIZE)
+        await self.sender.answer_callback(query.id, "", alert=False)
+        markup = pager_keyboard("inc", page.offset, INCIDENTS_PAGE_SIZE, page.total)
+        await self.sender.edit_html(
+            query.message.chat.id, query.message.message_id, incidents_page(page), markup
+        )
+
+    async def on_pending(self, update: Update, _context: ContextTypes.DEFAULT_TYPE) -> None:
+        asked = await self._member(update)
+        if asked is None:
+            return
+        if not self.policy.can_approve(asked[1].id):
+            await self._answer(asked[0], NOT_APPROVER)
+            return
+        for html in pending_messages(await self.queries.pending_approvals()):
+            await self._answer(asked[0], html)
+
+    async def on_audit(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        asked = await self._member(update)
+        if asked is None:
+            return
+        args = context.args or []
+        incident_id = args[0].strip().upper() if len(args) == 1 else None
+        if len(args) > 1 or (incident_id is not None and not INCIDENT_ID.match(incident_id)):
+            await self._answer(asked[0], AUDIT_USAGE)
+            return
+        rows = await self.queries.audit(incident_id)
+        if rows is None:
+            await self._answer(asked[0], f"No incident {e(incident_id)} is known.")
+            return
+        for html in audit_messages(rows, incident_id):
+            await self._answer(asked[0], html)
+
+    async def on_status(self, update: Update, _context: ContextTypes.DEFAULT_TYPE) -> None:
+        asked = await self._member(update)
+        if asked is not None:
+            await self._answer(asked[0], status_html(await self.health.report()))
+
+    async def on_timeline(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        asked = await self._member(update)
+        if asked is None:
+            return
+        message = asked[0]
+        incident_id = await self._incident_argument(message, context.args)
+        if incident_id is None:
+            await self._answer(message, TIMELINE_USAGE)
+            return
+        events = await self.queries.timeline(incident_id)
+        if events is None:
+            await self._answer(message, f"No incident {e(incident_id)} is known.")
+            return
+        for html in timeline_messages(incident_id, events):
+            await self._answer(message, html)
+
+    async def _incident_argument(self, message: Message, args: list[str] | None) -> str | None:
+        if args:
+            candidate = args[0].strip().upper()
+            return candidate if len(args) == 1 and INCIDENT_ID.match(candidate) else None
+        replied = message.reply_to_message
+        # In a forum topic every message "replies" to the topic's first message; that is no card.
+        if replied is not None and replied.forum_topic_created is None:
+            return await self.queries.incident_for_card(message.chat_id, replied.message_id)
+        return None
+
+    async def on_unknown(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """Only when the command was meant for us: groups also carry other bots' commands."""
+        message = update.effective_message
+        if message is None or not message.text:
+            return
+        command = message.text.split()[0]
+        addressed = command.lower().endswith(f"@{context.bot.username.lower()}")
+        if message.chat.type == "private" or addressed:
+            await self._answer(message, f"Unknown command {e(command)}. /help lists mine.")

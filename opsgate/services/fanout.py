@@ -1,0 +1,81 @@
+"""Result fan-out: a compact result to every chat and notifier that follows the service."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import structlog
+
+from opsgate.services import timeline
+from opsgate.services.cards import result_view
+from opsgate.services.chat import ChatPort, ChatRejected, ChatTarget, ResultView
+from opsgate.services.jobs import ClaimedJob
+from opsgate.services.notifiers import Notifier, NotifierError
+from opsgate.services.routing import NOTIFIER, TELEGRAM
+from opsgate.services.storage.db import Database
+from opsgate.services.storage.models import Approval, Execution, Incident
+
+log = structlog.get_logger(__name__)
+
+
+class NotifierGone(Exception):
+    pass
+
+
+class ResultFanout:
+    def __init__(
+        self,
+        db: Database,
+        chat: ChatPort,
+        notifiers: dict[str, Notifier],
+        *,
+        on_failure: Callable[[str], None] | None = None,
+    ) -> None:
+        self._db = db
+        self._chat = chat
+        self._notifiers = notifiers
+        self._on_failure = on_failure or (lambda _destination: None)
+
+    async def notify(self, job: ClaimedJob) -> None:
+        approval_id, _, destination = job.ref.partition("|")
+        async with self._db.transaction() as session:
+            approval = await session.get(Approval, approval_id)
+            execution = await session.get(Execution, approval_id)
+            if approval is None or execution is None:
+                return
+            incident = await session.get(Incident, approval.incident_id)
+            assert incident is not None
+            result = await result_view(session, approval, execution, incident)
+        bound = log.bind(approval_id=approval_id, destination=destination)
+        try:
+            await self._deliver(destination, result)
+        except (ChatRejected, NotifierGone) as exc:
+            # Permanent (the chat is gone or refuses the bot): counted, logged, not retried.
+            self._on_failure(destination)
+            bound.warning("result_notify_rejected", error=str(exc))
+            await self._record(
+                incident.id, f"result not delivered to {destination}: {exc}", "warning"
+            )
+            return
+        except NotifierError as exc:
+            self._on_failure(destination)
+            bound.warning("result_notify_failed", error=str(exc), attempt=job.attempts)
+            raise
+        bound.info("result_notified")
+        await self._record(incident.id, f"result sent to {destination}", "info")
+
+    async def _deliver(self, destination: str, result: ResultView) -> None:
+        if destination.startswith(TELEGRAM):
+            chat_id = int(destination.removeprefix(TELEGRAM))
+            await self._chat.send_result(ChatTarget(chat_id), None, result)
+            return
+        name = destination.removeprefix(NOTIFIER)
+        notifier = self._notifiers.get(name)
+        if notifier is None:
+            # The policy changed since the incident opened; retrying cannot help.
+            raise NotifierGone(f"no notifier named {name} in the policy any more")
+        await notifier.send(result)
+
+    async def _record(self, incident_id: str, summary: str, status: str) -> None:
+        async with self._db.transaction() as session:
+            timeline.record(session, incident_id, "result_notified", summary, status=status)

@@ -1,0 +1,81 @@
+"""What /status reports: is each part of opsgate working right now."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+from kubernetes_asyncio.client import ApiClient, VersionApi
+
+from opsgate.services.chats import ChatDirectory, InactiveChat
+from opsgate.services.failures import classify
+from opsgate.services.jobs import queue_depth
+from opsgate.services.storage.db import Database
+
+CHECK_TIMEOUT = 5.0
+
+
+@dataclass(frozen=True)
+class HealthReport:
+    version: str
+    uptime_seconds: float
+    database: str
+    kubernetes: str
+    queue_depth: int | None
+    last_alert_at: datetime | None
+    inactive_chats: list[InactiveChat]
+
+
+def kube_version_check(client: ApiClient) -> Callable[[], Awaitable[str]]:
+    async def check() -> str:
+        info = await VersionApi(client).get_code(_request_timeout=CHECK_TIMEOUT)
+        return f"reachable ({info.git_version})"
+
+    return check
+
+
+class HealthService:
+    def __init__(
+        self,
+        db: Database,
+        chats: ChatDirectory,
+        *,
+        version: str,
+        kube_check: Callable[[], Awaitable[str]],
+        last_alert: Callable[[], datetime | None],
+    ) -> None:
+        self._db = db
+        self._chats = chats
+        self._version = version
+        self._kube_check = kube_check
+        self._last_alert = last_alert
+        self._started = time.monotonic()
+
+    async def report(self) -> HealthReport:
+        database, depth = await self._database()
+        return HealthReport(
+            version=self._version,
+            uptime_seconds=time.monotonic() - self._started,
+            database=database,
+            kubernetes=await self._kubernetes(),
+            queue_depth=depth,
+            last_alert_at=self._last_alert(),
+            inactive_chats=self._chats.inactive(),
+        )
+
+    async def _database(self) -> tuple[str, int | None]:
+        try:
+            async with asyncio.timeout(CHECK_TIMEOUT), self._db.transaction() as session:
+                depth = await queue_depth(session)
+        except Exception as exc:
+            return f"unreachable ({type(exc).__name__})", None
+        return f"ok ({self._db.engine.dialect.name})", depth
+
+    async def _kubernetes(self) -> str:
+        try:
+            return await self._kube_check()
+        except Exception as exc:
+            return f"unreachable ({classify(exc).short()})"

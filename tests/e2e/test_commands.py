@@ -1,0 +1,146 @@
+"""Chat commands through the Telegram stand-in, in private chats and in the group."""
+
+from __future__ import annotations
+
+from tests.builders import ALICE, BOB, MALLORY, VIEWER, alert, am_payload
+from tests.e2e.rig import CHAT_ID, Rig
+from tests.e2e.test_approval_loop import approve_data
+from tests.fakes.telegram_api import FakeMessage
+
+
+async def ask(rig: Rig, chat_id: int, user_id: int, name: str, text: str) -> FakeMessage:
+    asked = rig.telegram.send_text(chat_id, rig.telegram.user(user_id, name), text)
+    return await rig.wait_reply(asked.message_id, chat_id=chat_id)
+
+
+async def test_commands_are_registered(rig: Rig) -> None:
+    registered = [c["command"] for c in rig.telegram.commands[("default", "")]]
+    assert registered == ["incidents", "timeline", "pending", "audit", "status", "whoami", "help"]
+
+
+async def test_whoami_and_help_depend_on_the_policy(rig: Rig) -> None:
+    rig.telegram.add_chat(MALLORY, type="private", title="Mallory")
+    who = await ask(rig, MALLORY, MALLORY, "mallory", "/whoami")
+    assert f"Telegram id: {MALLORY}" in who.plain_text and "not in the policy" in who.plain_text
+    stranger = (await ask(rig, MALLORY, MALLORY, "mallory", "/start")).plain_text
+    assert "/whoami" in stranger and "/incidents" not in stranger
+
+    rig.telegram.add_chat(VIEWER, type="private", title="Vic")
+    viewer = (await ask(rig, VIEWER, VIEWER, "vic", "/help")).plain_text
+    assert "/incidents" in viewer and "/pending" not in viewer
+    approver = (await ask(rig, CHAT_ID, ALICE, "alice", "/help@opsgate_bot")).plain_text
+    assert "/pending" in approver and "Approve / Reject" in approver
+    roles = (await ask(rig, CHAT_ID, ALICE, "alice", "/whoami")).plain_text
+    assert "roles: oncall" in roles
+
+
+async def test_queries_need_a_policy_role(rig: Rig) -> None:
+    rig.telegram.add_chat(MALLORY, type="private", title="Mallory")
+    for command in ("/incidents", "/timeline INC-AAAA0000", "/audit", "/status", "/pending"):
+        answer = await ask(rig, MALLORY, MALLORY, "mallory", command)
+        assert "not in the opsgate policy" in answer.plain_text
+    pending = await ask(rig, CHAT_ID, VIEWER, "vic", "/pending")
+    assert "Only approvers" in pending.plain_text
+
+
+async def test_incidents_are_paged_in_place(rig: Rig) -> None:
+    for i in range(10):
+        await rig.post_alert(am_payload(f"g{i}", alert(f"fp{i}", alertname=f"Alert{i:02d}")))
+    await rig.telegram.wait_for(lambda: len(rig.cards()) == 10)
+    first = await ask(rig, CHAT_ID, VIEWER, "vic", "/incidents")
+    assert "Open incidents 1-8 of 10" in first.plain_text
+    assert "Alert09" in first.plain_text and "Alert01" not in first.plain_text
+    assert "pending 0/1" in first.plain_text
+    assert [text for text, _ in first.buttons] == ["Next ▶"]
+    before = len(rig.bot_messages())
+
+    query = rig.telegram.tap(
+        CHAT_ID, first.message_id, rig.telegram.user(VIEWER, "vic"), first.buttons[0][1] or ""
+    )
+    await rig.telegram.wait_answer(query)
+    second = await rig.wait_text(first.message_id, "Open incidents 9-10 of 10")
+    assert "Alert00" in second.plain_text and "Alert09" not in second.plain_text
+    assert [text for text, _ in second.buttons] == ["◀ Prev"]
+    assert len(rig.bot_messages()) == before  # edited, nothing new posted
+
+    stranger = rig.telegram.tap(
+        CHAT_ID, first.message_id, rig.telegram.user(MALLORY, "m"), second.buttons[0][1] or ""
+    )
+    answer = await rig.telegram.wait_answer(stranger)
+    assert answer.show_alert and "not in the opsgate policy" in (answer.text or "")
+
+
+async def test_no_open_incidents(rig: Rig) -> None:
+    answer = await ask(rig, CHAT_ID, VIEWER, "vic", "/incidents")
+    assert "No open incidents" in answer.plain_text and answer.buttons == []
+
+
+async def test_pending_audit_and_status(rig: Rig) -> None:
+    created = (await rig.post_alert(am_payload())).json()
+    card = await rig.wait_card()
+    pending = await ask(rig, CHAT_ID, BOB, "bob", "/pending")
+    assert created["incident_id"] in pending.plain_text
+    assert "signed 0/1" in pending.plain_text and "kubectl rollout restart" in pending.plain_text
+
+    tap = rig.telegram.tap(
+        CHAT_ID, card.message_id, rig.telegram.user(ALICE, "alice"), approve_data(card)
+    )
+    await rig.telegram.wait_answer(tap)
+    await rig.wait_reply(card.message_id)
+    audit = await ask(rig, CHAT_ID, VIEWER, "vic", f"/audit {created['incident_id']}")
+    text = audit.plain_text
+    assert "kubectl rollout restart deployment/checkout -n shop" in text
+    assert "succeeded" in text and "approved by @alice" in text and "1 attempt(s)" in text
+    latest = await ask(rig, CHAT_ID, VIEWER, "vic", "/audit")
+    assert created["incident_id"] in latest.plain_text
+    assert "Usage" in (await ask(rig, CHAT_ID, VIEWER, "vic", "/audit nonsense")).plain_text
+    assert (
+        "No incident INC-ZZZZ0000"
+        in (await ask(rig, CHAT_ID, VIEWER, "vic", "/audit INC-ZZZZ0000")).plain_text
+    )
+    empty = await ask(rig, CHAT_ID, BOB, "bob", "/pending")
+    assert "Nothing is waiting" in empty.plain_text
+
+    status = (await ask(rig, CHAT_ID, VIEWER, "vic", "/status")).plain_text
+    assert "opsgate 0.1.0" in status
+    assert "database: ok (" in status
+    assert "Kubernetes API: reachable (v1.31.0-fake)" in status
+    assert "last alert received: 20" in status
+    assert "inactive chats: none" in status
+
+
+async def test_status_reports_an_unreachable_cluster(rig: Rig) -> None:
+    rig.kube.inject("GET", r"^/version/?$", 503, count=5)
+    status = (await ask(rig, CHAT_ID, VIEWER, "vic", "/status")).plain_text
+    assert "Kubernetes API: unreachable (503" in status
+
+
+async def test_unknown_commands(rig: Rig) -> None:
+    rig.telegram.add_chat(ALICE, type="private", title="Alice")
+    private = await ask(rig, ALICE, ALICE, "alice", "/frobnicate")
+    assert "Unknown command /frobnicate" in private.plain_text
+    addressed = await ask(rig, CHAT_ID, ALICE, "alice", "/frobnicate@opsgate_bot")
+    assert "Unknown command" in addressed.plain_text
+    other = rig.telegram.send_text(CHAT_ID, rig.telegram.user(ALICE, "alice"), "/frobnicate")
+    marker = rig.telegram.send_text(CHAT_ID, rig.telegram.user(ALICE, "alice"), "/whoami")
+    await rig.wait_reply(marker.message_id)
+    replies = [m for m in rig.bot_messages() if m.reply_to_message_id == other.message_id]
+    assert replies == []
+
+
+async def test_long_answers_are_split_under_the_limit(rig: Rig) -> None:
+    for i in range(40):
+        await rig.post_alert(
+            am_payload(f"long{i}", alert(f"fp{i}", alertname=f"VeryLongAlertName{'X' * 60}{i}"))
+        )
+    await rig.telegram.wait_for(lambda: len(rig.cards()) == 40, 20)
+    asked = rig.telegram.send_text(CHAT_ID, rig.telegram.user(BOB, "bob"), "/pending")
+    await rig.telegram.wait_for(
+        lambda: (
+            sum(1 for m in rig.bot_messages() if m.reply_to_message_id == asked.message_id) >= 2
+        ),
+        10,
+    )
+    parts = [m for m in rig.bot_messages() if m.reply_to_message_id == asked.message_id]
+    assert all(len(m.plain_text) <= 4096 for m in parts)
+    assert "(continued)" in parts[1].plain_text
