@@ -34,8 +34,17 @@ async def kube() -> AsyncIterator[FakeKube]:
 
 
 @pytest.fixture
-def rig_factory(telegram: FakeTelegram, kube: FakeKube, tmp_path: Path, database_url: str) -> Rig:
-    return Rig(telegram, kube, policy(), tmp_path, database_url)
+async def rig_factory(
+    telegram: FakeTelegram, kube: FakeKube, tmp_path: Path, database_url: str
+) -> AsyncIterator[Rig]:
+    """A rig the test starts itself (to change settings first); stopped and checked after."""
+    rig = Rig(telegram, kube, policy(), tmp_path, database_url)
+    try:
+        yield rig
+    finally:
+        await rig.stop()
+    # Every tap must get an answer, or the user's phone spins until Telegram gives up.
+    assert telegram.unanswered_callback_queries() == []
 
 
 @pytest.fixture
