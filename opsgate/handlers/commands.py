@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from telegram import Message, Update, User
+from telegram import InlineKeyboardMarkup, Message, Update, User
 from telegram.ext import ContextTypes
 
 from opsgate.bot.callback_data import PageAction, decode
@@ -39,14 +39,12 @@ class ChatCommands:
     chats: ChatDirectory
     sender: TelegramSender
 
-    async def _answer(self, message: Message, html: str, **kwargs: object) -> None:
+    async def _answer(
+        self, message: Message, html: str, markup: InlineKeyboardMarkup | None = None
+    ) -> None:
         thread = message.message_thread_id if message.is_topic_message else None
         await self.sender.send_html(
-            message.chat_id,
-            html,
-            thread_id=thread,
-            reply_to=message.message_id,
-            **kwargs,  # type: ignore[arg-type]
+            message.chat_id, html, thread_id=thread, reply_to=message.message_id, markup=markup
         )
 
     async def _asked(self, update: Update) -> tuple[Message, User] | None:
@@ -88,7 +86,7 @@ class ChatCommands:
             return
         page = await self.queries.open_incidents(0, INCIDENTS_PAGE_SIZE)
         markup = pager_keyboard("inc", page.offset, INCIDENTS_PAGE_SIZE, page.total)
-        await self._answer(asked[0], incidents_page(page), markup=markup)
+        await self._answer(asked[0], incidents_page(page), markup)
 
     async def on_page(self, update: Update, _context: ContextTypes.DEFAULT_TYPE) -> None:
         """Prev / Next under /incidents: the same message is edited, nothing new is posted."""

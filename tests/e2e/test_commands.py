@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from tests.builders import ALICE, BOB, MALLORY, VIEWER, alert, am_payload
 from tests.e2e.rig import CHAT_ID, Rig
 from tests.e2e.test_approval_loop import approve_data
@@ -144,3 +146,28 @@ async def test_long_answers_are_split_under_the_limit(rig: Rig) -> None:
     parts = [m for m in rig.bot_messages() if m.reply_to_message_id == asked.message_id]
     assert all(len(m.plain_text) <= 4096 for m in parts)
     assert "(continued)" in parts[1].plain_text
+
+
+@pytest.mark.parametrize("where", ["private", "group"])
+async def test_every_command_answers_in_private_and_in_the_group(rig: Rig, where: str) -> None:
+    created = (await rig.post_alert(am_payload())).json()
+    await rig.wait_card()
+    chat = BOB if where == "private" else CHAT_ID
+    if where == "private":
+        rig.telegram.add_chat(BOB, type="private", title="Bob")
+    suffix = "" if where == "private" else "@opsgate_bot"
+    expected = {
+        "/start": "Your commands",
+        "/help": "Your commands",
+        "/whoami": f"Telegram id: {BOB}",
+        "/incidents": "Open incidents 1-1 of 1",
+        f"/timeline {created['incident_id']}": "alert_received",
+        "/pending": "Pending approvals",
+        "/audit": "Nothing has run",
+        "/status": "database: ok",
+    }
+    for command, needle in expected.items():
+        name, _, rest = command.partition(" ")
+        text = f"{name}{suffix} {rest}".strip()
+        answer = await ask(rig, chat, BOB, "bob", text)
+        assert needle in answer.plain_text, (text, answer.plain_text)
