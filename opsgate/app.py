@@ -54,6 +54,7 @@ from opsgate.services.policy import Policy
 from opsgate.services.queries import IncidentQueries
 from opsgate.services.routing import Router
 from opsgate.services.storage.db import Database
+from opsgate.services.verification import VerificationService
 from opsgate.settings import Settings, SettingsError
 
 log = structlog.get_logger(__name__)
@@ -138,9 +139,17 @@ def build_app(settings: Settings, *, policy: Policy, kube: ApiClient) -> OpsGate
     )
     router = Router(policy, ChatTarget(settings.alert_chat_id, settings.alert_thread_id))
     incidents = IncidentService(db, approvals, router=router, jobs_ready=work_ready.set)
+    executor = KubeExecutor(kube, settings.kube_request_timeout)
+    verification = VerificationService(
+        db,
+        executor,
+        deadline=timedelta(seconds=settings.verify_timeout_seconds),
+        poll=timedelta(seconds=settings.verify_poll_seconds),
+        jobs_ready=work_ready.set,
+    )
     execution = ExecutionService(
         db,
-        KubeExecutor(kube, settings.kube_request_timeout),
+        executor,
         jobs_ready=work_ready.set,
         on_finished=metrics.execution_finished,
     )
@@ -163,6 +172,7 @@ def build_app(settings: Settings, *, policy: Policy, kube: ApiClient) -> OpsGate
             JobKind.SYNC_CARD: publisher.sync_card,
             JobKind.PUBLISH_RESULT: publisher.publish_result,
             JobKind.NOTIFY: fanout.notify,
+            JobKind.VERIFY: verification.run_job,
         },
         lease_seconds=settings.job_lease_seconds,
         poll_interval=settings.job_poll_interval,

@@ -38,6 +38,8 @@ class Settings(BaseSettings):
     retry_max: int = Field(default=2, ge=0, le=20)
     retry_delay_seconds: float = Field(default=30.0, ge=0)
 
+    verify_timeout_seconds: float = Field(default=600.0, gt=0)
+    verify_poll_seconds: float = Field(default=5.0, gt=0)
     notifier_timeout_seconds: float = Field(default=5.0, gt=0)
 
     job_poll_interval: float = Field(default=1.0, gt=0)

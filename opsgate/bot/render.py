@@ -114,7 +114,26 @@ def _execution_lines(card: CardView) -> list[str]:
             lines.append(f"✅ <b>Done</b>{took(card.duration_seconds)}: {e(card.result_detail)}")
         case "failed":
             lines.append(f"❌ <b>Failed</b>{took(card.duration_seconds)}: {e(card.result_detail)}")
+    lines.extend(_verification_line(card))
     return lines
+
+
+_VERIFICATION = {
+    "pending": "🔎 verifying",
+    "success": "🔎 verified",
+    "degraded": "⚠️ verification: degraded",
+    "failed": "⚠️ verification failed",
+    "timeout": "⌛ verification timed out",
+}
+
+
+def _verification_line(card: CardView) -> list[str]:
+    if card.verification_status is None:
+        return []
+    label = _VERIFICATION.get(card.verification_status, card.verification_status)
+    if card.verification_status == "pending":
+        return [f"{label}…"]
+    return [f"{label}: {e(card.verification_detail)}"]
 
 
 def _attempt_error(attempt: AttemptLine) -> str:

@@ -79,6 +79,7 @@ def audit_messages(rows: list[AuditRow], incident_id: str | None) -> list[str]:
         f" · {r.attempts} attempt(s){took(r.duration_seconds)}"
         + (f" · {clock(r.finished_at)}" if r.finished_at else "")
         + (f"\n  {e(r.detail[:300])}" if r.detail else "")
+        + (f"\n  verification {e(r.verification[:300])}" if r.verification else "")
         for r in rows
     ]
     return pack(header, lines, empty="Nothing has run.")

@@ -96,6 +96,8 @@ async def build_card(session: AsyncSession, incident: Incident) -> CardView:
         retry_delay_seconds=execution.retry_delay_seconds if execution else 0,
         result_detail=execution.result_detail if execution else "",
         duration_seconds=_duration(execution),
+        verification_status=execution.verification_status if execution else None,
+        verification_detail=execution.verification_detail if execution else "",
     )
 
 

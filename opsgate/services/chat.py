@@ -64,6 +64,8 @@ class CardView:
     retry_delay_seconds: float = 0
     result_detail: str = ""
     duration_seconds: float | None = None
+    verification_status: str | None = None
+    verification_detail: str = ""
 
     @property
     def offers_buttons(self) -> bool:

@@ -31,6 +31,7 @@ from opsgate.services.storage.models import (
     Signature,
     utcnow,
 )
+from opsgate.services.verification import VERIFYING, verifiable
 
 log = structlog.get_logger(__name__)
 
@@ -239,6 +240,9 @@ class ExecutionService:
         )
         # Publishing is a job of its own: the card edit and the reply survive a restart.
         await enqueue(session, JobKind.PUBLISH_RESULT, approval.id, serial_key=approval.incident_id)
+        if status == SUCCEEDED and verifiable(Operation.from_dict(approval.operation)):
+            execution.verification_status = VERIFYING
+            await enqueue(session, JobKind.VERIFY, approval.id)
         # One job per other destination, serialised per destination: a receiver that is down
         # delays only itself, never the others nor the reply in the alert thread.
         incident = await session.get(Incident, approval.incident_id)

@@ -37,6 +37,7 @@ class JobKind(StrEnum):
     SYNC_CARD = "sync_card"
     PUBLISH_RESULT = "publish_result"
     NOTIFY = "notify"
+    VERIFY = "verify"
 
 
 class RetryJob(Exception):

@@ -55,7 +55,7 @@ class KubeExecutor:
             case OperationKind.SCALE:
                 return await self._scale(op)
             case OperationKind.DELETE_POD:
-                return await self._delete_pod(op)
+                return await self._delete_pod(op, context)
             case OperationKind.CORDON | OperationKind.UNCORDON:
                 return await self._cordon(op)
 
@@ -87,9 +87,38 @@ class KubeExecutor:
         await self._twice(patch, op.name, _ns(op), {"spec": {"replicas": op.replicas}})
         return f"{op.target()} scaled from {before} to {op.replicas} replicas"
 
-    async def _delete_pod(self, op: Operation) -> str:
+    async def _delete_pod(self, op: Operation, context: dict[str, Any]) -> str:
+        if "pods_before" not in context:
+            # Remember the pod's controller and its pods, so verification can tell the
+            # replacement from the pods that were already there.
+            pod = await self._core.read_namespaced_pod(
+                op.name, _ns(op), _request_timeout=self._timeout
+            )
+            owner = next((r for r in pod.metadata.owner_references or [] if r.controller), None)
+            context["owner_uid"] = owner.uid if owner else None
+            siblings = await self._core.list_namespaced_pod(_ns(op), _request_timeout=self._timeout)
+            context["pods_before"] = sorted(
+                p.metadata.name
+                for p in siblings.items
+                if owner and any(r.uid == owner.uid for r in p.metadata.owner_references or [])
+            ) or [op.name]
         await self._twice(self._core.delete_namespaced_pod, op.name, _ns(op))
         return f"{op.target()} deleted"
+
+    async def read(self, op: Operation) -> dict[str, Any]:
+        """The target as the API server returns it (JSON), for verification."""
+        if op.target_kind == "node":
+            obj = await self._core.read_node(op.name, _request_timeout=self._timeout)
+        else:
+            read = self._workload_api(op, "read")
+            obj = await read(op.name, _ns(op), _request_timeout=self._timeout)
+        result: dict[str, Any] = self._client.sanitize_for_serialization(obj)
+        return result
+
+    async def pods(self, namespace: str) -> list[dict[str, Any]]:
+        listing = await self._core.list_namespaced_pod(namespace, _request_timeout=self._timeout)
+        items: list[dict[str, Any]] = self._client.sanitize_for_serialization(listing.items)
+        return items
 
     async def _cordon(self, op: Operation) -> str:
         unschedulable = op.kind is OperationKind.CORDON

@@ -65,6 +65,7 @@ class AuditRow:
     duration_seconds: float | None
     finished_at: datetime | None
     detail: str
+    verification: str = ""
 
 
 class IncidentQueries:
@@ -167,6 +168,9 @@ class IncidentQueries:
                     else None,
                     execution.finished_at,
                     execution.result_detail,
+                    f"{execution.verification_status}: {execution.verification_detail}"
+                    if execution.verification_status
+                    else "",
                 )
                 for execution, approval in rows
             ]

@@ -93,6 +93,9 @@ async def test_pending_audit_and_status(rig: Rig) -> None:
     text = audit.plain_text
     assert "kubectl rollout restart deployment/checkout -n shop" in text
     assert "succeeded" in text and "approved by @alice" in text and "1 attempt(s)" in text
+    await rig.wait_text(card.message_id, "verified")
+    verified = await ask(rig, CHAT_ID, VIEWER, "vic", f"/audit {created['incident_id']}")
+    assert "verification success: rollout complete" in verified.plain_text
     latest = await ask(rig, CHAT_ID, VIEWER, "vic", "/audit")
     assert created["incident_id"] in latest.plain_text
     assert "Usage" in (await ask(rig, CHAT_ID, VIEWER, "vic", "/audit nonsense")).plain_text

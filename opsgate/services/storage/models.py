@@ -150,6 +150,10 @@ class Execution(Base):
     started_at: Mapped[datetime | None] = mapped_column(nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(nullable=True)
     result_message_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    # pending | success | degraded | failed | timeout; None when there is nothing to verify.
+    verification_status: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    verification_detail: Mapped[str] = mapped_column(Text, default="")
+    verified_at: Mapped[datetime | None] = mapped_column(nullable=True)
 
 
 class ExecutionAttempt(Base):

@@ -1,0 +1,124 @@
+"""Post-execution verification: did the change converge, as ``kubectl rollout status`` judges?
+
+A durable job that looks once, and if the rollout is still under way puts itself back for
+the next look; so a verification survives restarts and never holds a worker while it waits.
+Its outcome never touches the result already posted; it adds a line to the card.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any, Protocol
+
+import structlog
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from opsgate.services import rollout_status, timeline
+from opsgate.services.failures import classify
+from opsgate.services.jobs import ClaimedJob, JobKind, RetryJob, enqueue
+from opsgate.services.operations import Operation, OperationKind
+from opsgate.services.storage.db import Database
+from opsgate.services.storage.models import Approval, Execution, utcnow
+
+log = structlog.get_logger(__name__)
+
+VERIFYING = "pending"
+SUCCESS = "success"
+FAILED = "failed"
+TIMEOUT = "timeout"
+FINAL = (SUCCESS, "degraded", FAILED, TIMEOUT)
+
+
+class ClusterReader(Protocol):
+    async def read(self, op: Operation) -> dict[str, Any]: ...
+
+    async def pods(self, namespace: str) -> list[dict[str, Any]]: ...
+
+
+def verifiable(op: Operation) -> bool:
+    return op.kind is not OperationKind.CORDON and op.kind is not OperationKind.UNCORDON
+
+
+class VerificationService:
+    def __init__(
+        self,
+        db: Database,
+        cluster: ClusterReader,
+        *,
+        deadline: timedelta,
+        poll: timedelta,
+        jobs_ready: Callable[[], None],
+    ) -> None:
+        self._db = db
+        self._cluster = cluster
+        self._deadline = deadline
+        self._poll = poll
+        self._jobs_ready = jobs_ready
+
+    async def run_job(self, job: ClaimedJob) -> None:
+        async with self._db.transaction() as session:
+            execution = await session.get(Execution, job.ref)
+            approval = await session.get(Approval, job.ref)
+            if execution is None or approval is None:
+                return
+            if execution.verification_status != VERIFYING or execution.finished_at is None:
+                return
+            op = Operation.from_dict(approval.operation)
+            context = dict(execution.context)
+            finished_at = execution.finished_at
+        verdict = await self._look(op, context)
+        now = utcnow()
+        if verdict.state == rollout_status.PENDING:
+            if now - finished_at < self._deadline:
+                raise RetryJob(now + self._poll, verdict.message)
+            outcome, detail = TIMEOUT, f"not converged after {self._deadline.total_seconds():g} s: "
+            detail += verdict.message
+        elif verdict.state == rollout_status.DONE:
+            took = (now - finished_at).total_seconds()
+            outcome, detail = SUCCESS, f"{verdict.message} in {took:.0f} s"
+        else:
+            outcome, detail = FAILED, verdict.message
+        async with self._db.transaction() as session:
+            await self._record(session, job.ref, outcome, detail)
+        self._jobs_ready()
+        log.info("verification_finished", approval_id=job.ref, outcome=outcome, detail=detail)
+
+    async def _look(self, op: Operation, context: dict[str, Any]) -> rollout_status.Verdict:
+        try:
+            if op.kind is OperationKind.DELETE_POD:
+                owner = context.get("owner_uid")
+                if not owner:
+                    return rollout_status.Verdict(
+                        rollout_status.DONE, "the pod had no controller; nothing replaces it"
+                    )
+                pods = await self._cluster.pods(op.namespace or "default")
+                return rollout_status.replacement(
+                    pods, owner, set(context.get("pods_before") or [op.name])
+                )
+            return rollout_status.WORKLOADS[op.target_kind](await self._cluster.read(op))
+        except Exception as exc:
+            failure = classify(exc)
+            if failure.transient:
+                return rollout_status.Verdict(rollout_status.PENDING, failure.short())
+            return rollout_status.Verdict(rollout_status.FAILED, failure.short())
+
+    async def _record(
+        self, session: AsyncSession, approval_id: str, outcome: str, detail: str
+    ) -> None:
+        execution = await session.get(Execution, approval_id, with_for_update=True)
+        approval = await session.get(Approval, approval_id)
+        assert execution is not None and approval is not None
+        if execution.verification_status != VERIFYING:
+            return
+        execution.verification_status = outcome
+        execution.verification_detail = detail
+        execution.verified_at = utcnow()
+        timeline.record(
+            session,
+            approval.incident_id,
+            "verification",
+            f"{outcome}: {detail}",
+            status={SUCCESS: "success", FAILED: "error"}.get(outcome, "warning"),
+        )
+        await enqueue(session, JobKind.SYNC_CARD, approval.incident_id, coalesce=True)

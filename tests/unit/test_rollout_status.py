@@ -1,0 +1,91 @@
+from typing import Any
+
+from opsgate.services import rollout_status as rs
+
+
+def deployment(**status: Any) -> dict[str, Any]:
+    return {
+        "metadata": {"generation": 3},
+        "spec": {"replicas": 3},
+        "status": {"observedGeneration": 3, **status},
+    }
+
+
+def test_deployment_rules_follow_kubectl() -> None:
+    assert (
+        rs.deployment({"metadata": {"generation": 4}, "spec": {}, "status": {}}).state == rs.PENDING
+    )
+    assert rs.deployment(deployment(updatedReplicas=1)).message == "1 of 3 new replicas updated"
+    old = rs.deployment(deployment(updatedReplicas=3, replicas=4))
+    assert old.message == "1 old replicas pending termination"
+    unavailable = rs.deployment(deployment(updatedReplicas=3, replicas=3, availableReplicas=2))
+    assert unavailable.state == rs.PENDING
+    done = rs.deployment(deployment(updatedReplicas=3, replicas=3, availableReplicas=3))
+    assert done.state == rs.DONE
+    stuck = deployment(
+        updatedReplicas=1,
+        conditions=[
+            {"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded"}
+        ],
+    )
+    assert rs.deployment(stuck).state == rs.FAILED
+
+
+def test_statefulset_waits_for_the_update_revision() -> None:
+    base = {"metadata": {"generation": 2}, "spec": {"replicas": 2}}
+    waiting = {
+        **base,
+        "status": {
+            "observedGeneration": 2,
+            "readyReplicas": 2,
+            "currentRevision": "a",
+            "updateRevision": "b",
+        },
+    }
+    assert rs.statefulset(waiting).state == rs.PENDING
+    done = {
+        **base,
+        "status": {
+            "observedGeneration": 2,
+            "readyReplicas": 2,
+            "currentRevision": "b",
+            "updateRevision": "b",
+        },
+    }
+    assert rs.statefulset(done).state == rs.DONE
+
+
+def test_daemonset_counts_scheduled_and_available() -> None:
+    ds = {
+        "metadata": {"generation": 1},
+        "status": {
+            "observedGeneration": 1,
+            "desiredNumberScheduled": 3,
+            "updatedNumberScheduled": 3,
+            "numberAvailable": 2,
+        },
+    }
+    assert rs.daemonset(ds).state == rs.PENDING
+    ds["status"]["numberAvailable"] = 3
+    assert rs.daemonset(ds).state == rs.DONE
+
+
+def pod(name: str, owner: str, ready: bool) -> dict[str, Any]:
+    return {
+        "metadata": {"name": name, "ownerReferences": [{"uid": owner, "controller": True}]},
+        "status": {"conditions": [{"type": "Ready", "status": "True" if ready else "False"}]},
+    }
+
+
+def test_a_replacement_must_be_new_and_ready() -> None:
+    before = {"a", "b"}
+    assert rs.replacement([pod("b", "rs1", True)], "rs1", before).state == rs.PENDING
+    assert (
+        rs.replacement([pod("b", "rs1", True), pod("c", "rs1", False)], "rs1", before).state
+        == rs.PENDING
+    )
+    assert rs.replacement([pod("c", "other", True)], "rs1", before).state == rs.PENDING
+    assert (
+        rs.replacement([pod("c", "rs1", True)], "rs1", before).message
+        == "replacement pod c is Ready"
+    )
