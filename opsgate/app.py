@@ -30,6 +30,7 @@ from opsgate.bot.sender import TelegramSender
 from opsgate.handlers.card_buttons import CardButtons
 from opsgate.handlers.chat_members import ChatMembers
 from opsgate.handlers.commands import ChatCommands
+from opsgate.handlers.feedback_buttons import FeedbackButtons
 from opsgate.handlers.http_routes import (
     create_api,
     health_router,
@@ -48,7 +49,9 @@ from opsgate.services.fanout import ResultFanout
 from opsgate.services.health import HealthService, kube_version_check
 from opsgate.services.incidents import IncidentService
 from opsgate.services.jobs import JobKind, JobRunner
+from opsgate.services.knowledge import KnowledgeService
 from opsgate.services.kube_executor import KubeExecutor
+from opsgate.services.learning import LearningService
 from opsgate.services.notifiers import build_notifiers
 from opsgate.services.policy import Policy
 from opsgate.services.queries import IncidentQueries
@@ -161,6 +164,12 @@ def build_app(settings: Settings, *, policy: Policy, kube: ApiClient) -> OpsGate
         on_failure=metrics.notify_failed,
     )
 
+    learning = LearningService(db, jobs_ready=work_ready.set)
+    knowledge = KnowledgeService(db)
+
+    async def archive_stale_knowledge() -> None:
+        await knowledge.archive_unreferenced(timedelta(days=settings.knowledge_decay_days))
+
     async def refresh_queue_gauge() -> None:
         async with db.transaction() as session:
             metrics.queue_depth.set(await jobs.queue_depth(session))
@@ -173,6 +182,8 @@ def build_app(settings: Settings, *, policy: Policy, kube: ApiClient) -> OpsGate
             JobKind.PUBLISH_RESULT: publisher.publish_result,
             JobKind.NOTIFY: fanout.notify,
             JobKind.VERIFY: verification.run_job,
+            JobKind.LEARN: learning.run_job,
+            JobKind.KNOWLEDGE: knowledge.write_back,
         },
         lease_seconds=settings.job_lease_seconds,
         poll_interval=settings.job_poll_interval,
@@ -180,6 +191,7 @@ def build_app(settings: Settings, *, policy: Policy, kube: ApiClient) -> OpsGate
         periodic=[
             (settings.approval_sweep_seconds, approvals.expire_due),
             (QUEUE_GAUGE_SECONDS, refresh_queue_gauge),
+            (settings.knowledge_decay_check_seconds, archive_stale_knowledge),
         ],
         wake=work_ready,
     )
@@ -193,7 +205,8 @@ def build_app(settings: Settings, *, policy: Policy, kube: ApiClient) -> OpsGate
     register(
         telegram,
         CardButtons(approvals, sender),
-        ChatCommands(IncidentQueries(db), health, policy, chats, sender),
+        FeedbackButtons(learning, policy, sender),
+        ChatCommands(IncidentQueries(db), health, knowledge, policy, chats, sender),
         ChatMembers(chats),
     )
 

@@ -40,6 +40,8 @@ class Settings(BaseSettings):
 
     verify_timeout_seconds: float = Field(default=600.0, gt=0)
     verify_poll_seconds: float = Field(default=5.0, gt=0)
+    knowledge_decay_days: float = Field(default=30.0, gt=0)
+    knowledge_decay_check_seconds: float = Field(default=3600.0, gt=0)
     notifier_timeout_seconds: float = Field(default=5.0, gt=0)
 
     job_poll_interval: float = Field(default=1.0, gt=0)

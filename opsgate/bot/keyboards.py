@@ -2,7 +2,7 @@
 
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup
 
-from opsgate.bot.callback_data import CardAction, PageAction, encode
+from opsgate.bot.callback_data import CardAction, FeedbackAction, PageAction, encode
 
 
 def approval_keyboard(approval_id: str) -> InlineKeyboardMarkup:
@@ -30,3 +30,8 @@ def pager_keyboard(
         following = PageAction(view, offset + page_size)
         buttons.append(InlineKeyboardButton("Next ▶", callback_data=encode(following)))
     return InlineKeyboardMarkup([buttons]) if buttons else None
+
+
+def feedback_keyboard(approval_id: str) -> InlineKeyboardMarkup:
+    data = encode(FeedbackAction(approval_id))
+    return InlineKeyboardMarkup([[InlineKeyboardButton("👎 Wrong diagnosis", callback_data=data)]])

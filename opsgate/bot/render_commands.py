@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 
 from opsgate.bot.render import clock, e, pack, took
 from opsgate.services.health import HealthReport
+from opsgate.services.knowledge import SearchHit
 from opsgate.services.queries import AuditRow, IncidentPage, PendingRow
 
 INCIDENTS_PAGE_SIZE = 8
@@ -15,11 +16,12 @@ COMMANDS = [
     ("timeline", "Timeline of an incident: /timeline INC-…"),
     ("pending", "Approvals waiting for a decision"),
     ("audit", "What ran, approved by whom: /audit [INC-…]"),
+    ("kb", "Search past incident cases: /kb words"),
     ("status", "Bot health"),
     ("whoami", "Your Telegram id and roles"),
     ("help", "What opsgate does here"),
 ]
-VIEWER_COMMANDS = ("incidents", "timeline", "audit", "status")
+VIEWER_COMMANDS = ("incidents", "timeline", "audit", "kb", "status")
 APPROVER_COMMANDS = ("pending",)
 OPEN_COMMANDS = ("whoami", "help")
 
@@ -83,6 +85,19 @@ def audit_messages(rows: list[AuditRow], incident_id: str | None) -> list[str]:
         for r in rows
     ]
     return pack(header, lines, empty="Nothing has run.")
+
+
+def knowledge_html(words: str, hits: list[SearchHit]) -> str:
+    header = f"📚 <b>Knowledge</b> for <i>{e(words[:100])}</i>"
+    if not hits:
+        return f"{header}\nNothing found."
+    lines = [header]
+    for hit in hits:
+        lines.append(
+            f"<b>{e(hit.title[:200])}</b>\n  <code>{e(hit.incident_id)}</code> · {e(hit.status)}"
+            f"\n  {e(hit.snippet[:300])}"
+        )
+    return "\n".join(lines)
 
 
 def status_html(report: HealthReport) -> str:

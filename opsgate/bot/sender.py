@@ -29,7 +29,7 @@ from telegram.error import (
     TelegramError,
 )
 
-from opsgate.bot.keyboards import approval_keyboard
+from opsgate.bot.keyboards import approval_keyboard, feedback_keyboard
 from opsgate.bot.render import card_html, result_html
 from opsgate.services.chat import (
     CardView,
@@ -153,8 +153,18 @@ class TelegramSender:
     async def send_result(
         self, target: ChatTarget, reply_to: int | None, result: ResultView
     ) -> MessageRef:
+        # Under the alert, people who saw the incident can say the diagnosis was wrong.
+        markup = (
+            feedback_keyboard(result.approval_id)
+            if reply_to is not None and result.approval_id
+            else None
+        )
         return await self.send_html(
-            target.chat_id, result_html(result), thread_id=target.thread_id, reply_to=reply_to
+            target.chat_id,
+            result_html(result),
+            thread_id=target.thread_id,
+            reply_to=reply_to,
+            markup=markup,
         )
 
     async def send_html(

@@ -15,6 +15,7 @@ from opsgate.bot.render_commands import (
     audit_messages,
     help_html,
     incidents_page,
+    knowledge_html,
     pending_messages,
     status_html,
     whoami_html,
@@ -22,11 +23,13 @@ from opsgate.bot.render_commands import (
 from opsgate.bot.sender import TelegramSender
 from opsgate.services.chats import ChatDirectory
 from opsgate.services.health import HealthService
+from opsgate.services.knowledge import KnowledgeService
 from opsgate.services.policy import Policy
 from opsgate.services.queries import INCIDENT_ID, IncidentQueries
 
 TIMELINE_USAGE = "Usage: /timeline INC-XXXXXXXX (or reply /timeline to an alert card)"
 AUDIT_USAGE = "Usage: /audit [INC-XXXXXXXX]"
+KB_USAGE = "Usage: /kb words to search for, e.g. /kb checkout restart"
 NOT_MEMBER = "You are not in the opsgate policy. Send /whoami and ask an admin to add you."
 NOT_APPROVER = "Only approvers see pending approvals. /incidents shows what is open."
 
@@ -35,6 +38,7 @@ NOT_APPROVER = "Only approvers see pending approvals. /incidents shows what is o
 class ChatCommands:
     queries: IncidentQueries
     health: HealthService
+    knowledge: KnowledgeService
     policy: Policy
     chats: ChatDirectory
     sender: TelegramSender
@@ -165,6 +169,17 @@ class ChatCommands:
         if replied is not None and replied.forum_topic_created is None:
             return await self.queries.incident_for_card(message.chat_id, replied.message_id)
         return None
+
+    async def on_kb(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        asked = await self._member(update)
+        if asked is None:
+            return
+        words = " ".join(context.args or []).strip()
+        if not words:
+            await self._answer(asked[0], KB_USAGE)
+            return
+        hits = await self.knowledge.search(words)
+        await self._answer(asked[0], knowledge_html(words, hits))
 
     async def on_unknown(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         """Only when the command was meant for us: groups also carry other bots' commands."""

@@ -14,10 +14,11 @@ from telegram.ext import (
     filters,
 )
 
-from opsgate.bot.callback_data import PAGE, VERSION
+from opsgate.bot.callback_data import PAGE, VERSION, WRONG_DIAGNOSIS
 from opsgate.handlers.card_buttons import CardButtons
 from opsgate.handlers.chat_members import ChatMembers
 from opsgate.handlers.commands import ChatCommands
+from opsgate.handlers.feedback_buttons import FeedbackButtons
 
 log = structlog.get_logger(__name__)
 
@@ -27,10 +28,14 @@ ALLOWED_UPDATES = [Update.MESSAGE, Update.CALLBACK_QUERY, Update.MY_CHAT_MEMBER]
 def register(
     application: Application,  # type: ignore[type-arg]
     buttons: CardButtons,
+    feedback: FeedbackButtons,
     commands: ChatCommands,
     members: ChatMembers,
 ) -> None:
     application.add_handler(CallbackQueryHandler(commands.on_page, pattern=f"^{VERSION}:{PAGE}:"))
+    application.add_handler(
+        CallbackQueryHandler(feedback.on_tap, pattern=f"^{VERSION}:{WRONG_DIAGNOSIS}:")
+    )
     application.add_handler(CallbackQueryHandler(buttons.on_tap))
     for name, handler in (
         ("start", commands.on_help),
@@ -41,6 +46,7 @@ def register(
         ("audit", commands.on_audit),
         ("status", commands.on_status),
         ("timeline", commands.on_timeline),
+        ("kb", commands.on_kb),
     ):
         application.add_handler(CommandHandler(name, handler))
     application.add_handler(MessageHandler(filters.COMMAND, commands.on_unknown))

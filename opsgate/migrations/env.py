@@ -2,7 +2,7 @@
 
 from alembic import context
 
-from opsgate.services.storage.models import Base
+from opsgate.services.storage.models import Base, is_mapped_schema_object
 
 connection = context.config.attributes.get("connection")
 if connection is None:
@@ -12,6 +12,7 @@ context.configure(
     connection=connection,
     target_metadata=Base.metadata,
     render_as_batch=connection.dialect.name == "sqlite",
+    include_name=lambda name, _type, _parents: is_mapped_schema_object(name),
 )
 with context.begin_transaction():
     context.run_migrations()

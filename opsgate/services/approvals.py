@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from opsgate.services import timeline
 from opsgate.services.ids import new_approval_id
-from opsgate.services.jobs import JobKind, enqueue
+from opsgate.services.jobs import JobKind, enqueue, enqueue_learning
 from opsgate.services.operations import Operation, parse_operation
 from opsgate.services.policy import Policy
 from opsgate.services.risk import Risk, effective_risk
@@ -218,6 +218,7 @@ class ApprovalService:
             session, approval.incident_id, "approval_granted", "quorum reached; execution queued"
         )
         await enqueue(session, JobKind.EXECUTE, approval.id)
+        await enqueue_learning(session, approval.id, "approved")
         await enqueue(session, JobKind.SYNC_CARD, approval.incident_id, coalesce=True)
         return True
 
@@ -235,6 +236,8 @@ class ApprovalService:
         kind = {REJECTED: "approval_rejected", EXPIRED: "approval_expired"}.get(
             status, "approval_cancelled"
         )
+        if status in (REJECTED, EXPIRED):
+            await enqueue_learning(session, approval.id, status)
         timeline.record(
             session,
             approval.incident_id,

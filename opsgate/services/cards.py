@@ -115,6 +115,7 @@ async def result_view(
         alertname=incident.alertname,
         service=incident.service,
         namespace=incident.namespace,
+        approval_id=approval.id,
     )
 
 

@@ -84,6 +84,7 @@ class ResultView:
     alertname: str = ""
     service: str = ""
     namespace: str = ""
+    approval_id: str = ""
 
 
 @dataclass(frozen=True)

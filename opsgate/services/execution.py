@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from opsgate.services import timeline
 from opsgate.services.failures import Failure, classify
-from opsgate.services.jobs import ClaimedJob, JobKind, RetryJob, enqueue
+from opsgate.services.jobs import ClaimedJob, JobKind, RetryJob, enqueue, enqueue_learning
 from opsgate.services.kube_executor import Executor, StageFailed, UndoImpossible
 from opsgate.services.operations import Operation
 from opsgate.services.storage.db import Database
@@ -240,6 +240,8 @@ class ExecutionService:
         )
         # Publishing is a job of its own: the card edit and the reply survive a restart.
         await enqueue(session, JobKind.PUBLISH_RESULT, approval.id, serial_key=approval.incident_id)
+        await enqueue_learning(session, approval.id, "executed")
+        await enqueue(session, JobKind.KNOWLEDGE, approval.id)
         if status == SUCCEEDED and verifiable(Operation.from_dict(approval.operation)):
             execution.verification_status = VERIFYING
             await enqueue(session, JobKind.VERIFY, approval.id)

@@ -38,6 +38,16 @@ class JobKind(StrEnum):
     PUBLISH_RESULT = "publish_result"
     NOTIFY = "notify"
     VERIFY = "verify"
+    LEARN = "learn"
+    KNOWLEDGE = "knowledge"
+
+
+# Learning updates shared counters; one at a time keeps them exact without row-lock races.
+LEARNING_SERIAL = "learning"
+
+
+async def enqueue_learning(session: AsyncSession, approval_id: str, event: str) -> None:
+    await enqueue(session, JobKind.LEARN, f"{approval_id}|{event}", serial_key=LEARNING_SERIAL)
 
 
 class RetryJob(Exception):

@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from opsgate.services import rollout_status, timeline
 from opsgate.services.failures import classify
-from opsgate.services.jobs import ClaimedJob, JobKind, RetryJob, enqueue
+from opsgate.services.jobs import ClaimedJob, JobKind, RetryJob, enqueue, enqueue_learning
 from opsgate.services.operations import Operation, OperationKind
 from opsgate.services.storage.db import Database
 from opsgate.services.storage.models import Approval, Execution, utcnow
@@ -122,3 +122,5 @@ class VerificationService:
             status={SUCCESS: "success", FAILED: "error"}.get(outcome, "warning"),
         )
         await enqueue(session, JobKind.SYNC_CARD, approval.incident_id, coalesce=True)
+        await enqueue_learning(session, approval_id, "verified")
+        await enqueue(session, JobKind.KNOWLEDGE, approval_id)

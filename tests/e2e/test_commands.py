@@ -17,7 +17,16 @@ async def ask(rig: Rig, chat_id: int, user_id: int, name: str, text: str) -> Fak
 
 async def test_commands_are_registered(rig: Rig) -> None:
     registered = [c["command"] for c in rig.telegram.commands[("default", "")]]
-    assert registered == ["incidents", "timeline", "pending", "audit", "status", "whoami", "help"]
+    assert registered == [
+        "incidents",
+        "timeline",
+        "pending",
+        "audit",
+        "kb",
+        "status",
+        "whoami",
+        "help",
+    ]
 
 
 async def test_whoami_and_help_depend_on_the_policy(rig: Rig) -> None:

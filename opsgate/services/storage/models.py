@@ -10,6 +10,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     DateTime,
+    Float,
     ForeignKey,
     Integer,
     MetaData,
@@ -202,6 +203,69 @@ class Chat(Base):
     updated_at: Mapped[datetime]
 
 
+class PlaybookStat(Base):
+    """What one remediation achieved against one kind of alert, accumulated."""
+
+    __tablename__ = "playbook_stats"
+    __table_args__ = (UniqueConstraint("signature", "operation"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    signature: Mapped[str] = mapped_column(String(255))
+    operation: Mapped[str] = mapped_column(String(500))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    successes: Mapped[int] = mapped_column(Integer, default=0)
+    verified_success: Mapped[int] = mapped_column(Integer, default=0)
+    verified_degraded: Mapped[int] = mapped_column(Integer, default=0)
+    verified_failed: Mapped[int] = mapped_column(Integer, default=0)
+    verified_timeout: Mapped[int] = mapped_column(Integer, default=0)
+    wrong_diagnoses: Mapped[int] = mapped_column(Integer, default=0)
+    trust: Mapped[float] = mapped_column(Float)
+    recovery_seconds_total: Mapped[float] = mapped_column(Float, default=0.0)
+    recoveries: Mapped[int] = mapped_column(Integer, default=0)
+    updated_at: Mapped[datetime]
+
+
+class Disposition(Base):
+    """How humans (or auto-approve) disposed of proposals for one kind of alert."""
+
+    __tablename__ = "dispositions"
+    __table_args__ = (UniqueConstraint("signature", "disposition"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    signature: Mapped[str] = mapped_column(String(255))
+    disposition: Mapped[str] = mapped_column(String(32))
+    count: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class LearningApplied(Base):
+    """Which learning events were counted, so a retried job never counts one twice."""
+
+    __tablename__ = "learning_applied"
+
+    approval_id: Mapped[str] = mapped_column(String(16), primary_key=True)
+    event: Mapped[str] = mapped_column(String(32), primary_key=True)
+    applied_at: Mapped[datetime]
+
+
+class KnowledgeEntry(Base):
+    """One incident case, written back after every execution, searchable with /kb."""
+
+    __tablename__ = "knowledge_entries"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    approval_id: Mapped[str] = mapped_column(String(16), unique=True)
+    incident_id: Mapped[str] = mapped_column(ForeignKey("incidents.id"), index=True)
+    title: Mapped[str] = mapped_column(Text)
+    content: Mapped[str] = mapped_column(Text)
+    tags: Mapped[str] = mapped_column(Text, default="")
+    category: Mapped[str] = mapped_column(String(64), default="general")
+    status: Mapped[str] = mapped_column(String(16), default="draft")
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+    referenced_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    reference_count: Mapped[int] = mapped_column(Integer, default=0)
+
+
 class Job(Base):
     """A durable unit of work: what must happen survives a restart."""
 
@@ -221,6 +285,15 @@ class Job(Base):
     dedupe_key: Mapped[str | None] = mapped_column(String(96), unique=True, nullable=True)
     created_at: Mapped[datetime]
     finished_at: Mapped[datetime | None] = mapped_column(nullable=True)
+
+
+# Full-text search objects each database keeps beside knowledge_entries (see migration 0004);
+# they are not mapped, and schema comparison leaves them alone.
+SEARCH_OBJECTS = ("knowledge_fts", "ix_knowledge_entries_fts")
+
+
+def is_mapped_schema_object(name: str | None) -> bool:
+    return not (name or "").startswith(SEARCH_OBJECTS)
 
 
 def utcnow() -> datetime:

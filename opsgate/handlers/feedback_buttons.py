@@ -1,0 +1,40 @@
+"""The "Wrong diagnosis" button under a result."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from telegram import Update
+from telegram.ext import ContextTypes
+
+from opsgate.bot.callback_data import FeedbackAction, decode
+from opsgate.bot.sender import TelegramSender
+from opsgate.services.learning import LearningService
+from opsgate.services.policy import Policy
+
+NOT_MEMBER = "Only people in the opsgate policy can judge a diagnosis."
+
+
+@dataclass
+class FeedbackButtons:
+    learning: LearningService
+    policy: Policy
+    sender: TelegramSender
+
+    async def on_tap(self, update: Update, _context: ContextTypes.DEFAULT_TYPE) -> None:
+        query = update.callback_query
+        if query is None:
+            return
+        action = decode(query.data)
+        if not isinstance(action, FeedbackAction):
+            await self.sender.answer_callback(
+                query.id, "This button is not valid any more.", alert=True
+            )
+            return
+        user = query.from_user
+        if not self.policy.is_member(user.id):
+            await self.sender.answer_callback(query.id, NOT_MEMBER, alert=True)
+            return
+        who = f"@{user.username}" if user.username else f"id {user.id}"
+        answer = await self.learning.record_feedback(action.approval_id, who)
+        await self.sender.answer_callback(query.id, answer, alert=False)
