@@ -53,6 +53,7 @@ from opsgate.services.knowledge import KnowledgeService
 from opsgate.services.kube_executor import KubeExecutor
 from opsgate.services.learning import LearningService
 from opsgate.services.notifiers import build_notifiers
+from opsgate.services.playbooks import PlaybookService
 from opsgate.services.policy import Policy
 from opsgate.services.queries import IncidentQueries
 from opsgate.services.routing import Router
@@ -141,7 +142,15 @@ def build_app(settings: Settings, *, policy: Policy, kube: ApiClient) -> OpsGate
         jobs_ready=work_ready.set,
     )
     router = Router(policy, ChatTarget(settings.alert_chat_id, settings.alert_thread_id))
-    incidents = IncidentService(db, approvals, router=router, jobs_ready=work_ready.set)
+    playbooks = PlaybookService(db)
+    incidents = IncidentService(
+        db,
+        approvals,
+        router=router,
+        playbooks=playbooks,
+        auto_approve=policy.auto_approve,
+        jobs_ready=work_ready.set,
+    )
     executor = KubeExecutor(kube, settings.kube_request_timeout)
     verification = VerificationService(
         db,
@@ -184,6 +193,7 @@ def build_app(settings: Settings, *, policy: Policy, kube: ApiClient) -> OpsGate
             JobKind.VERIFY: verification.run_job,
             JobKind.LEARN: learning.run_job,
             JobKind.KNOWLEDGE: knowledge.write_back,
+            JobKind.EXTRACT_PLAYBOOK: playbooks.extract,
         },
         lease_seconds=settings.job_lease_seconds,
         poll_interval=settings.job_poll_interval,
@@ -206,7 +216,7 @@ def build_app(settings: Settings, *, policy: Policy, kube: ApiClient) -> OpsGate
         telegram,
         CardButtons(approvals, sender),
         FeedbackButtons(learning, policy, sender),
-        ChatCommands(IncidentQueries(db), health, knowledge, policy, chats, sender),
+        ChatCommands(IncidentQueries(db), health, knowledge, playbooks, policy, chats, sender),
         ChatMembers(chats),
     )
 

@@ -69,6 +69,8 @@ def _card_action(card: CardView) -> str:
         f"<code>{e(card.action)}</code>",
         f"risk <b>{e(card.risk)}</b> · {e(card.blast_radius)}",
     ]
+    if card.record:
+        lines.append(f"📈 {e(card.record)}")
     lines.extend(_decision_lines(card))
     return "\n".join(lines)
 
@@ -88,6 +90,8 @@ def _decision_lines(card: CardView) -> list[str]:
             return [tally, "⌛ <b>Expired</b> without a decision. Nothing ran."]
         case "cancelled":
             return [tally, f"⏹ <b>Closed</b>: {e(card.decision_note)}. Nothing ran."]
+        case _ if card.auto_approved:
+            return [f"🤖 <b>{e(card.decision_note.capitalize())}</b>", *_execution_lines(card)]
         case _:
             return [f"✅ Approved by {signed}", *_execution_lines(card)]
 

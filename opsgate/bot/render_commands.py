@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from opsgate.bot.render import clock, e, pack, took
 from opsgate.services.health import HealthReport
 from opsgate.services.knowledge import SearchHit
+from opsgate.services.playbooks import PlaybookLine
 from opsgate.services.queries import AuditRow, IncidentPage, PendingRow
 
 INCIDENTS_PAGE_SIZE = 8
@@ -17,11 +18,12 @@ COMMANDS = [
     ("pending", "Approvals waiting for a decision"),
     ("audit", "What ran, approved by whom: /audit [INC-…]"),
     ("kb", "Search past incident cases: /kb words"),
+    ("playbooks", "Learned playbooks and their record"),
     ("status", "Bot health"),
     ("whoami", "Your Telegram id and roles"),
     ("help", "What opsgate does here"),
 ]
-VIEWER_COMMANDS = ("incidents", "timeline", "audit", "kb", "status")
+VIEWER_COMMANDS = ("incidents", "timeline", "audit", "kb", "playbooks", "status")
 APPROVER_COMMANDS = ("pending",)
 OPEN_COMMANDS = ("whoami", "help")
 
@@ -98,6 +100,17 @@ def knowledge_html(words: str, hits: list[SearchHit]) -> str:
             f"\n  {e(hit.snippet[:300])}"
         )
     return "\n".join(lines)
+
+
+def playbooks_messages(lines: list[PlaybookLine]) -> list[str]:
+    icon = {"draft": "📝", "approved": "✅"}
+    rendered = [
+        f"{icon.get(p.status, '•')} <b>#{p.id}</b> {e(p.status)} · <b>{e(p.alertname)}</b> "
+        f"({e(p.match_key)})\n  <code>{e(p.action)}</code> · {e(p.record)}"
+        for p in lines
+    ]
+    header = "📒 <b>Playbooks</b> (admins: /playbook approve N, /playbook retire N)"
+    return pack(header, rendered, empty="None learned yet.")
 
 
 def status_html(report: HealthReport) -> str:

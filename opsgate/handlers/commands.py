@@ -17,6 +17,7 @@ from opsgate.bot.render_commands import (
     incidents_page,
     knowledge_html,
     pending_messages,
+    playbooks_messages,
     status_html,
     whoami_html,
 )
@@ -24,11 +25,13 @@ from opsgate.bot.sender import TelegramSender
 from opsgate.services.chats import ChatDirectory
 from opsgate.services.health import HealthService
 from opsgate.services.knowledge import KnowledgeService
+from opsgate.services.playbooks import PlaybookService
 from opsgate.services.policy import Policy
 from opsgate.services.queries import INCIDENT_ID, IncidentQueries
 
 TIMELINE_USAGE = "Usage: /timeline INC-XXXXXXXX (or reply /timeline to an alert card)"
 AUDIT_USAGE = "Usage: /audit [INC-XXXXXXXX]"
+PLAYBOOK_USAGE = "Usage: /playbook approve N or /playbook retire N (see /playbooks)"
 KB_USAGE = "Usage: /kb words to search for, e.g. /kb checkout restart"
 NOT_MEMBER = "You are not in the opsgate policy. Send /whoami and ask an admin to add you."
 NOT_APPROVER = "Only approvers see pending approvals. /incidents shows what is open."
@@ -39,6 +42,7 @@ class ChatCommands:
     queries: IncidentQueries
     health: HealthService
     knowledge: KnowledgeService
+    playbooks: PlaybookService
     policy: Policy
     chats: ChatDirectory
     sender: TelegramSender
@@ -180,6 +184,29 @@ class ChatCommands:
             return
         hits = await self.knowledge.search(words)
         await self._answer(asked[0], knowledge_html(words, hits))
+
+    async def on_playbooks(self, update: Update, _context: ContextTypes.DEFAULT_TYPE) -> None:
+        asked = await self._member(update)
+        if asked is not None:
+            for html in playbooks_messages(await self.playbooks.listing()):
+                await self._answer(asked[0], html)
+
+    async def on_playbook(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """``/playbook approve N`` or ``/playbook retire N``, for admins."""
+        asked = await self._member(update)
+        if asked is None:
+            return
+        message, user = asked
+        args = context.args or []
+        if len(args) != 2 or args[0] not in ("approve", "retire") or not args[1].isdigit():
+            await self._answer(message, PLAYBOOK_USAGE)
+            return
+        if not self.policy.is_admin(user.id):
+            await self._answer(message, "Only admins approve or retire playbooks.")
+            return
+        who = f"@{user.username}" if user.username else f"id {user.id}"
+        answer = await self.playbooks.decide(int(args[1]), args[0] == "approve", who)
+        await self._answer(message, e(answer))
 
     async def on_unknown(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         """Only when the command was meant for us: groups also carry other bots' commands."""

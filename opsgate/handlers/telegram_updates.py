@@ -47,6 +47,8 @@ def register(
         ("status", commands.on_status),
         ("timeline", commands.on_timeline),
         ("kb", commands.on_kb),
+        ("playbooks", commands.on_playbooks),
+        ("playbook", commands.on_playbook),
     ):
         application.add_handler(CommandHandler(name, handler))
     application.add_handler(MessageHandler(filters.COMMAND, commands.on_unknown))

@@ -191,13 +191,20 @@ class ApprovalService:
             return TapOutcome("Too late: this request was decided meanwhile.", True, False)
         return TapOutcome("Approved: quorum reached, executing now.", False, True)
 
-    async def _claim(self, session: AsyncSession, approval: Approval) -> bool:
+    async def auto_approve(self, session: AsyncSession, approval: Approval, note: str) -> bool:
+        """Approve without a human tap; callers decide when that is allowed."""
+        await session.flush()
+        return await self._claim(session, approval, note)
+
+    async def _claim(
+        self, session: AsyncSession, approval: Approval, note: str = "quorum reached"
+    ) -> bool:
         """pending -> approved with one conditional UPDATE; only the winner enqueues the run."""
         now = utcnow()
         result = await session.execute(
             update(Approval)
             .where(Approval.id == approval.id, Approval.status == PENDING)
-            .values(status=APPROVED, decided_at=now, decision_note="quorum reached")
+            .values(status=APPROVED, decided_at=now, decision_note=note)
             .execution_options(synchronize_session=False)
         )
         if result.rowcount != 1:  # type: ignore[attr-defined]
@@ -215,7 +222,7 @@ class ApprovalService:
             )
         )
         timeline.record(
-            session, approval.incident_id, "approval_granted", "quorum reached; execution queued"
+            session, approval.incident_id, "approval_granted", f"{note}; execution queued"
         )
         await enqueue(session, JobKind.EXECUTE, approval.id)
         await enqueue_learning(session, approval.id, "approved")

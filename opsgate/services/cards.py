@@ -24,7 +24,10 @@ from opsgate.services.chat import (
 )
 from opsgate.services.execution import SUCCEEDED, approver_names
 from opsgate.services.jobs import ClaimedJob
+from opsgate.services.learning import AUTO_REQUESTER, record_in, signature
 from opsgate.services.operations import Operation
+from opsgate.services.playbooks import REQUESTER_PREFIX as PLAYBOOK
+from opsgate.services.playbooks import record_text
 from opsgate.services.risk import blast_radius
 from opsgate.services.storage.db import Database
 from opsgate.services.storage.models import (
@@ -98,7 +101,17 @@ async def build_card(session: AsyncSession, incident: Incident) -> CardView:
         duration_seconds=_duration(execution),
         verification_status=execution.verification_status if execution else None,
         verification_detail=execution.verification_detail if execution else "",
+        record=await _record(session, incident, approval),
+        auto_approved=approval.requested_by == AUTO_REQUESTER,
     )
+
+
+async def _record(session: AsyncSession, incident: Incident, approval: Approval) -> str:
+    """How this fix fared before against this kind of alert, if it was tried."""
+    record = await record_in(session, signature(incident), approval.action)
+    origin = approval.requested_by
+    source = f"playbook #{origin.removeprefix(PLAYBOOK)}, " if origin.startswith(PLAYBOOK) else ""
+    return f"{source}{record_text(record)}" if record or source else ""
 
 
 async def result_view(

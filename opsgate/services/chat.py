@@ -66,6 +66,8 @@ class CardView:
     duration_seconds: float | None = None
     verification_status: str | None = None
     verification_detail: str = ""
+    record: str = ""
+    auto_approved: bool = False
 
     @property
     def offers_buttons(self) -> bool:

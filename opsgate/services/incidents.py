@@ -18,8 +18,12 @@ from opsgate.services.alertmanager import ACTION_ANNOTATION, RISK_ANNOTATION, Am
 from opsgate.services.approvals import APPROVED, PENDING, ApprovalService, Proposal
 from opsgate.services.ids import new_incident_id
 from opsgate.services.jobs import JobKind, enqueue
+from opsgate.services.learning import AUTO_REQUESTER, record_in, signature
 from opsgate.services.operations import OperationRefused
-from opsgate.services.risk import parse_risk
+from opsgate.services.playbooks import REQUESTER_PREFIX as PLAYBOOK_REQUESTER
+from opsgate.services.playbooks import PlaybookService
+from opsgate.services.policy import AutoApproveRule
+from opsgate.services.risk import Risk, parse_risk
 from opsgate.services.routing import Router
 from opsgate.services.storage.db import Database
 from opsgate.services.storage.models import Alert, Approval, Execution, Incident, utcnow
@@ -66,11 +70,15 @@ class IncidentService:
         approvals: ApprovalService,
         *,
         router: Router,
+        playbooks: PlaybookService,
+        auto_approve: AutoApproveRule,
         jobs_ready: Callable[[], None],
     ) -> None:
         self._db = db
         self._approvals = approvals
         self._router = router
+        self._playbooks = playbooks
+        self._auto_approve = auto_approve
         self._jobs_ready = jobs_ready
         self.last_received_at: datetime | None = None
 
@@ -137,6 +145,7 @@ class IncidentService:
             await self._approvals.cancel_pending(
                 session, incident.id, "alert resolved before approval"
             )
+            await enqueue(session, JobKind.EXTRACT_PLAYBOOK, incident.id, coalesce=True)
         elif firing and not was_firing:
             incident.resolved_at = None
             timeline.record(
@@ -223,8 +232,17 @@ class IncidentService:
     async def _propose_from_annotations(
         self, session: AsyncSession, incident: Incident, payload: AmPayload
     ) -> None:
+        """The alert's own ``opsgate_action``, else an approved playbook's action."""
         annotations = _first_firing_annotations(payload)
         action = annotations.get(ACTION_ANNOTATION, "").strip()
+        requested_by, description = "alertmanager", annotations.get("description", "")
+        playbook = None
+        if not action:
+            playbook = await self._playbooks.find_for(session, incident)
+            if playbook is not None:
+                action = playbook.action
+                requested_by = f"{PLAYBOOK_REQUESTER}{playbook.id}"
+                description = f"playbook #{playbook.id}, learned from {playbook.source_incident_id}"
         incident.proposed_action = action
         incident.action_refusal = ""
         if not action or await _has_open_approval(session, incident.id):
@@ -232,13 +250,13 @@ class IncidentService:
         try:
             risk_text = annotations.get(RISK_ANNOTATION, "").strip()
             declared = parse_risk(risk_text) if risk_text else None
-            self._approvals.propose(
+            approval = self._approvals.propose(
                 session,
                 incident,
                 Proposal(
                     action=action,
-                    requested_by="alertmanager",
-                    description=annotations.get("description", ""),
+                    requested_by=requested_by,
+                    description=description,
                     declared_risk=declared,
                 ),
             )
@@ -251,6 +269,23 @@ class IncidentService:
                 f"{action!r} refused: {exc}",
                 status="warning",
             )
+            return
+        if playbook is not None:
+            await self._maybe_auto_approve(session, incident, approval, playbook.id)
+
+    async def _maybe_auto_approve(
+        self, session: AsyncSession, incident: Incident, approval: Approval, playbook_id: int
+    ) -> None:
+        """Only when switched on, only low risk, only above the trust threshold."""
+        rule = self._auto_approve
+        if not rule.enabled or approval.risk != Risk.LOW.value:
+            return
+        record = await record_in(session, signature(incident), approval.action)
+        if record is None or record.trust < rule.min_trust:
+            return
+        approval.requested_by = AUTO_REQUESTER
+        note = f"auto-approved by playbook #{playbook_id} (trust {record.trust:.2f})"
+        await self._approvals.auto_approve(session, approval, note)
 
     async def propose_via_api(self, request: ApiProposal) -> ProposalResult:
         """Raises NotFound, Conflict, or OperationRefused (nothing is stored then)."""

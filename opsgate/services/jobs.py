@@ -40,6 +40,7 @@ class JobKind(StrEnum):
     VERIFY = "verify"
     LEARN = "learn"
     KNOWLEDGE = "knowledge"
+    EXTRACT_PLAYBOOK = "extract_playbook"
 
 
 # Learning updates shared counters; one at a time keeps them exact without row-lock races.

@@ -88,22 +88,31 @@ class KubeExecutor:
         return f"{op.target()} scaled from {before} to {op.replicas} replicas"
 
     async def _delete_pod(self, op: Operation, context: dict[str, Any]) -> str:
-        if "pods_before" not in context:
-            # Remember the pod's controller and its pods, so verification can tell the
-            # replacement from the pods that were already there.
+        if "owner" not in context:
+            # Remember the pod's controller, so verification can wait for it to recover.
             pod = await self._core.read_namespaced_pod(
                 op.name, _ns(op), _request_timeout=self._timeout
             )
             owner = next((r for r in pod.metadata.owner_references or [] if r.controller), None)
-            context["owner_uid"] = owner.uid if owner else None
-            siblings = await self._core.list_namespaced_pod(_ns(op), _request_timeout=self._timeout)
-            context["pods_before"] = sorted(
-                p.metadata.name
-                for p in siblings.items
-                if owner and any(r.uid == owner.uid for r in p.metadata.owner_references or [])
-            ) or [op.name]
+            context["owner"] = (
+                {"kind": owner.kind, "name": owner.name, "uid": owner.uid} if owner else None
+            )
         await self._twice(self._core.delete_namespaced_pod, op.name, _ns(op))
         return f"{op.target()} deleted"
+
+    async def read_owner(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        """A pod's controller as JSON, for the kinds whose strength opsgate can judge."""
+        reads = {
+            "ReplicaSet": self._apps.read_namespaced_replica_set,
+            "StatefulSet": self._apps.read_namespaced_stateful_set,
+            "DaemonSet": self._apps.read_namespaced_daemon_set,
+        }
+        if kind not in reads:
+            return None
+        obj = await reads[kind](name, namespace, _request_timeout=self._timeout)
+        result: dict[str, Any] = self._client.sanitize_for_serialization(obj)
+        result.setdefault("kind", kind)
+        return result
 
     async def read(self, op: Operation) -> dict[str, Any]:
         """The target as the API server returns it (JSON), for verification."""

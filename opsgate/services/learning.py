@@ -151,23 +151,28 @@ class LearningService:
 
     async def record_for(self, signature_: str, operation: str) -> PlaybookRecord | None:
         async with self._db.transaction() as session:
-            stat = await session.scalar(
-                select(PlaybookStat).where(
-                    PlaybookStat.signature == signature_, PlaybookStat.operation == operation
-                )
-            )
-        if stat is None:
-            return None
-        verified = (
-            stat.verified_success
-            + stat.verified_degraded
-            + stat.verified_failed
-            + stat.verified_timeout
+            return await record_in(session, signature_, operation)
+
+
+async def record_in(session: AsyncSession, sig: str, operation: str) -> PlaybookRecord | None:
+    """The record of one (signature, operation), inside the caller's transaction."""
+    stat = await session.scalar(
+        select(PlaybookStat).where(
+            PlaybookStat.signature == sig, PlaybookStat.operation == operation[:500]
         )
-        mean = stat.recovery_seconds_total / stat.recoveries if stat.recoveries else None
-        return PlaybookRecord(
-            stat.attempts, stat.successes, stat.verified_success, verified, stat.trust, mean
-        )
+    )
+    if stat is None:
+        return None
+    verified = (
+        stat.verified_success
+        + stat.verified_degraded
+        + stat.verified_failed
+        + stat.verified_timeout
+    )
+    mean = stat.recovery_seconds_total / stat.recoveries if stat.recoveries else None
+    return PlaybookRecord(
+        stat.attempts, stat.successes, stat.verified_success, verified, stat.trust, mean
+    )
 
 
 async def _stat(session: AsyncSession, sig: str, operation: str) -> PlaybookStat:

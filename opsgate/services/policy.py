@@ -91,9 +91,19 @@ class RouteRule(BaseModel):
         return all(re.fullmatch(p, labels.get(k, "")) for k, p in self.match_re.items())
 
 
+class AutoApproveRule(BaseModel):
+    """Off unless switched on; even then only for low-risk actions of approved playbooks."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = False
+    min_trust: float = Field(default=0.8, ge=0.0, le=1.0)
+
+
 class PolicyDocument(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
+    auto_approve: AutoApproveRule = Field(default_factory=AutoApproveRule)
     roles: dict[str, RoleRule] = Field(default_factory=dict)
     users: list[PolicyUser] = Field(default_factory=list)
     quorum: dict[Risk, int] = Field(default_factory=dict)
@@ -171,6 +181,17 @@ class Policy:
             self._doc.roles[r].operations and self._doc.roles[r].risk_levels
             for r in self.roles_of(user_id)
         )
+
+    def is_admin(self, user_id: int) -> bool:
+        """May approve or retire playbooks: a role over every namespace and operation."""
+        return any(
+            ANY in self._doc.roles[r].namespaces and ANY in self._doc.roles[r].operations
+            for r in self.roles_of(user_id)
+        )
+
+    @property
+    def auto_approve(self) -> AutoApproveRule:
+        return self._doc.auto_approve
 
     @property
     def routes(self) -> list[RouteRule]:

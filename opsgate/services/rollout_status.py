@@ -86,18 +86,27 @@ def pod_ready(pod: Obj) -> bool:
     )
 
 
-def replacement(pods: list[Obj], owner_uid: str, before: set[str]) -> Verdict:
-    """After deleting a controlled pod: has its controller made a new pod that is Ready?
+def desired_pods(owner: Obj) -> int:
+    """How many pods a pod's controller wants: replicas, or one per node for a daemonset."""
+    if owner.get("kind") == "DaemonSet":
+        return int(owner.get("status", {}).get("desiredNumberScheduled", 0))
+    return int(owner.get("spec", {}).get("replicas", 1))
 
-    ``before`` names the controller's pods at the time of the delete, the deleted one included.
+
+def back_to_strength(pods: list[Obj], owner_uid: str, deleted: str, desired: int) -> Verdict:
+    """After deleting a controlled pod: does its controller have all the Ready pods it wants?
+
+    Counting against the controller's desired number (not "some new pod") handles both a
+    controller that replaces the pod and one that was over strength and simply lets it go.
     """
-    new = [
+    owned = [
         p
         for p in pods
-        if p.get("metadata", {}).get("name") not in before
+        if p.get("metadata", {}).get("name") != deleted
+        and not p["metadata"].get("deletionTimestamp")
         and any(r.get("uid") == owner_uid for r in p["metadata"].get("ownerReferences") or [])
     ]
-    ready = [p["metadata"]["name"] for p in new if pod_ready(p)]
-    if ready:
-        return Verdict(DONE, f"replacement pod {ready[-1]} is Ready")
-    return _waiting(f"{len(new)} replacement pod(s), none Ready yet")
+    ready = sum(pod_ready(p) for p in owned)
+    if ready >= desired:
+        return Verdict(DONE, f"controller back to strength, {ready}/{desired} pods Ready")
+    return _waiting(f"{ready}/{desired} pods Ready")

@@ -35,6 +35,8 @@ class ClusterReader(Protocol):
 
     async def pods(self, namespace: str) -> list[dict[str, Any]]: ...
 
+    async def read_owner(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None: ...
+
 
 def verifiable(op: Operation) -> bool:
     return op.kind is not OperationKind.CORDON and op.kind is not OperationKind.UNCORDON
@@ -87,21 +89,30 @@ class VerificationService:
     async def _look(self, op: Operation, context: dict[str, Any]) -> rollout_status.Verdict:
         try:
             if op.kind is OperationKind.DELETE_POD:
-                owner = context.get("owner_uid")
-                if not owner:
-                    return rollout_status.Verdict(
-                        rollout_status.DONE, "the pod had no controller; nothing replaces it"
-                    )
-                pods = await self._cluster.pods(op.namespace or "default")
-                return rollout_status.replacement(
-                    pods, owner, set(context.get("pods_before") or [op.name])
-                )
+                return await self._look_after_delete(op, context.get("owner"))
             return rollout_status.WORKLOADS[op.target_kind](await self._cluster.read(op))
         except Exception as exc:
             failure = classify(exc)
             if failure.transient:
                 return rollout_status.Verdict(rollout_status.PENDING, failure.short())
             return rollout_status.Verdict(rollout_status.FAILED, failure.short())
+
+    async def _look_after_delete(
+        self, op: Operation, owner: dict[str, str] | None
+    ) -> rollout_status.Verdict:
+        namespace = op.namespace or "default"
+        controller = (
+            await self._cluster.read_owner(owner["kind"], namespace, owner["name"])
+            if owner
+            else None
+        )
+        if owner is None or controller is None:
+            return rollout_status.Verdict(
+                rollout_status.DONE, "the pod had no controller opsgate can watch; it is gone"
+            )
+        pods = await self._cluster.pods(namespace)
+        desired = rollout_status.desired_pods(controller)
+        return rollout_status.back_to_strength(pods, owner["uid"], op.name, desired)
 
     async def _record(
         self, session: AsyncSession, approval_id: str, outcome: str, detail: str
@@ -124,3 +135,5 @@ class VerificationService:
         await enqueue(session, JobKind.SYNC_CARD, approval.incident_id, coalesce=True)
         await enqueue_learning(session, approval_id, "verified")
         await enqueue(session, JobKind.KNOWLEDGE, approval_id)
+        if outcome == SUCCESS:
+            await enqueue(session, JobKind.EXTRACT_PLAYBOOK, approval.incident_id, coalesce=True)

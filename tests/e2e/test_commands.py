@@ -23,6 +23,7 @@ async def test_commands_are_registered(rig: Rig) -> None:
         "pending",
         "audit",
         "kb",
+        "playbooks",
         "status",
         "whoami",
         "help",

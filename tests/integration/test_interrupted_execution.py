@@ -18,6 +18,8 @@ from opsgate.services.execution import ExecutionService
 from opsgate.services.incidents import IncidentService
 from opsgate.services.jobs import ClaimedJob, JobKind
 from opsgate.services.kube_executor import KubeExecutor
+from opsgate.services.playbooks import PlaybookService
+from opsgate.services.policy import AutoApproveRule
 from opsgate.services.routing import Router
 from opsgate.services.storage.db import Database
 from opsgate.services.storage.models import Approval, Execution, ExecutionAttempt, Job
@@ -56,7 +58,12 @@ async def test_an_attempt_cut_short_is_reported_not_repeated(
         jobs_ready=lambda: None,
     )
     incidents = IncidentService(
-        database, approvals, router=Router(policy(), ChatTarget(-1)), jobs_ready=lambda: None
+        database,
+        approvals,
+        router=Router(policy(), ChatTarget(-1)),
+        playbooks=PlaybookService(database),
+        auto_approve=AutoApproveRule(),
+        jobs_ready=lambda: None,
     )
     await incidents.ingest_alertmanager(AmPayload.model_validate(am_payload()))
     async with database.transaction() as session:

@@ -15,6 +15,8 @@ from opsgate.services.approvals import ApprovalService, RetryPolicy, Tapper
 from opsgate.services.chat import ChatTarget
 from opsgate.services.incidents import IncidentService
 from opsgate.services.jobs import ClaimedJob, JobKind, JobRunner, enqueue
+from opsgate.services.playbooks import PlaybookService
+from opsgate.services.policy import AutoApproveRule
 from opsgate.services.routing import Router
 from opsgate.services.storage.db import Database
 from opsgate.services.storage.models import (
@@ -40,7 +42,12 @@ def services(
         jobs_ready=lambda: None,
     )
     incidents = IncidentService(
-        db, approvals, router=Router(policy(), ChatTarget(-100123, None)), jobs_ready=lambda: None
+        db,
+        approvals,
+        router=Router(policy(), ChatTarget(-100123, None)),
+        playbooks=PlaybookService(db),
+        auto_approve=AutoApproveRule(),
+        jobs_ready=lambda: None,
     )
     return approvals, incidents
 
@@ -49,7 +56,7 @@ async def test_migrate_is_idempotent(database: Database) -> None:
     await database.migrate()
     async with database.transaction() as session:
         version = await session.scalar(text("SELECT version_num FROM alembic_version"))
-    assert version == "0004"
+    assert version == "0005"
 
 
 async def test_datetimes_come_back_as_aware_utc(database: Database) -> None:

@@ -77,15 +77,21 @@ def pod(name: str, owner: str, ready: bool) -> dict[str, Any]:
     }
 
 
-def test_a_replacement_must_be_new_and_ready() -> None:
-    before = {"a", "b"}
-    assert rs.replacement([pod("b", "rs1", True)], "rs1", before).state == rs.PENDING
-    assert (
-        rs.replacement([pod("b", "rs1", True), pod("c", "rs1", False)], "rs1", before).state
-        == rs.PENDING
-    )
-    assert rs.replacement([pod("c", "other", True)], "rs1", before).state == rs.PENDING
-    assert (
-        rs.replacement([pod("c", "rs1", True)], "rs1", before).message
-        == "replacement pod c is Ready"
-    )
+def test_a_controller_must_be_back_to_strength() -> None:
+    deleted = "a"
+    assert rs.back_to_strength([pod("b", "rs1", True)], "rs1", deleted, 2).state == rs.PENDING
+    not_ready = [pod("b", "rs1", True), pod("c", "rs1", False)]
+    assert rs.back_to_strength(not_ready, "rs1", deleted, 2).state == rs.PENDING
+    stranger = [pod("b", "rs1", True), pod("c", "other", True)]
+    assert rs.back_to_strength(stranger, "rs1", deleted, 2).state == rs.PENDING
+    gone_but_listed = [pod("a", "rs1", True), pod("b", "rs1", True)]
+    assert rs.back_to_strength(gone_but_listed, "rs1", deleted, 2).state == rs.PENDING
+    done = rs.back_to_strength([pod("b", "rs1", True), pod("c", "rs1", True)], "rs1", deleted, 2)
+    assert done.state == rs.DONE and done.message == "controller back to strength, 2/2 pods Ready"
+    # An over-strength controller simply lets the pod go.
+    assert rs.back_to_strength([pod("b", "rs1", True)], "rs1", deleted, 1).state == rs.DONE
+
+
+def test_desired_pods_per_controller_kind() -> None:
+    assert rs.desired_pods({"kind": "ReplicaSet", "spec": {"replicas": 3}}) == 3
+    assert rs.desired_pods({"kind": "DaemonSet", "status": {"desiredNumberScheduled": 4}}) == 4

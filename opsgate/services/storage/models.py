@@ -266,6 +266,25 @@ class KnowledgeEntry(Base):
     reference_count: Mapped[int] = mapped_column(Integer, default=0)
 
 
+class Playbook(Base):
+    """A remediation that worked for a kind of alert, proposed again when that alert returns."""
+
+    __tablename__ = "playbooks"
+    __table_args__ = (UniqueConstraint("alertname", "match_key", "action"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    alertname: Mapped[str] = mapped_column(String(255))
+    # The key labels it matches, rendered "namespace=shop,service=checkout".
+    match_key: Mapped[str] = mapped_column(String(255))
+    match_labels: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    action: Mapped[str] = mapped_column(String(500))
+    status: Mapped[str] = mapped_column(String(16))
+    source_incident_id: Mapped[str] = mapped_column(String(16))
+    decided_by: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+
 class Job(Base):
     """A durable unit of work: what must happen survives a restart."""
 

@@ -1,0 +1,96 @@
+"""Playbooks learned from verified fixes, proposed again, and (when switched on) auto-approved."""
+
+from __future__ import annotations
+
+from tests.builders import ALICE, BOB, CAROL, alert, am_payload, policy
+from tests.e2e.rig import CHAT_ID, Rig
+from tests.e2e.test_approval_loop import approve_data, real_writes
+from tests.e2e.test_commands import ask
+
+GROUP = '{}:{alertname="CheckoutErrors"}'
+
+
+async def _fix_and_resolve(rig: Rig, action: str) -> None:
+    """One incident whose fix is approved, verified, and whose alert then resolves."""
+    await rig.post_alert(am_payload(GROUP, alert("a", action=action)))
+    card = await rig.wait_card()
+    tap = rig.telegram.tap(
+        CHAT_ID, card.message_id, rig.telegram.user(ALICE, "alice"), approve_data(card)
+    )
+    await rig.telegram.wait_answer(tap)
+    await rig.wait_reply(card.message_id)
+    await rig.wait_text(card.message_id, "verified")
+    await rig.post_alert(am_payload(GROUP, alert("a", status="resolved", action=action)))
+    await rig.wait_text(card.message_id, "RESOLVED")
+
+
+async def _wait_playbooks(rig: Rig, needle: str) -> str:
+    for _ in range(50):
+        text = (await ask(rig, CHAT_ID, BOB, "bob", "/playbooks")).plain_text
+        if needle in text:
+            return text
+    raise AssertionError(f"/playbooks never showed {needle!r}: {text}")
+
+
+async def test_a_verified_fix_becomes_a_playbook_that_proposes_itself(rig: Rig) -> None:
+    action = "kubectl rollout restart deployment/checkout -n shop"
+    await _fix_and_resolve(rig, action)
+    listing = await _wait_playbooks(rig, "#1 draft")
+    assert "CheckoutErrors (namespace=shop,service=checkout)" in listing
+    assert "worked 1/1, trust 0.65" in listing
+
+    refused = await ask(rig, CHAT_ID, ALICE, "alice", "/playbook approve 1")
+    assert "Only admins" in refused.plain_text
+    usage = await ask(rig, CHAT_ID, CAROL, "carol", "/playbook approve one")
+    assert "Usage" in usage.plain_text
+    approved = await ask(rig, CHAT_ID, CAROL, "carol", "/playbook approve 1")
+    assert "Playbook #1 is now approved" in approved.plain_text
+
+    # The alert fires again in a new group, without an opsgate_action annotation.
+    await rig.post_alert(am_payload("g-again", alert("b", action=None)))
+    await rig.telegram.wait_for(lambda: len(rig.cards()) == 2)
+    card = rig.cards()[1]
+    assert action in card.plain_text
+    assert "playbook #1, worked 1/1, trust 0.65" in card.plain_text
+    assert approve_data(card)  # medium risk: a human still decides
+
+    retired = await ask(rig, CHAT_ID, CAROL, "carol", "/playbook retire 1")
+    assert "now retired" in retired.plain_text
+    assert "None learned yet" in (await ask(rig, CHAT_ID, BOB, "bob", "/playbooks")).plain_text
+
+
+async def test_auto_approve_runs_a_trusted_low_risk_playbook(rig_factory: Rig) -> None:
+    rig = rig_factory
+    rig.policy = policy(auto_approve={"enabled": True, "min_trust": 0.6})
+    replica_set = rig.kube.list("replicasets", "shop")[0]
+    rig.kube.add_pod("shop", "worker-0", owner=replica_set)
+    await rig.start()
+    action = "kubectl delete pod/worker-0 -n shop"
+    await _fix_and_resolve(rig, action)
+    await _wait_playbooks(rig, "#1 draft")
+    await ask(rig, CHAT_ID, CAROL, "carol", "/playbook approve 1")
+    rig.kube.add_pod("shop", "worker-0", owner=replica_set)  # the same pod is stuck again
+    deletes_before = len(real_writes(rig, "DELETE"))
+
+    await rig.post_alert(am_payload("g-auto", alert("b", action=None)))
+    await rig.telegram.wait_for(lambda: len(rig.cards()) == 2)
+    card = rig.cards()[1]
+    reply = await rig.wait_reply(card.message_id)
+    assert "Succeeded" in reply.plain_text and "approved by nobody" in reply.plain_text
+    final = rig.telegram.message(CHAT_ID, card.message_id)
+    assert "Auto-approved by playbook #1 (trust 0.65)" in final.plain_text
+    assert final.buttons == []
+    assert len(real_writes(rig, "DELETE")) == deletes_before + 1
+
+
+async def test_auto_approve_never_covers_more_than_low_risk(rig_factory: Rig) -> None:
+    rig = rig_factory
+    rig.policy = policy(auto_approve={"enabled": True, "min_trust": 0.1})
+    await rig.start()
+    await _fix_and_resolve(rig, "kubectl rollout restart deployment/checkout -n shop")
+    await _wait_playbooks(rig, "#1 draft")
+    await ask(rig, CHAT_ID, CAROL, "carol", "/playbook approve 1")
+    await rig.post_alert(am_payload("g-again", alert("b", action=None)))
+    await rig.telegram.wait_for(lambda: len(rig.cards()) == 2)
+    card = rig.cards()[1]
+    assert approve_data(card) and "Auto-approved" not in card.plain_text
