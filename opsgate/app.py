@@ -8,7 +8,7 @@ import os
 import secrets
 import socket
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from importlib.metadata import version
 from typing import Any
 from urllib.parse import urlsplit
@@ -46,6 +46,7 @@ from opsgate.services.chat import ChatError, ChatTarget
 from opsgate.services.chats import ChatDirectory
 from opsgate.services.execution import ExecutionService
 from opsgate.services.fanout import ResultFanout
+from opsgate.services.finetune_export import export_finetune
 from opsgate.services.health import HealthService, kube_version_check
 from opsgate.services.incidents import IncidentService
 from opsgate.services.jobs import JobKind, JobRunner
@@ -179,6 +180,13 @@ def build_app(settings: Settings, *, policy: Policy, kube: ApiClient) -> OpsGate
     async def archive_stale_knowledge() -> None:
         await knowledge.archive_unreferenced(timedelta(days=settings.knowledge_decay_days))
 
+    async def export_recent() -> None:
+        """The scheduled fine-tune export: the last interval's decisions, one file a run."""
+        assert settings.export_dir is not None
+        now = datetime.now(UTC)
+        out = settings.export_dir / f"finetune-{now:%Y%m%d}.jsonl"
+        await export_finetune(db, now - timedelta(seconds=settings.export_interval_seconds), out)
+
     async def refresh_queue_gauge() -> None:
         async with db.transaction() as session:
             metrics.queue_depth.set(await jobs.queue_depth(session))
@@ -202,6 +210,11 @@ def build_app(settings: Settings, *, policy: Policy, kube: ApiClient) -> OpsGate
             (settings.approval_sweep_seconds, approvals.expire_due),
             (QUEUE_GAUGE_SECONDS, refresh_queue_gauge),
             (settings.knowledge_decay_check_seconds, archive_stale_knowledge),
+            *(
+                [(settings.export_interval_seconds, export_recent)]
+                if settings.export_dir is not None
+                else []
+            ),
         ],
         wake=work_ready,
     )

@@ -5,14 +5,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+from datetime import UTC, date, datetime
 from importlib.metadata import version
 from pathlib import Path
 
 from opsgate.app import Runtime, build_app, load_kube_client
 from opsgate.logs import configure_logging
+from opsgate.services.finetune_export import export_finetune
 from opsgate.services.policy import Policy, PolicyError
 from opsgate.services.storage.db import Database
-from opsgate.settings import Settings, SettingsError, load_settings
+from opsgate.settings import Settings, SettingsError, load_database_settings, load_settings
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -23,17 +25,27 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("migrate", help="create or upgrade the database schema, then exit")
     check = sub.add_parser("check-policy", help="validate a policy file, then exit")
     check.add_argument("path")
+    export = sub.add_parser("export", help="export data, then exit")
+    export.add_argument("what", choices=["finetune"])
+    export.add_argument("--since", required=True, type=_utc_date, help="YYYY-MM-DD (UTC)")
+    export.add_argument("--out", required=True, type=Path, help="the JSONL file to write")
     args = parser.parse_args(argv)
     try:
         if args.command == "check-policy":
             Policy.from_file(Path(args.path))
             print(f"policy ok: {args.path}")
             return 0
+        if args.command in ("migrate", "export"):
+            configure_logging("auto", "warning")
+            url = load_database_settings().database_url
+            if args.command == "migrate":
+                asyncio.run(_migrate(url))
+            else:
+                count = asyncio.run(_export(url, args.since, args.out))
+                print(f"wrote {count} records to {args.out}")
+            return 0
         settings = load_settings()
         configure_logging(settings.log_format, settings.log_level)
-        if args.command == "migrate":
-            asyncio.run(_migrate(settings))
-            return 0
         asyncio.run(_serve(settings))
         return 0
     except (SettingsError, PolicyError) as exc:
@@ -43,12 +55,28 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
-async def _migrate(settings: Settings) -> None:
-    db = Database(settings.database_url)
+async def _migrate(url: str) -> None:
+    db = Database(url)
     try:
         await db.migrate()
     finally:
         await db.dispose()
+
+
+async def _export(url: str, since: datetime, out: Path) -> int:
+    db = Database(url)
+    try:
+        await db.migrate()
+        return await export_finetune(db, since, out)
+    finally:
+        await db.dispose()
+
+
+def _utc_date(text: str) -> datetime:
+    try:
+        return datetime.combine(date.fromisoformat(text), datetime.min.time(), UTC)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {text!r}") from None
 
 
 async def _serve(settings: Settings) -> None:

@@ -13,6 +13,14 @@ class SettingsError(Exception):
     """A setting is missing or invalid; the message names it in one line."""
 
 
+class DatabaseSettings(BaseSettings):
+    """What commands that only touch the database need (``opsgate migrate``, ``export``)."""
+
+    model_config = SettingsConfigDict(env_prefix="OPSGATE_", extra="ignore")
+
+    database_url: str = "sqlite+aiosqlite:///./opsgate.db"
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="OPSGATE_", extra="ignore")
 
@@ -42,6 +50,8 @@ class Settings(BaseSettings):
     verify_poll_seconds: float = Field(default=5.0, gt=0)
     knowledge_decay_days: float = Field(default=30.0, gt=0)
     knowledge_decay_check_seconds: float = Field(default=3600.0, gt=0)
+    export_dir: Path | None = None
+    export_interval_seconds: float = Field(default=7 * 24 * 3600.0, gt=0)
     notifier_timeout_seconds: float = Field(default=5.0, gt=0)
 
     job_poll_interval: float = Field(default=1.0, gt=0)
@@ -87,6 +97,13 @@ def load_settings(**overrides: object) -> Settings:
     """Build settings, turning pydantic's report into one line per broken setting."""
     try:
         return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        raise SettingsError(describe_validation_error(exc)) from None
+
+
+def load_database_settings() -> DatabaseSettings:
+    try:
+        return DatabaseSettings()
     except ValidationError as exc:
         raise SettingsError(describe_validation_error(exc)) from None
 

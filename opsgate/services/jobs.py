@@ -137,7 +137,8 @@ class JobRunner:
 
     async def run(self, stop: asyncio.Event) -> None:
         log.info("job_runner_started", owner=self.owner)
-        last_periodic = [0.0 for _ in self._periodic]
+        # Every periodic task runs once at start, then every interval.
+        last_periodic = [float("-inf")] * len(self._periodic)
         loop = asyncio.get_running_loop()
         try:
             while not stop.is_set():

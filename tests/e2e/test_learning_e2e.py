@@ -72,3 +72,16 @@ async def test_knowledge_and_feedback_after_the_reply(rig: Rig) -> None:
     stat, _ = await _stat_and_entry(rig)
     assert stat is not None and stat.wrong_diagnoses == 1 and stat.verified_success == 1
     assert stat.trust < 0.65  # one verified success (0.65), then one wrong diagnosis
+
+
+async def test_the_scheduled_export_writes_its_file(rig_factory: Rig) -> None:
+    rig = rig_factory
+    export_dir = rig.tmp_path / "exports"
+    rig.overrides["export_dir"] = export_dir
+    await rig.start()
+
+    async def written() -> bool:
+        return any(export_dir.glob("finetune-*.jsonl"))
+
+    await poll(written)
+    assert [p.read_text() for p in export_dir.glob("finetune-*.jsonl")] == [""]
