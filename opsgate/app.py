@@ -166,7 +166,8 @@ def build_app(settings: Settings, *, policy: Policy, kube: ApiClient) -> OpsGate
         jobs_ready=work_ready.set,
         on_finished=metrics.execution_finished,
     )
-    publisher = CardPublisher(db, sender)
+    knowledge = KnowledgeService(db)
+    publisher = CardPublisher(db, sender, knowledge)
     fanout = ResultFanout(
         db,
         sender,
@@ -175,7 +176,6 @@ def build_app(settings: Settings, *, policy: Policy, kube: ApiClient) -> OpsGate
     )
 
     learning = LearningService(db, jobs_ready=work_ready.set)
-    knowledge = KnowledgeService(db)
 
     async def archive_stale_knowledge() -> None:
         await knowledge.archive_unreferenced(timedelta(days=settings.knowledge_decay_days))

@@ -71,6 +71,8 @@ def _card_action(card: CardView) -> str:
     ]
     if card.record:
         lines.append(f"📈 {e(card.record)}")
+    if card.related_case:
+        lines.append(f"📚 past case: {e(card.related_case[:300])}")
     lines.extend(_decision_lines(card))
     return "\n".join(lines)
 

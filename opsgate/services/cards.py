@@ -7,6 +7,7 @@ changes collapses into one edit showing the latest truth.
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Any, Protocol
 
 import structlog
 from sqlalchemy import select, update
@@ -49,6 +50,7 @@ async def build_card(session: AsyncSession, incident: Incident) -> CardView:
         .limit(1)
     )
     base = CardView(
+        related_case=_case_line(incident.related_case),
         incident_id=incident.id,
         incident_status=incident.status,
         severity=incident.severity,
@@ -102,8 +104,15 @@ async def build_card(session: AsyncSession, incident: Incident) -> CardView:
         verification_status=execution.verification_status if execution else None,
         verification_detail=execution.verification_detail if execution else "",
         record=await _record(session, incident, approval),
+        related_case=_case_line(incident.related_case),
         auto_approved=approval.requested_by == AUTO_REQUESTER,
     )
+
+
+def _case_line(case: dict[str, Any] | None) -> str:
+    if not case:
+        return ""
+    return f"{case.get('title', '')} ({case.get('incident_id', '')})"
 
 
 async def _record(session: AsyncSession, incident: Incident, approval: Approval) -> str:
@@ -138,10 +147,15 @@ def _duration(execution: Execution | None) -> float | None:
     return (execution.finished_at - execution.started_at).total_seconds()
 
 
+class CaseFinder(Protocol):
+    async def related_case(self, alertname: str, service: str) -> dict[str, Any] | None: ...
+
+
 class CardPublisher:
-    def __init__(self, db: Database, chat: ChatPort) -> None:
+    def __init__(self, db: Database, chat: ChatPort, cases: CaseFinder | None = None) -> None:
         self._db = db
         self._chat = chat
+        self._cases = cases
 
     async def sync_card(self, job: ClaimedJob) -> None:
         """Post the incident's card if it has none yet, else edit it to the current state."""
@@ -152,6 +166,8 @@ class CardPublisher:
             view = await build_card(session, incident)
             target = ChatTarget(incident.chat_id, incident.thread_id)
             message_id = incident.message_id
+        if message_id is None and self._cases is not None:
+            view = await self._attach_related_case(job.ref, view)
         if message_id is not None:
             try:
                 await self._chat.edit_card(
@@ -185,6 +201,18 @@ class CardPublisher:
                 session, job.ref, "card_posted", f"alert card posted to chat {ref.chat_id}"
             )
         log.info("card_posted", incident_id=job.ref, chat_id=ref.chat_id, message_id=ref.message_id)
+
+    async def _attach_related_case(self, incident_id: str, view: CardView) -> CardView:
+        """Before the first post: the closest past case, if any (it counts as referenced)."""
+        assert self._cases is not None
+        case = await self._cases.related_case(view.alertname, view.service)
+        if case is None:
+            return view
+        async with self._db.transaction() as session:
+            await session.execute(
+                update(Incident).where(Incident.id == incident_id).values(related_case=case)
+            )
+        return replace(view, related_case=_case_line(case))
 
     async def publish_result(self, job: ClaimedJob) -> None:
         """Final card edit, then the reply under the original alert; each at most once."""

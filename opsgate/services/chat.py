@@ -68,6 +68,7 @@ class CardView:
     verification_detail: str = ""
     record: str = ""
     auto_approved: bool = False
+    related_case: str = ""
 
     @property
     def offers_buttons(self) -> bool:

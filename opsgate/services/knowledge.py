@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 import structlog
 from sqlalchemy import select, text, update
@@ -121,6 +122,17 @@ class KnowledgeService:
                     )
                 )
         return hits
+
+    async def related_case(self, alertname: str, service: str) -> dict[str, Any] | None:
+        """The best past case for an alert, for its card; showing it counts as a reference."""
+        hits = await self.search(f"{alertname} {service}", limit=1)
+        if not hits:
+            return None
+        return {
+            "entry_id": hits[0].entry_id,
+            "title": hits[0].title,
+            "incident_id": hits[0].incident_id,
+        }
 
     async def archive_unreferenced(self, older_than: timedelta) -> int:
         """Knowledge decay: drafts and entries under review nobody referenced lately."""

@@ -85,3 +85,27 @@ async def test_the_scheduled_export_writes_its_file(rig_factory: Rig) -> None:
 
     await poll(written)
     assert [p.read_text() for p in export_dir.glob("finetune-*.jsonl")] == [""]
+
+
+async def test_a_new_card_shows_the_closest_past_case(rig: Rig) -> None:
+    first = (await rig.post_alert(am_payload())).json()["incident_id"]
+    card = await rig.wait_card()
+    await rig.telegram.wait_answer(
+        rig.telegram.tap(
+            CHAT_ID, card.message_id, rig.telegram.user(ALICE, "alice"), approve_data(card)
+        )
+    )
+    await rig.wait_reply(card.message_id)
+
+    async def written() -> bool:
+        _, entry = await _stat_and_entry(rig)
+        return entry is not None
+
+    await poll(written)
+    await rig.post_alert(am_payload("g-second"))
+    await rig.telegram.wait_for(lambda: len(rig.cards()) == 2)
+    second = rig.cards()[1]
+    assert "📚 past case: Fixed CheckoutErrors with kubectl rollout restart" in second.plain_text
+    assert f"({first})" in second.plain_text
+    _, entry = await _stat_and_entry(rig)
+    assert entry is not None and entry.reference_count == 1 and entry.referenced_at is not None

@@ -82,6 +82,8 @@ class Incident(Base):
     # Where results go besides the alert thread ("tg:<chat id>", "notifier:<name>"), fixed by
     # the route when the incident opened so a later policy edit does not reroute it midway.
     result_destinations: Mapped[list[Any]] = mapped_column(default=list)
+    # A past case shown on the card, looked up once when the card is first posted.
+    related_case: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
     resolved_at: Mapped[datetime | None] = mapped_column(nullable=True)
