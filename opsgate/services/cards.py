@@ -23,7 +23,7 @@ from opsgate.services.chat import (
     MessageRef,
     ResultView,
 )
-from opsgate.services.execution import SUCCEEDED, approver_names
+from opsgate.services.execution import SUCCEEDED, approver_names, load_execution
 from opsgate.services.jobs import ClaimedJob
 from opsgate.services.learning import AUTO_REQUESTER, record_in, signature
 from opsgate.services.operations import Operation
@@ -217,12 +217,10 @@ class CardPublisher:
     async def publish_result(self, job: ClaimedJob) -> None:
         """Final card edit, then the reply under the original alert; each at most once."""
         async with self._db.transaction() as session:
-            approval = await session.get(Approval, job.ref)
-            execution = await session.get(Execution, job.ref)
-            if approval is None or execution is None:
+            record = await load_execution(session, job.ref)
+            if record is None:
                 return
-            incident = await session.get(Incident, approval.incident_id)
-            assert incident is not None
+            approval, execution, incident = record.approval, record.execution, record.incident
             view = await build_card(session, incident)
             result = await result_view(session, approval, execution, incident)
             target = ChatTarget(incident.chat_id, incident.thread_id)

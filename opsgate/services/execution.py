@@ -264,6 +264,24 @@ async def _locked_execution(session: AsyncSession, approval_id: str) -> Executio
     )
 
 
+@dataclass(frozen=True)
+class ExecutionRecord:
+    approval: Approval
+    execution: Execution
+    incident: Incident
+
+
+async def load_execution(session: AsyncSession, approval_id: str) -> ExecutionRecord | None:
+    """An execution with its approval and incident: what every follow-up job starts from."""
+    approval = await session.get(Approval, approval_id)
+    execution = await session.get(Execution, approval_id)
+    if approval is None or execution is None:
+        return None
+    incident = await session.get(Incident, approval.incident_id)
+    assert incident is not None
+    return ExecutionRecord(approval, execution, incident)
+
+
 async def approver_names(session: AsyncSession, approval_id: str) -> list[str]:
     rows = await session.scalars(
         select(Signature)

@@ -9,11 +9,11 @@ import structlog
 from opsgate.services import timeline
 from opsgate.services.cards import result_view
 from opsgate.services.chat import ChatPort, ChatRejected, ChatTarget, ResultView
+from opsgate.services.execution import load_execution
 from opsgate.services.jobs import ClaimedJob
 from opsgate.services.notifiers import Notifier, NotifierError
 from opsgate.services.routing import NOTIFIER, TELEGRAM
 from opsgate.services.storage.db import Database
-from opsgate.services.storage.models import Approval, Execution, Incident
 
 log = structlog.get_logger(__name__)
 
@@ -39,13 +39,11 @@ class ResultFanout:
     async def notify(self, job: ClaimedJob) -> None:
         approval_id, _, destination = job.ref.partition("|")
         async with self._db.transaction() as session:
-            approval = await session.get(Approval, approval_id)
-            execution = await session.get(Execution, approval_id)
-            if approval is None or execution is None:
+            record = await load_execution(session, approval_id)
+            if record is None:
                 return
-            incident = await session.get(Incident, approval.incident_id)
-            assert incident is not None
-            result = await result_view(session, approval, execution, incident)
+            incident = record.incident
+            result = await result_view(session, record.approval, record.execution, incident)
         bound = log.bind(approval_id=approval_id, destination=destination)
         try:
             await self._deliver(destination, result)

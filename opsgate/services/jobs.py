@@ -43,14 +43,6 @@ class JobKind(StrEnum):
     EXTRACT_PLAYBOOK = "extract_playbook"
 
 
-# Learning updates shared counters; one at a time keeps them exact without row-lock races.
-LEARNING_SERIAL = "learning"
-
-
-async def enqueue_learning(session: AsyncSession, approval_id: str, event: str) -> None:
-    await enqueue(session, JobKind.LEARN, f"{approval_id}|{event}", serial_key=LEARNING_SERIAL)
-
-
 class RetryJob(Exception):
     """Raised by a handler that wants to run again at ``at`` without counting a failure."""
 
@@ -105,6 +97,18 @@ async def enqueue(
         )
     else:
         session.add(Job(**values))
+
+
+# Learning updates shared counters; one at a time keeps them exact without row-lock races.
+LEARNING_SERIAL = "learning"
+
+
+def learn_ref(approval_id: str, event: str) -> str:
+    return f"{approval_id}|{event}"
+
+
+async def enqueue_learning(session: AsyncSession, approval_id: str, event: str) -> None:
+    await enqueue(session, JobKind.LEARN, learn_ref(approval_id, event), serial_key=LEARNING_SERIAL)
 
 
 class JobRunner:

@@ -15,7 +15,7 @@ import structlog
 from sqlalchemy import select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from opsgate.services.execution import approver_names
+from opsgate.services.execution import approver_names, load_execution
 from opsgate.services.jobs import ClaimedJob
 from opsgate.services.storage.db import Database
 from opsgate.services.storage.models import (
@@ -55,12 +55,10 @@ class KnowledgeService:
     async def write_back(self, job: ClaimedJob) -> None:
         """Create or refresh the case for one execution (refreshed once it is verified)."""
         async with self._db.transaction() as session:
-            approval = await session.get(Approval, job.ref)
-            execution = await session.get(Execution, job.ref)
-            if approval is None or execution is None:
+            record = await load_execution(session, job.ref)
+            if record is None:
                 return
-            incident = await session.get(Incident, approval.incident_id)
-            assert incident is not None
+            approval, execution, incident = record.approval, record.execution, record.incident
             title, content, tags, category = await _case(session, incident, approval, execution)
             entry = await session.scalar(
                 select(KnowledgeEntry).where(KnowledgeEntry.approval_id == approval.id)

@@ -19,7 +19,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from opsgate.services import timeline
-from opsgate.services.jobs import ClaimedJob, JobKind, enqueue_learning
+from opsgate.services.jobs import ClaimedJob, JobKind, enqueue_learning, learn_ref
 from opsgate.services.storage.db import Database
 from opsgate.services.storage.models import (
     Approval,
@@ -55,10 +55,6 @@ def signature(incident: Incident) -> str:
 
 def ewma(previous: float, score: float) -> float:
     return ALPHA * score + (1 - ALPHA) * previous
-
-
-def learn_ref(approval_id: str, event: str) -> str:
-    return f"{approval_id}|{event}"
 
 
 @dataclass(frozen=True)
