@@ -159,6 +159,9 @@ def build_app(settings: Settings, *, policy: Policy, kube: ApiClient) -> OpsGate
         deadline=timedelta(seconds=settings.verify_timeout_seconds),
         poll=timedelta(seconds=settings.verify_poll_seconds),
         jobs_ready=work_ready.set,
+        alert_window=timedelta(seconds=settings.verify_alert_window_seconds)
+        if settings.verify_alert_window_seconds
+        else None,
     )
     execution = ExecutionService(
         db,

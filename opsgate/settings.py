@@ -48,6 +48,7 @@ class Settings(BaseSettings):
 
     verify_timeout_seconds: float = Field(default=600.0, gt=0)
     verify_poll_seconds: float = Field(default=5.0, gt=0)
+    verify_alert_window_seconds: float = Field(default=0.0, ge=0)
     knowledge_decay_days: float = Field(default=30.0, gt=0)
     knowledge_decay_check_seconds: float = Field(default=3600.0, gt=0)
     export_dir: Path | None = None

@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from opsgate.services import timeline
 from opsgate.services.alertmanager import ACTION_ANNOTATION, RISK_ANNOTATION, AmAlert, AmPayload
 from opsgate.services.approvals import APPROVED, PENDING, ApprovalService, Proposal
+from opsgate.services.execution import FINAL_STATES
 from opsgate.services.ids import new_incident_id
 from opsgate.services.jobs import JobKind, enqueue
 from opsgate.services.learning import AUTO_REQUESTER, record_in, signature
@@ -30,7 +31,6 @@ from opsgate.services.storage.models import Alert, Approval, Execution, Incident
 
 log = structlog.get_logger(__name__)
 
-FINAL_STATES = ("succeeded", "failed")
 SERVICE_LABELS = ("service", "app", "app_kubernetes_io_name", "deployment", "job")
 
 

@@ -19,15 +19,15 @@ from opsgate.services.failures import classify
 from opsgate.services.jobs import ClaimedJob, JobKind, RetryJob, enqueue, enqueue_learning
 from opsgate.services.operations import Operation, OperationKind
 from opsgate.services.storage.db import Database
-from opsgate.services.storage.models import Approval, Execution, utcnow
+from opsgate.services.storage.models import Approval, Execution, Incident, utcnow
 
 log = structlog.get_logger(__name__)
 
 VERIFYING = "pending"
 SUCCESS = "success"
+DEGRADED = "degraded"
 FAILED = "failed"
 TIMEOUT = "timeout"
-FINAL = (SUCCESS, "degraded", FAILED, TIMEOUT)
 
 
 class ClusterReader(Protocol):
@@ -51,11 +51,13 @@ class VerificationService:
         deadline: timedelta,
         poll: timedelta,
         jobs_ready: Callable[[], None],
+        alert_window: timedelta | None = None,
     ) -> None:
         self._db = db
         self._cluster = cluster
         self._deadline = deadline
         self._poll = poll
+        self._alert_window = alert_window
         self._jobs_ready = jobs_ready
 
     async def run_job(self, job: ClaimedJob) -> None:
@@ -69,6 +71,8 @@ class VerificationService:
             op = Operation.from_dict(approval.operation)
             context = dict(execution.context)
             finished_at = execution.finished_at
+            incident = await session.get(Incident, approval.incident_id)
+            still_firing = incident is not None and incident.status == "firing"
         verdict = await self._look(op, context)
         now = utcnow()
         if verdict.state == rollout_status.PENDING:
@@ -76,6 +80,13 @@ class VerificationService:
                 raise RetryJob(now + self._poll, verdict.message)
             outcome, detail = TIMEOUT, f"not converged after {self._deadline.total_seconds():g} s: "
             detail += verdict.message
+        elif verdict.state == rollout_status.DONE and still_firing and self._alert_window:
+            # Converged; the optional second opinion is the alert itself.
+            if now - finished_at < self._alert_window:
+                raise RetryJob(now + self._poll, "converged; waiting for the alert to resolve")
+            window = self._alert_window.total_seconds()
+            outcome = DEGRADED
+            detail = f"{verdict.message}, but the alert still fires {window:g} s after the fix"
         elif verdict.state == rollout_status.DONE:
             took = (now - finished_at).total_seconds()
             outcome, detail = SUCCESS, f"{verdict.message} in {took:.0f} s"

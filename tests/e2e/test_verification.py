@@ -96,3 +96,26 @@ async def test_cordon_needs_no_verification(rig: Rig) -> None:
     await rig.wait_reply(card.message_id)
     final = await rig.wait_text(card.message_id, "Done")
     assert "verif" not in final.plain_text
+
+
+async def test_an_alert_that_keeps_firing_makes_it_degraded(rig_factory: Rig) -> None:
+    rig = rig_factory
+    rig.overrides.update(verify_poll_seconds=0.2, verify_alert_window_seconds=1.0)
+    await rig.start()
+    card_id = await _run(rig)
+    card = await rig.wait_text(card_id, "verification: degraded")
+    assert "rollout complete, 2/2 replicas available, but the alert still fires 1 s" in (
+        card.plain_text
+    )
+
+
+async def test_an_alert_that_resolves_within_the_window_verifies(rig_factory: Rig) -> None:
+    rig = rig_factory
+    rig.overrides.update(verify_poll_seconds=0.2, verify_alert_window_seconds=30.0)
+    await rig.start()
+    action = "kubectl rollout restart deployment/checkout -n shop"
+    card_id = await _run(rig, action)
+    await rig.wait_text(card_id, "verifying…")
+    await rig.post_alert(am_payload(f"g:{action}", alert(status="resolved", action=action)))
+    card = await rig.wait_text(card_id, "verified: rollout complete")
+    assert "RESOLVED" in card.plain_text
