@@ -7,8 +7,9 @@ from dataclasses import dataclass
 from telegram import Update
 from telegram.ext import ContextTypes
 
-from opsgate.bot.callback_data import CardAction, decode
+from opsgate.bot.callback_data import CardAction
 from opsgate.bot.sender import TelegramSender
+from opsgate.handlers.callback_actions import expect
 from opsgate.services.approvals import ApprovalService, Tapper
 
 
@@ -21,11 +22,8 @@ class CardButtons:
         query = update.callback_query
         if query is None:
             return
-        action = decode(query.data)
-        if not isinstance(action, CardAction):
-            await self.sender.answer_callback(
-                query.id, "This button is not valid any more.", alert=True
-            )
+        action = await expect(self.sender, query, CardAction)
+        if action is None:
             return
         user = query.from_user
         outcome = await self.approvals.decide(

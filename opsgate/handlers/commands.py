@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from telegram import InlineKeyboardMarkup, Message, Update, User
 from telegram.ext import ContextTypes
 
-from opsgate.bot.callback_data import PageAction, decode
+from opsgate.bot.callback_data import PageAction
 from opsgate.bot.keyboards import pager_keyboard
 from opsgate.bot.render import e, timeline_messages
 from opsgate.bot.render_commands import (
@@ -22,6 +22,7 @@ from opsgate.bot.render_commands import (
     whoami_html,
 )
 from opsgate.bot.sender import TelegramSender
+from opsgate.handlers.callback_actions import expect
 from opsgate.services.chats import ChatDirectory
 from opsgate.services.health import HealthService
 from opsgate.services.knowledge import KnowledgeService
@@ -101,11 +102,8 @@ class ChatCommands:
         query = update.callback_query
         if query is None or query.message is None:
             return
-        action = decode(query.data)
-        if not isinstance(action, PageAction):
-            await self.sender.answer_callback(
-                query.id, "This button is not valid any more.", alert=True
-            )
+        action = await expect(self.sender, query, PageAction)
+        if action is None:
             return
         if not self.policy.is_member(query.from_user.id):
             await self.sender.answer_callback(query.id, NOT_MEMBER, alert=True)

@@ -7,8 +7,9 @@ from dataclasses import dataclass
 from telegram import Update
 from telegram.ext import ContextTypes
 
-from opsgate.bot.callback_data import FeedbackAction, decode
+from opsgate.bot.callback_data import FeedbackAction
 from opsgate.bot.sender import TelegramSender
+from opsgate.handlers.callback_actions import expect
 from opsgate.services.learning import LearningService
 from opsgate.services.policy import Policy
 
@@ -25,11 +26,8 @@ class FeedbackButtons:
         query = update.callback_query
         if query is None:
             return
-        action = decode(query.data)
-        if not isinstance(action, FeedbackAction):
-            await self.sender.answer_callback(
-                query.id, "This button is not valid any more.", alert=True
-            )
+        action = await expect(self.sender, query, FeedbackAction)
+        if action is None:
             return
         user = query.from_user
         if not self.policy.is_member(user.id):

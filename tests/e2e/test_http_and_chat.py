@@ -141,3 +141,15 @@ async def test_timeline_usage_and_unknown_incident(rig: Rig) -> None:
         CHAT_ID, alice, "/timeline", reply_to_message_id=card.message_id
     )
     assert "alert_received" in (await rig.wait_reply(by_reply.message_id)).plain_text
+
+
+async def test_buttons_from_an_older_version_are_answered_and_ignored(rig: Rig) -> None:
+    await rig.post_alert(am_payload())
+    card = await rig.wait_card()
+    user = rig.telegram.user(ALICE, "alice")
+    for data in ("v0:ap:abc", "v1:zz:abc", "v1:pg:inc:x"):
+        answer = await rig.telegram.wait_answer(
+            rig.telegram.tap_stale(CHAT_ID, card.message_id, user, data)
+        )
+        assert answer.show_alert and answer.text == "This button is not valid any more."
+    assert "Approvals 0/1" in rig.telegram.message(CHAT_ID, card.message_id).plain_text
