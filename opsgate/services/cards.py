@@ -100,7 +100,7 @@ async def build_card(session: AsyncSession, incident: Incident) -> CardView:
         next_attempt_at=execution.next_attempt_at if execution else None,
         retry_delay_seconds=execution.retry_delay_seconds if execution else 0,
         result_detail=execution.result_detail if execution else "",
-        duration_seconds=_duration(execution),
+        duration_seconds=execution.duration_seconds if execution else None,
         verification_status=execution.verification_status if execution else None,
         verification_detail=execution.verification_detail if execution else "",
         record=await _record(session, incident, approval),
@@ -132,19 +132,13 @@ async def result_view(
         succeeded=execution.status == SUCCEEDED,
         detail=execution.result_detail,
         attempts=execution.attempts,
-        duration_seconds=_duration(execution),
+        duration_seconds=execution.duration_seconds,
         approvers=tuple(await approver_names(session, approval.id)),
         alertname=incident.alertname,
         service=incident.service,
         namespace=incident.namespace,
         approval_id=approval.id,
     )
-
-
-def _duration(execution: Execution | None) -> float | None:
-    if execution is None or execution.started_at is None or execution.finished_at is None:
-        return None
-    return (execution.finished_at - execution.started_at).total_seconds()
 
 
 class CaseFinder(Protocol):

@@ -121,9 +121,7 @@ async def _record(session: AsyncSession, approval: Approval) -> dict[str, Any]:
             "status": execution.status,
             "attempts": execution.attempts,
             "detail": execution.result_detail,
-            "duration_seconds": (execution.finished_at - execution.started_at).total_seconds()
-            if execution.finished_at and execution.started_at
-            else None,
+            "duration_seconds": execution.duration_seconds,
         },
         "verification": None
         if execution is None or execution.verification_status is None

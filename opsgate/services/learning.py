@@ -50,7 +50,11 @@ AUTO_REQUESTER = "auto_approve"
 
 def signature(incident: Incident) -> str:
     """The kind of alert: its name and where it fires."""
-    return "|".join((incident.alertname, incident.namespace, incident.service))[:255]
+    return signature_of(incident.alertname, incident.namespace, incident.service)
+
+
+def signature_of(alertname: str, namespace: str, service: str) -> str:
+    return "|".join((alertname, namespace, service))[:255]
 
 
 def ewma(previous: float, score: float) -> float:

@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from opsgate.services import timeline
 from opsgate.services.jobs import ClaimedJob
-from opsgate.services.learning import PlaybookRecord, record_in
+from opsgate.services.learning import PlaybookRecord, record_in, signature_of
 from opsgate.services.storage.db import Database
 from opsgate.services.storage.models import Approval, Execution, Incident, Playbook, utcnow
 
@@ -127,7 +127,8 @@ class PlaybookService:
             )
             lines = []
             for p in playbooks:
-                sig = "|".join((p.alertname, *(str(p.match_labels.get(k, "")) for k in KEY_LABELS)))
+                labels = {k: str(p.match_labels.get(k, "")) for k in KEY_LABELS}
+                sig = signature_of(p.alertname, labels["namespace"], labels["service"])
                 record = await record_in(session, sig, p.action)
                 lines.append(
                     PlaybookLine(

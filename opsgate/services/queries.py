@@ -163,9 +163,7 @@ class IncidentQueries:
                     await approver_names(session, approval.id),
                     execution.status,
                     execution.attempts,
-                    (execution.finished_at - execution.started_at).total_seconds()
-                    if execution.finished_at and execution.started_at
-                    else None,
+                    execution.duration_seconds,
                     execution.finished_at,
                     execution.result_detail,
                     f"{execution.verification_status}: {execution.verification_detail}"

@@ -158,6 +158,13 @@ class Execution(Base):
     verification_detail: Mapped[str] = mapped_column(Text, default="")
     verified_at: Mapped[datetime | None] = mapped_column(nullable=True)
 
+    @property
+    def duration_seconds(self) -> float | None:
+        """From the first attempt to the end, retry waits included; None until it ended."""
+        if self.started_at is None or self.finished_at is None:
+            return None
+        return (self.finished_at - self.started_at).total_seconds()
+
 
 class ExecutionAttempt(Base):
     """The audit log: one row per attempt against the cluster."""
