@@ -49,7 +49,8 @@ from opsgate.services.fanout import ResultFanout
 from opsgate.services.finetune_export import export_finetune
 from opsgate.services.health import HealthService, kube_version_check
 from opsgate.services.incidents import IncidentService
-from opsgate.services.jobs import JobKind, JobRunner
+from opsgate.services.job_kinds import JobKind
+from opsgate.services.jobs import JobRunner, Periodic
 from opsgate.services.knowledge import KnowledgeService
 from opsgate.services.kube_executor import KubeExecutor
 from opsgate.services.learning import LearningService
@@ -59,12 +60,14 @@ from opsgate.services.policy import Policy
 from opsgate.services.queries import IncidentQueries
 from opsgate.services.routing import Router
 from opsgate.services.storage.db import Database
+from opsgate.services.telegram_inbox import UpdateInbox
 from opsgate.services.verification import VerificationService
 from opsgate.settings import Settings, SettingsError
 
 log = structlog.get_logger(__name__)
 
 QUEUE_GAUGE_SECONDS = 15.0
+PRUNE_SECONDS = 3600.0
 
 
 async def load_kube_client(settings: Settings) -> ApiClient:
@@ -99,6 +102,7 @@ class OpsGate:
     kube: ApiClient
     http: httpx.AsyncClient
     runner: JobRunner
+    update_runner: JobRunner | None
     api: FastAPI
     webhook_secret: str | None
 
@@ -118,6 +122,9 @@ def build_telegram(settings: Settings) -> Application:  # type: ignore[type-arg]
     )
     if settings.telegram_webhook_url is not None:
         builder = builder.updater(None)
+    else:
+        # Polled updates are handled side by side: a long answer never holds up a tap.
+        builder = builder.concurrent_updates(settings.update_concurrency)
     return builder.build()
 
 
@@ -132,15 +139,12 @@ def build_app(settings: Settings, *, policy: Policy, kube: ApiClient) -> OpsGate
     chats = ChatDirectory(db)
     sender = TelegramSender(telegram.bot, chats, on_error=metrics.telegram_error)
     http = httpx.AsyncClient(timeout=settings.notifier_timeout_seconds)
-    # Services wake the runner when they enqueue work; the runner waits on the same event.
-    work_ready = asyncio.Event()
 
     approvals = ApprovalService(
         db,
         policy,
         ttl=timedelta(seconds=settings.approval_ttl_seconds),
         retry=RetryPolicy(settings.retry_max, settings.retry_delay_seconds),
-        jobs_ready=work_ready.set,
     )
     router = Router(policy, ChatTarget(settings.alert_chat_id, settings.alert_thread_id))
     playbooks = PlaybookService(db)
@@ -150,7 +154,6 @@ def build_app(settings: Settings, *, policy: Policy, kube: ApiClient) -> OpsGate
         router=router,
         playbooks=playbooks,
         auto_approve=policy.auto_approve,
-        jobs_ready=work_ready.set,
     )
     executor = KubeExecutor(kube, settings.kube_request_timeout)
     verification = VerificationService(
@@ -158,17 +161,11 @@ def build_app(settings: Settings, *, policy: Policy, kube: ApiClient) -> OpsGate
         executor,
         deadline=timedelta(seconds=settings.verify_timeout_seconds),
         poll=timedelta(seconds=settings.verify_poll_seconds),
-        jobs_ready=work_ready.set,
         alert_window=timedelta(seconds=settings.verify_alert_window_seconds)
         if settings.verify_alert_window_seconds
         else None,
     )
-    execution = ExecutionService(
-        db,
-        executor,
-        jobs_ready=work_ready.set,
-        on_finished=metrics.execution_finished,
-    )
+    execution = ExecutionService(db, executor, on_finished=metrics.execution_finished)
     knowledge = KnowledgeService(db)
     publisher = CardPublisher(db, sender, knowledge)
     fanout = ResultFanout(
@@ -178,7 +175,7 @@ def build_app(settings: Settings, *, policy: Policy, kube: ApiClient) -> OpsGate
         on_failure=metrics.notify_failed,
     )
 
-    learning = LearningService(db, jobs_ready=work_ready.set)
+    learning = LearningService(db)
 
     async def archive_stale_knowledge() -> None:
         await knowledge.archive_unreferenced(timedelta(days=settings.knowledge_decay_days))
@@ -194,6 +191,19 @@ def build_app(settings: Settings, *, policy: Policy, kube: ApiClient) -> OpsGate
         async with db.transaction() as session:
             metrics.queue_depth.set(await jobs.queue_depth(session))
 
+    async def prune_jobs() -> None:
+        await jobs.prune_finished(db, timedelta(seconds=settings.job_retention_seconds))
+
+    periodic = {
+        "expire_approvals": Periodic(settings.approval_sweep_seconds, approvals.expire_due),
+        "queue_gauge": Periodic(QUEUE_GAUGE_SECONDS, refresh_queue_gauge),
+        "archive_knowledge": Periodic(
+            settings.knowledge_decay_check_seconds, archive_stale_knowledge
+        ),
+        "prune_jobs": Periodic(PRUNE_SECONDS, prune_jobs),
+    }
+    if settings.export_dir is not None:
+        periodic["finetune_export"] = Periodic(settings.export_interval_seconds, export_recent)
     runner = JobRunner(
         db,
         {
@@ -206,20 +216,11 @@ def build_app(settings: Settings, *, policy: Policy, kube: ApiClient) -> OpsGate
             JobKind.KNOWLEDGE: knowledge.write_back,
             JobKind.EXTRACT_PLAYBOOK: playbooks.extract,
         },
+        owner=settings.instance_id,
         lease_seconds=settings.job_lease_seconds,
         poll_interval=settings.job_poll_interval,
         concurrency=settings.job_concurrency,
-        periodic=[
-            (settings.approval_sweep_seconds, approvals.expire_due),
-            (QUEUE_GAUGE_SECONDS, refresh_queue_gauge),
-            (settings.knowledge_decay_check_seconds, archive_stale_knowledge),
-            *(
-                [(settings.export_interval_seconds, export_recent)]
-                if settings.export_dir is not None
-                else []
-            ),
-        ],
-        wake=work_ready,
+        periodic=periodic,
     )
     health = HealthService(
         db,
@@ -242,6 +243,7 @@ def build_app(settings: Settings, *, policy: Policy, kube: ApiClient) -> OpsGate
         health_router(db, metrics.registry),
     ]
     webhook_secret: str | None = None
+    update_runner: JobRunner | None = None
     if settings.telegram_webhook_url is not None:
         webhook_secret = (
             settings.telegram_webhook_secret.get_secret_value()
@@ -249,11 +251,22 @@ def build_app(settings: Settings, *, policy: Policy, kube: ApiClient) -> OpsGate
             else secrets.token_urlsafe(32)
         )
 
-        async def deliver(data: dict[str, Any]) -> None:
-            await telegram.update_queue.put(Update.de_json(data, telegram.bot))
+        async def process(data: dict[str, Any]) -> None:
+            await telegram.process_update(Update.de_json(data, telegram.bot))
 
+        inbox = UpdateInbox(db, process)
+        # Updates have their own workers, so a tap never waits behind a slow execution.
+        update_runner = JobRunner(
+            db,
+            {JobKind.TELEGRAM_UPDATE: inbox.run_job},
+            owner=settings.instance_id,
+            lease_seconds=settings.job_lease_seconds,
+            poll_interval=settings.job_poll_interval,
+            concurrency=settings.update_concurrency,
+            name="updates",
+        )
         path = urlsplit(settings.telegram_webhook_url).path or "/telegram/webhook"
-        routers.append(telegram_webhook_router(path, webhook_secret, deliver))
+        routers.append(telegram_webhook_router(path, webhook_secret, inbox.accept))
     return OpsGate(
         settings=settings,
         db=db,
@@ -264,6 +277,7 @@ def build_app(settings: Settings, *, policy: Policy, kube: ApiClient) -> OpsGate
         kube=kube,
         http=http,
         runner=runner,
+        update_runner=update_runner,
         api=create_api(*routers),
         webhook_secret=webhook_secret,
     )
@@ -333,14 +347,17 @@ class Runtime:
             await og.telegram.updater.start_polling(allowed_updates=ALLOWED_UPDATES)
         server = uvicorn.Server(uvicorn.Config(og.api, log_config=None, lifespan="off"))
         runner_stop = asyncio.Event()
-        runner_task = asyncio.create_task(og.runner.run(runner_stop), name="job-runner")
+        runners = [og.runner, *([og.update_runner] if og.update_runner else [])]
+        runner_tasks = [
+            asyncio.create_task(r.run(runner_stop), name=f"job-runner-{r.name}") for r in runners
+        ]
         server_task = asyncio.create_task(server.serve(sockets=[sock]), name="http-server")
         stop_task = asyncio.create_task(self.stop.wait(), name="stop-signal")
         log.info("opsgate_started", http_port=self.port, webhook=og.webhook_secret is not None)
         self.started.set()
         try:
             done, _ = await asyncio.wait(
-                {server_task, runner_task, stop_task}, return_when=asyncio.FIRST_COMPLETED
+                {server_task, stop_task, *runner_tasks}, return_when=asyncio.FIRST_COMPLETED
             )
             for task in done - {stop_task}:
                 if task.exception() is not None:
@@ -349,7 +366,7 @@ class Runtime:
             server.should_exit = True
             runner_stop.set()
             stop_task.cancel()
-            await asyncio.gather(server_task, runner_task, stop_task, return_exceptions=True)
+            await asyncio.gather(server_task, stop_task, *runner_tasks, return_exceptions=True)
 
     async def _shutdown(self) -> None:
         og = self.og

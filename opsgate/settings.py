@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 from typing import Literal
 
@@ -55,9 +56,12 @@ class Settings(BaseSettings):
     export_interval_seconds: float = Field(default=7 * 24 * 3600.0, gt=0)
     notifier_timeout_seconds: float = Field(default=5.0, gt=0)
 
+    instance_id: str = Field(default_factory=socket.gethostname, min_length=1, max_length=200)
     job_poll_interval: float = Field(default=1.0, gt=0)
-    job_lease_seconds: float = Field(default=300.0, gt=0)
+    job_lease_seconds: float = Field(default=15.0, ge=3)
     job_concurrency: int = Field(default=8, ge=1)
+    job_retention_seconds: float = Field(default=7 * 24 * 3600.0, gt=0)
+    update_concurrency: int = Field(default=16, ge=1)
 
     telegram_group_rate_per_minute: int = Field(default=20, ge=1)
     telegram_overall_rate_per_second: int = Field(default=30, ge=1)

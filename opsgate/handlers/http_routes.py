@@ -166,7 +166,7 @@ def health_router(db: Database, registry: CollectorRegistry) -> APIRouter:
 
 
 def telegram_webhook_router(
-    path: str, secret: str, deliver: Callable[[dict[str, Any]], Awaitable[None]]
+    path: str, secret: str, deliver: Callable[[dict[str, Any]], Awaitable[object]]
 ) -> APIRouter:
     router = APIRouter()
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -13,7 +12,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from opsgate.services import timeline
 from opsgate.services.ids import new_approval_id
-from opsgate.services.jobs import JobKind, enqueue, enqueue_learning
+from opsgate.services.job_kinds import EXECUTE, LEARN, SYNC_CARD, ApprovalJob, IncidentJob, LearnJob
+from opsgate.services.jobs import enqueue
 from opsgate.services.operations import Operation, parse_operation
 from opsgate.services.policy import Policy
 from opsgate.services.risk import Risk, effective_risk
@@ -72,13 +72,11 @@ class ApprovalService:
         *,
         ttl: timedelta,
         retry: RetryPolicy,
-        jobs_ready: Callable[[], None],
     ) -> None:
         self._db = db
         self._policy = policy
         self._ttl = ttl
         self._retry = retry
-        self._jobs_ready = jobs_ready
 
     def propose(self, session: AsyncSession, incident: Incident, proposal: Proposal) -> Approval:
         """Create a pending approval; raises OperationRefused when the action is not allowed."""
@@ -114,8 +112,6 @@ class ApprovalService:
     async def decide(self, approval_id: str, tapper: Tapper, approve: bool) -> TapOutcome:
         async with self._db.transaction() as session:
             outcome = await self._decide(session, approval_id, tapper, approve)
-        if outcome.changed:
-            self._jobs_ready()
         log.info(
             "approval_tap",
             approval_id=approval_id,
@@ -182,7 +178,7 @@ class ApprovalService:
             actor=tapper.display,
         )
         if count < approval.required_approvals:
-            await enqueue(session, JobKind.SYNC_CARD, approval.incident_id, coalesce=True)
+            await enqueue(session, SYNC_CARD, IncidentJob(incident_id=approval.incident_id))
             return TapOutcome(
                 f"Approval recorded ({count}/{approval.required_approvals}).", False, True
             )
@@ -224,9 +220,9 @@ class ApprovalService:
         timeline.record(
             session, approval.incident_id, "approval_granted", f"{note}; execution queued"
         )
-        await enqueue(session, JobKind.EXECUTE, approval.id)
-        await enqueue_learning(session, approval.id, "approved")
-        await enqueue(session, JobKind.SYNC_CARD, approval.incident_id, coalesce=True)
+        await enqueue(session, EXECUTE, ApprovalJob(approval_id=approval.id))
+        await enqueue(session, LEARN, LearnJob(approval_id=approval.id, event="approved"))
+        await enqueue(session, SYNC_CARD, IncidentJob(incident_id=approval.incident_id))
         return True
 
     async def _close(
@@ -244,7 +240,7 @@ class ApprovalService:
             status, "approval_cancelled"
         )
         if status in (REJECTED, EXPIRED):
-            await enqueue_learning(session, approval.id, status)
+            await enqueue(session, LEARN, LearnJob(approval_id=approval.id, event=status))
         timeline.record(
             session,
             approval.incident_id,
@@ -252,7 +248,7 @@ class ApprovalService:
             note,
             status="warning" if status != REJECTED else "info",
         )
-        await enqueue(session, JobKind.SYNC_CARD, approval.incident_id, coalesce=True)
+        await enqueue(session, SYNC_CARD, IncidentJob(incident_id=approval.incident_id))
         return True
 
     async def cancel_pending(self, session: AsyncSession, incident_id: str, note: str) -> None:
@@ -276,7 +272,6 @@ class ApprovalService:
                     closed += 1
         if closed:
             log.info("approvals_expired", count=closed)
-            self._jobs_ready()
         return closed
 
 

@@ -7,6 +7,7 @@ changes collapses into one edit showing the latest truth.
 from __future__ import annotations
 
 from dataclasses import replace
+from datetime import timedelta
 from typing import Any, Protocol
 
 import structlog
@@ -17,6 +18,7 @@ from opsgate.services import timeline
 from opsgate.services.chat import (
     AttemptLine,
     CardView,
+    ChatOutcomeUnknown,
     ChatPort,
     ChatRejected,
     ChatTarget,
@@ -24,7 +26,8 @@ from opsgate.services.chat import (
     ResultView,
 )
 from opsgate.services.execution import SUCCEEDED, approver_names, load_execution
-from opsgate.services.jobs import ClaimedJob
+from opsgate.services.job_kinds import IncidentJob, ResultJob
+from opsgate.services.jobs import ClaimedJob, Lease, RetryJob
 from opsgate.services.learning import AUTO_REQUESTER, record_in, signature
 from opsgate.services.operations import Operation
 from opsgate.services.playbooks import REQUESTER_PREFIX as PLAYBOOK
@@ -37,9 +40,14 @@ from opsgate.services.storage.models import (
     ExecutionAttempt,
     Incident,
     Signature,
+    utcnow,
 )
 
 log = structlog.get_logger(__name__)
+
+# How long a card whose delivery Telegram did not confirm waits for a tap to claim it before
+# it is posted again.
+UNKNOWN_CARD_WAIT = timedelta(seconds=60)
 
 
 async def build_card(session: AsyncSession, incident: Incident) -> CardView:
@@ -146,72 +154,104 @@ class CaseFinder(Protocol):
 
 
 class CardPublisher:
-    def __init__(self, db: Database, chat: ChatPort, cases: CaseFinder | None = None) -> None:
+    def __init__(
+        self,
+        db: Database,
+        chat: ChatPort,
+        cases: CaseFinder | None = None,
+        *,
+        unknown_card_wait: timedelta = UNKNOWN_CARD_WAIT,
+    ) -> None:
         self._db = db
         self._chat = chat
         self._cases = cases
+        self._unknown_card_wait = unknown_card_wait
 
-    async def sync_card(self, job: ClaimedJob) -> None:
+    async def sync_card(self, job: ClaimedJob[IncidentJob]) -> None:
         """Post the incident's card if it has none yet, else edit it to the current state."""
+        incident_id = job.payload.incident_id
         async with self._db.transaction() as session:
-            incident = await session.get(Incident, job.ref)
+            incident = await session.get(Incident, incident_id)
             if incident is None:
                 return
             view = await build_card(session, incident)
             target = ChatTarget(incident.chat_id, incident.thread_id)
             message_id = incident.message_id
         if message_id is None and self._cases is not None:
-            view = await self._attach_related_case(job.ref, view)
+            view = await self._attach_related_case(job.lease, incident_id, view)
         if message_id is not None:
             try:
                 await self._chat.edit_card(
                     MessageRef(target.chat_id, message_id, target.thread_id), view
                 )
             except ChatRejected as exc:
-                log.warning("card_edit_rejected", incident_id=job.ref, error=str(exc))
+                log.warning("card_edit_rejected", incident_id=incident_id, error=str(exc))
             return
+        await job.lease.ensure()
         try:
             ref = await self._chat.post_card(target, view)
-        except ChatRejected as exc:
-            log.error(
-                "card_post_rejected", incident_id=job.ref, chat_id=target.chat_id, error=str(exc)
-            )
-            async with self._db.transaction() as session:
+        except ChatOutcomeUnknown as exc:
+            # The card may be in the chat already; a tap on it makes it the incident's card.
+            # Posting again at once would show two live cards, so wait before trying again.
+            log.warning("card_delivery_unknown", incident_id=incident_id, error=str(exc))
+            async with job.lease.transaction() as session:
                 timeline.record(
                     session,
-                    job.ref,
+                    incident_id,
+                    "card_delivery_unknown",
+                    "Telegram did not confirm the card; it is posted again "
+                    f"in {self._unknown_card_wait.total_seconds():g} s unless someone taps it",
+                    status="warning",
+                )
+            raise RetryJob(utcnow() + self._unknown_card_wait, "card delivery unknown") from exc
+        except ChatRejected as exc:
+            log.error(
+                "card_post_rejected",
+                incident_id=incident_id,
+                chat_id=target.chat_id,
+                error=str(exc),
+            )
+            async with job.lease.transaction() as session:
+                timeline.record(
+                    session,
+                    incident_id,
                     "card_failed",
                     f"the card could not be posted: {exc}",
                     status="error",
                 )
             return
-        async with self._db.transaction() as session:
+        async with job.lease.transaction() as session:
             await session.execute(
                 update(Incident)
-                .where(Incident.id == job.ref, Incident.message_id.is_(None))
+                .where(Incident.id == incident_id, Incident.message_id.is_(None))
                 .values(message_id=ref.message_id)
             )
             timeline.record(
-                session, job.ref, "card_posted", f"alert card posted to chat {ref.chat_id}"
+                session, incident_id, "card_posted", f"alert card posted to chat {ref.chat_id}"
             )
-        log.info("card_posted", incident_id=job.ref, chat_id=ref.chat_id, message_id=ref.message_id)
+        log.info(
+            "card_posted", incident_id=incident_id, chat_id=ref.chat_id, message_id=ref.message_id
+        )
 
-    async def _attach_related_case(self, incident_id: str, view: CardView) -> CardView:
+    async def _attach_related_case(
+        self, lease: Lease, incident_id: str, view: CardView
+    ) -> CardView:
         """Before the first post: the closest past case, if any (it counts as referenced)."""
         assert self._cases is not None
         case = await self._cases.related_case(view.alertname, view.service)
         if case is None:
             return view
-        async with self._db.transaction() as session:
+        async with lease.transaction() as session:
             await session.execute(
                 update(Incident).where(Incident.id == incident_id).values(related_case=case)
             )
         return replace(view, related_case=_case_line(case))
 
-    async def publish_result(self, job: ClaimedJob) -> None:
+    async def publish_result(self, job: ClaimedJob[ResultJob]) -> None:
         """Final card edit, then the reply under the original alert; each at most once."""
+        approval_id = job.payload.approval_id
         async with self._db.transaction() as session:
-            record = await load_execution(session, job.ref)
+            record = await load_execution(session, approval_id)
             if record is None:
                 return
             approval, execution, incident = record.approval, record.execution, record.incident
@@ -219,7 +259,8 @@ class CardPublisher:
             result = await result_view(session, approval, execution, incident)
             target = ChatTarget(incident.chat_id, incident.thread_id)
             card_id = incident.message_id
-            already_replied = execution.result_message_id is not None
+            # A reply Telegram may have shown already is not sent a second time.
+            settled = execution.result_message_id is not None or execution.result_delivery_unknown
         if card_id is not None:
             try:
                 await self._chat.edit_card(
@@ -227,13 +268,31 @@ class CardPublisher:
                 )
             except ChatRejected as exc:
                 log.warning("card_edit_rejected", incident_id=incident.id, error=str(exc))
-        if already_replied:
+        if settled:
             return
+        await job.lease.ensure()
         try:
             ref = await self._chat.send_result(target, card_id, result)
+        except ChatOutcomeUnknown as exc:
+            log.warning("result_delivery_unknown", approval_id=approval_id, error=str(exc))
+            async with job.lease.transaction() as session:
+                await session.execute(
+                    update(Execution)
+                    .where(Execution.approval_id == approval_id)
+                    .values(result_delivery_unknown=True)
+                )
+                timeline.record(
+                    session,
+                    incident.id,
+                    "result_delivery_unknown",
+                    "Telegram did not confirm the result reply; it is not sent again "
+                    "(the card shows the result)",
+                    status="warning",
+                )
+            return
         except ChatRejected as exc:
-            log.error("result_post_rejected", approval_id=job.ref, error=str(exc))
-            async with self._db.transaction() as session:
+            log.error("result_post_rejected", approval_id=approval_id, error=str(exc))
+            async with job.lease.transaction() as session:
                 timeline.record(
                     session,
                     incident.id,
@@ -242,10 +301,10 @@ class CardPublisher:
                     status="error",
                 )
             return
-        async with self._db.transaction() as session:
+        async with job.lease.transaction() as session:
             await session.execute(
                 update(Execution)
-                .where(Execution.approval_id == job.ref)
+                .where(Execution.approval_id == approval_id)
                 .values(result_message_id=ref.message_id)
             )
             timeline.record(
@@ -256,7 +315,7 @@ class CardPublisher:
             )
         log.info(
             "result_posted",
-            approval_id=job.ref,
+            approval_id=approval_id,
             incident_id=incident.id,
             succeeded=result.succeeded,
             message_id=ref.message_id,

@@ -115,6 +115,10 @@ class ChatUnavailable(ChatError):
     """Network trouble or a server error: the same call may succeed later."""
 
 
+class ChatOutcomeUnknown(ChatUnavailable):
+    """The request may have reached Telegram and been carried out; its answer was lost."""
+
+
 class ChatRejected(ChatError):
     """The chat refused the call for good (bad request, forbidden)."""
 

@@ -1,8 +1,11 @@
 """Execution jobs: one attempt per run, retried on transient failures, never repeated blindly.
 
-An attempt is marked as started in the database before the cluster is touched. If a run
-finds an attempt still marked as running, the process died mid-call: the change may or may
-not have happened, so the execution fails as "outcome unknown" rather than risk doing it twice.
+An attempt is recorded as started before the cluster is touched, and as "applying" just
+before the real (non-dry-run) call. If a run finds an attempt still marked as running, the
+worker died mid-attempt: before "applying" nothing reached the cluster and the attempt simply
+runs again; after it the change may or may not have happened, so opsgate reads the object and
+reports what it can prove, and otherwise fails the execution as "outcome unknown" rather than
+risk doing it twice.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from enum import StrEnum
 from typing import Any
 
 import structlog
@@ -19,7 +23,20 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from opsgate.services import timeline
 from opsgate.services.failures import Failure, classify
-from opsgate.services.jobs import ClaimedJob, JobKind, RetryJob, enqueue, enqueue_learning
+from opsgate.services.job_kinds import (
+    KNOWLEDGE,
+    LEARN,
+    NOTIFY,
+    PUBLISH_RESULT,
+    SYNC_CARD,
+    VERIFY,
+    ApprovalJob,
+    IncidentJob,
+    LearnJob,
+    NotifyJob,
+    ResultJob,
+)
+from opsgate.services.jobs import ClaimedJob, Lease, LeaseLost, RetryJob, enqueue
 from opsgate.services.kube_executor import Executor, StageFailed, UndoImpossible
 from opsgate.services.operations import Operation
 from opsgate.services.storage.db import Database
@@ -43,12 +60,21 @@ FAILED = "failed"
 FINAL_STATES = (SUCCEEDED, FAILED)
 
 
+class Phase(StrEnum):
+    """How far a running attempt got (``ExecutionAttempt.phase``)."""
+
+    PREPARING = "preparing"
+    APPLYING = "applying"
+
+
 @dataclass(frozen=True)
 class _Attempt:
     incident_id: str
     op: Operation
     context: dict[str, Any]
     number: int
+    # The worker running this attempt died after the real call was sent.
+    cut_short: bool = False
 
 
 class ExecutionService:
@@ -57,27 +83,36 @@ class ExecutionService:
         db: Database,
         executor: Executor,
         *,
-        jobs_ready: Callable[[], None],
         on_finished: Callable[[str], None] | None = None,
     ) -> None:
         self._db = db
         self._executor = executor
-        self._jobs_ready = jobs_ready
         self._on_finished = on_finished or (lambda _status: None)
 
-    async def run_job(self, job: ClaimedJob) -> None:
-        attempt = await self._begin(job.ref)
-        self._jobs_ready()
+    async def run_job(self, job: ClaimedJob[ApprovalJob]) -> None:
+        approval_id = job.payload.approval_id
+        attempt = await self._begin(job.lease, approval_id)
         if attempt is None:
             return
-        bound = log.bind(approval_id=job.ref, attempt=attempt.number, op=attempt.op.describe())
+        bound = log.bind(approval_id=approval_id, attempt=attempt.number, op=attempt.op.describe())
+        if attempt.cut_short:
+            await self._settle_cut_short(job.lease, approval_id, attempt)
+            return
         bound.info("execution_attempt_started")
         started = time.monotonic()
         failure: Failure | None = None
         stage = "apply"
         detail = ""
+
+        async def applying() -> None:
+            await self._mark_applying(job.lease, approval_id, attempt)
+
         try:
-            detail = await self._executor.execute(attempt.op, attempt.context)
+            detail = await self._executor.execute(
+                attempt.op, attempt.context, before_apply=applying
+            )
+        except LeaseLost:
+            raise
         except StageFailed as exc:
             stage, failure = exc.stage, classify(exc.cause)
         except UndoImpossible as exc:
@@ -85,8 +120,9 @@ class ExecutionService:
         except Exception as exc:
             stage, failure = "read", classify(exc)
         duration_ms = int((time.monotonic() - started) * 1000)
-        retry_at = await self._record(job.ref, attempt, failure, stage, detail, duration_ms)
-        self._jobs_ready()
+        retry_at = await self._record(
+            job.lease, approval_id, attempt, failure, stage, detail, duration_ms
+        )
         if failure is None:
             bound.info("execution_attempt_succeeded", duration_ms=duration_ms, detail=detail)
         else:
@@ -101,23 +137,43 @@ class ExecutionService:
         if retry_at is not None:
             raise RetryJob(retry_at, f"retrying after {failure.short() if failure else ''}")
 
-    async def _begin(self, approval_id: str) -> _Attempt | None:
-        async with self._db.transaction() as session:
+    async def _begin(self, lease: Lease, approval_id: str) -> _Attempt | None:
+        async with lease.transaction() as session:
             execution = await _locked_execution(session, approval_id)
             if execution is None or execution.status in FINAL_STATES:
                 return None
             approval = await session.get(Approval, approval_id)
             assert approval is not None
-            if execution.status == RUNNING:
-                await self._interrupted(session, approval, execution)
-                return None
+            op = Operation.from_dict(approval.operation)
             now = utcnow()
+            if execution.status == RUNNING:
+                row = await _attempt_row(session, approval_id, execution.attempts)
+                if row is not None and row.phase == Phase.APPLYING:
+                    return _Attempt(
+                        approval.incident_id,
+                        op,
+                        dict(execution.context),
+                        execution.attempts,
+                        cut_short=True,
+                    )
+                # Cut short before the real call: nothing reached the cluster, run it again.
+                if row is not None:
+                    row.started_at = now
+                timeline.record(
+                    session,
+                    approval.incident_id,
+                    "execution_resumed",
+                    f"attempt {execution.attempts} starts again: opsgate stopped before the "
+                    "change was sent",
+                )
+                return _Attempt(
+                    approval.incident_id, op, dict(execution.context), execution.attempts
+                )
             execution.attempts += 1
             execution.status = RUNNING
             execution.started_at = execution.started_at or now
             execution.next_attempt_at = None
             approvers = await approver_names(session, approval_id)
-            op = Operation.from_dict(approval.operation)
             session.add(
                 ExecutionAttempt(
                     approval_id=approval_id,
@@ -126,6 +182,7 @@ class ExecutionService:
                     approved_by=approvers,
                     started_at=now,
                     outcome=RUNNING,
+                    phase=Phase.PREPARING,
                 )
             )
             timeline.record(
@@ -134,32 +191,59 @@ class ExecutionService:
                 "execution_started",
                 f"attempt {execution.attempts}/{execution.max_attempts}: {op.describe()}",
             )
-            await enqueue(session, JobKind.SYNC_CARD, approval.incident_id, coalesce=True)
+            await enqueue(session, SYNC_CARD, IncidentJob(incident_id=approval.incident_id))
             return _Attempt(approval.incident_id, op, dict(execution.context), execution.attempts)
 
-    async def _interrupted(
-        self, session: AsyncSession, approval: Approval, execution: Execution
-    ) -> None:
-        now = utcnow()
-        note = (
-            f"attempt {execution.attempts} was cut short (opsgate restarted mid-call); "
-            "the outcome is unknown, check the cluster before acting again"
-        )
-        attempt = await session.scalar(
-            select(ExecutionAttempt).where(
-                ExecutionAttempt.approval_id == approval.id,
-                ExecutionAttempt.attempt == execution.attempts,
+    async def _mark_applying(self, lease: Lease, approval_id: str, attempt: _Attempt) -> None:
+        """Just before the real call: from here on a crash leaves the outcome to be proven.
+
+        The context goes with it, so whoever settles the attempt knows what was sent.
+        """
+        async with lease.transaction() as session:
+            execution = await _locked_execution(session, approval_id)
+            row = await _attempt_row(session, approval_id, attempt.number)
+            assert execution is not None and row is not None
+            row.phase = Phase.APPLYING
+            row.dry_run_ok = True
+            execution.context = dict(attempt.context)
+
+    async def _settle_cut_short(self, lease: Lease, approval_id: str, attempt: _Attempt) -> None:
+        """The real call may have reached the cluster: report what reading the object proves."""
+        proof = await self._executor.prove(attempt.op, attempt.context)
+        async with lease.transaction() as session:
+            execution = await _locked_execution(session, approval_id)
+            approval = await session.get(Approval, approval_id)
+            assert execution is not None and approval is not None
+            if execution.status != RUNNING:
+                return
+            row = await _attempt_row(session, approval_id, attempt.number)
+            now = utcnow()
+            if proof is not None:
+                note = (
+                    f"{proof}; opsgate restarted during attempt {attempt.number}, and reading "
+                    "the object shows the change is in place"
+                )
+                if row is not None:
+                    row.outcome = SUCCEEDED
+                    row.finished_at = now
+                    row.detail = note
+                await self._finish(session, approval, execution, SUCCEEDED, note)
+                log.warning("execution_proven_after_restart", approval_id=approval_id)
+                return
+            note = (
+                f"attempt {attempt.number} was cut short (opsgate restarted mid-call); "
+                "the outcome is unknown, check the cluster before acting again"
             )
-        )
-        if attempt is not None:
-            attempt.outcome = "interrupted"
-            attempt.finished_at = now
-            attempt.error = note
-        await self._finish(session, approval, execution, FAILED, note)
-        log.error("execution_interrupted", approval_id=approval.id, attempt=execution.attempts)
+            if row is not None:
+                row.outcome = "interrupted"
+                row.finished_at = now
+                row.error = note
+            await self._finish(session, approval, execution, FAILED, note)
+        log.error("execution_interrupted", approval_id=approval_id, attempt=attempt.number)
 
     async def _record(
         self,
+        lease: Lease,
         approval_id: str,
         attempt: _Attempt,
         failure: Failure | None,
@@ -168,16 +252,11 @@ class ExecutionService:
         duration_ms: int,
     ) -> datetime | None:
         """Store the attempt's outcome; returns when to retry, or None when it has ended."""
-        async with self._db.transaction() as session:
+        async with lease.transaction() as session:
             execution = await _locked_execution(session, approval_id)
             approval = await session.get(Approval, approval_id)
             assert execution is not None and approval is not None
-            row = await session.scalar(
-                select(ExecutionAttempt).where(
-                    ExecutionAttempt.approval_id == approval_id,
-                    ExecutionAttempt.attempt == attempt.number,
-                )
-            )
+            row = await _attempt_row(session, approval_id, attempt.number)
             now = utcnow()
             if row is not None:
                 row.finished_at = now
@@ -210,7 +289,7 @@ class ExecutionService:
                     f"{delay:g} s ({retries_used + 1}/{retries_allowed})",
                     status="warning",
                 )
-                await enqueue(session, JobKind.SYNC_CARD, approval.incident_id, coalesce=True)
+                await enqueue(session, SYNC_CARD, IncidentJob(incident_id=approval.incident_id))
                 return execution.next_attempt_at
             if failure.transient:
                 why = f" (gave up after {execution.attempts} attempts)"
@@ -239,23 +318,35 @@ class ExecutionService:
             status="success" if status == SUCCEEDED else "error",
         )
         # Publishing is a job of its own: the card edit and the reply survive a restart.
-        await enqueue(session, JobKind.PUBLISH_RESULT, approval.id, serial_key=approval.incident_id)
-        await enqueue_learning(session, approval.id, "executed")
-        await enqueue(session, JobKind.KNOWLEDGE, approval.id)
+        ref = ApprovalJob(approval_id=approval.id)
+        await enqueue(
+            session,
+            PUBLISH_RESULT,
+            ResultJob(approval_id=approval.id, incident_id=approval.incident_id),
+        )
+        await enqueue(session, LEARN, LearnJob(approval_id=approval.id, event="executed"))
+        await enqueue(session, KNOWLEDGE, ref)
         if status == SUCCEEDED and verifiable(Operation.from_dict(approval.operation)):
             execution.verification_status = VERIFYING
-            await enqueue(session, JobKind.VERIFY, approval.id)
+            await enqueue(session, VERIFY, ref)
         # One job per other destination, serialised per destination: a receiver that is down
         # delays only itself, never the others nor the reply in the alert thread.
         incident = await session.get(Incident, approval.incident_id)
         for destination in incident.result_destinations if incident else []:
             await enqueue(
-                session,
-                JobKind.NOTIFY,
-                f"{approval.id}|{destination}",
-                serial_key=str(destination)[:64],
+                session, NOTIFY, NotifyJob(approval_id=approval.id, destination=str(destination))
             )
         self._on_finished(status)
+
+
+async def _attempt_row(
+    session: AsyncSession, approval_id: str, number: int
+) -> ExecutionAttempt | None:
+    return await session.scalar(
+        select(ExecutionAttempt).where(
+            ExecutionAttempt.approval_id == approval_id, ExecutionAttempt.attempt == number
+        )
+    )
 
 
 async def _locked_execution(session: AsyncSession, approval_id: str) -> Execution | None:

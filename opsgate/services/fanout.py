@@ -10,7 +10,8 @@ from opsgate.services import timeline
 from opsgate.services.cards import result_view
 from opsgate.services.chat import ChatPort, ChatRejected, ChatTarget, ResultView
 from opsgate.services.execution import load_execution
-from opsgate.services.jobs import ClaimedJob
+from opsgate.services.job_kinds import NotifyJob
+from opsgate.services.jobs import ClaimedJob, Lease
 from opsgate.services.notifiers import Notifier, NotifierError
 from opsgate.services.routing import NOTIFIER, TELEGRAM
 from opsgate.services.storage.db import Database
@@ -36,8 +37,8 @@ class ResultFanout:
         self._notifiers = notifiers
         self._on_failure = on_failure or (lambda _destination: None)
 
-    async def notify(self, job: ClaimedJob) -> None:
-        approval_id, _, destination = job.ref.partition("|")
+    async def notify(self, job: ClaimedJob[NotifyJob]) -> None:
+        approval_id, destination = job.payload.approval_id, job.payload.destination
         async with self._db.transaction() as session:
             record = await load_execution(session, approval_id)
             if record is None:
@@ -45,6 +46,7 @@ class ResultFanout:
             incident = record.incident
             result = await result_view(session, record.approval, record.execution, incident)
         bound = log.bind(approval_id=approval_id, destination=destination)
+        await job.lease.ensure()
         try:
             await self._deliver(destination, result)
         except (ChatRejected, NotifierGone) as exc:
@@ -52,7 +54,7 @@ class ResultFanout:
             self._on_failure(destination)
             bound.warning("result_notify_rejected", error=str(exc))
             await self._record(
-                incident.id, f"result not delivered to {destination}: {exc}", "warning"
+                job.lease, incident.id, f"result not delivered to {destination}: {exc}", "warning"
             )
             return
         except NotifierError as exc:
@@ -60,7 +62,7 @@ class ResultFanout:
             bound.warning("result_notify_failed", error=str(exc), attempt=job.attempts)
             raise
         bound.info("result_notified")
-        await self._record(incident.id, f"result sent to {destination}", "info")
+        await self._record(job.lease, incident.id, f"result sent to {destination}", "info")
 
     async def _deliver(self, destination: str, result: ResultView) -> None:
         if destination.startswith(TELEGRAM):
@@ -74,6 +76,6 @@ class ResultFanout:
             raise NotifierGone(f"no notifier named {name} in the policy any more")
         await notifier.send(result)
 
-    async def _record(self, incident_id: str, summary: str, status: str) -> None:
-        async with self._db.transaction() as session:
+    async def _record(self, lease: Lease, incident_id: str, summary: str, status: str) -> None:
+        async with lease.transaction() as session:
             timeline.record(session, incident_id, "result_notified", summary, status=status)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -18,7 +17,8 @@ from opsgate.services.alertmanager import ACTION_ANNOTATION, RISK_ANNOTATION, Am
 from opsgate.services.approvals import APPROVED, PENDING, ApprovalService, Proposal
 from opsgate.services.execution import FINAL_STATES
 from opsgate.services.ids import new_incident_id
-from opsgate.services.jobs import JobKind, enqueue
+from opsgate.services.job_kinds import EXTRACT_PLAYBOOK, SYNC_CARD, IncidentJob
+from opsgate.services.jobs import enqueue
 from opsgate.services.learning import AUTO_REQUESTER, record_in, signature
 from opsgate.services.operations import OperationRefused
 from opsgate.services.playbooks import REQUESTER_PREFIX as PLAYBOOK_REQUESTER
@@ -72,14 +72,12 @@ class IncidentService:
         router: Router,
         playbooks: PlaybookService,
         auto_approve: AutoApproveRule,
-        jobs_ready: Callable[[], None],
     ) -> None:
         self._db = db
         self._approvals = approvals
         self._router = router
         self._playbooks = playbooks
         self._auto_approve = auto_approve
-        self._jobs_ready = jobs_ready
         self.last_received_at: datetime | None = None
 
     async def ingest_alertmanager(self, payload: AmPayload) -> IngestResult:
@@ -92,8 +90,6 @@ class IncidentService:
             # now finds the winner's row and updates it instead.
             async with self._db.transaction() as session:
                 result = await self._ingest(session, payload)
-        if result.changed:
-            self._jobs_ready()
         log.info(
             "alertmanager_ingested",
             group_key=payload.groupKey,
@@ -145,7 +141,7 @@ class IncidentService:
             await self._approvals.cancel_pending(
                 session, incident.id, "alert resolved before approval"
             )
-            await enqueue(session, JobKind.EXTRACT_PLAYBOOK, incident.id, coalesce=True)
+            await enqueue(session, EXTRACT_PLAYBOOK, IncidentJob(incident_id=incident.id))
         elif firing and not was_firing:
             incident.resolved_at = None
             timeline.record(
@@ -167,7 +163,7 @@ class IncidentService:
             )
         if created or changed:
             incident.updated_at = utcnow()
-            await enqueue(session, JobKind.SYNC_CARD, incident.id, coalesce=True)
+            await enqueue(session, SYNC_CARD, IncidentJob(incident_id=incident.id))
         return IngestResult(incident.id, created, created or changed)
 
     def _new_incident(self, group_key: str, source: str, labels: dict[str, str]) -> Incident:
@@ -318,9 +314,8 @@ class IncidentService:
             incident.proposed_action = request.proposal.action
             incident.action_refusal = ""
             incident.updated_at = utcnow()
-            await enqueue(session, JobKind.SYNC_CARD, incident.id, coalesce=True)
+            await enqueue(session, SYNC_CARD, IncidentJob(incident_id=incident.id))
             incident_id = incident.id
-        self._jobs_ready()
         log.info("approval_proposed", incident_id=incident_id, approval_id=approval.id)
         return ProposalResult(approval, incident_id)
 

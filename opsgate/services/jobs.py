@@ -1,6 +1,9 @@
 """Durable jobs: work that must happen is a row, claimed with a lease, retried until done.
 
-A job lost to a crash is picked up again when its lease runs out; a job waiting to retry
+A claim gives the worker a lease token. While the job runs, its runner renews the lease
+(a heartbeat); a job is taken over only once its worker stopped renewing (it crashed, or lost
+the database), and every write a job makes is fenced by its token: a worker whose lease was
+taken over cannot record a result, post a reply or enqueue follow-ups. A job waiting to retry
 keeps its due time in the database, so a restart resumes it instead of forgetting it.
 """
 
@@ -8,21 +11,36 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
+import functools
 import uuid
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
+from typing import Any, Generic
 
 import structlog
-from sqlalchemy import and_, exists, func, or_, select, update
+from sqlalchemy import (
+    String,
+    and_,
+    case,
+    cast,
+    delete,
+    exists,
+    func,
+    literal,
+    or_,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
 from opsgate.services.chat import ChatRetryLater
-from opsgate.services.storage.db import Database
+from opsgate.services.job_kinds import PERIODIC, SPECS, JobKind, JobSpec, P, PeriodicJob
+from opsgate.services.storage.db import Database, after_commit
 from opsgate.services.storage.models import Job, utcnow
 
 log = structlog.get_logger(__name__)
@@ -30,17 +48,20 @@ log = structlog.get_logger(__name__)
 MAX_JOB_ATTEMPTS = 12
 MAX_BACKOFF_SECONDS = 300.0
 DRAIN_SECONDS = 10.0
+# Commits that add jobs are announced under this topic; runners listen to it.
+JOBS_TOPIC = "jobs"
+# Claims are serialised across replicas with this PostgreSQL advisory lock (any fixed 64-bit
+# number unique to opsgate): under READ COMMITTED two concurrent claims could otherwise each
+# see no running job with a serial key and both start one. SQLite's BEGIN IMMEDIATE already
+# serialises them.
+CLAIM_LOCK_KEY = 0x6F70_7367_6A6F_6231
 
 
-class JobKind(StrEnum):
-    EXECUTE = "execute"
-    SYNC_CARD = "sync_card"
-    PUBLISH_RESULT = "publish_result"
-    NOTIFY = "notify"
-    VERIFY = "verify"
-    LEARN = "learn"
-    KNOWLEDGE = "knowledge"
-    EXTRACT_PLAYBOOK = "extract_playbook"
+class JobStatus(StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    DONE = "done"
+    DEAD = "dead"
 
 
 class RetryJob(Exception):
@@ -51,124 +72,249 @@ class RetryJob(Exception):
         self.at = at
 
 
+class LeaseLost(Exception):
+    """This worker no longer holds the job: another one took it over, so it must not write."""
+
+
 @dataclass(frozen=True)
-class ClaimedJob:
+class Lease:
+    """A claimed job's token; its transactions fail once the job was taken over."""
+
+    db: Database
+    job_id: int
+    token: str
+
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[AsyncSession]:
+        """A database transaction that commits only while this lease is held.
+
+        The job row is locked first, so a takeover cannot slip in between the check and
+        the commit.
+        """
+        async with self.db.transaction() as session:
+            await self._check(session)
+            yield session
+
+    async def ensure(self) -> None:
+        """Raise :class:`LeaseLost` unless the lease is still held (before a side effect)."""
+        async with self.db.transaction() as session:
+            await self._check(session)
+
+    async def _check(self, session: AsyncSession) -> None:
+        held = await session.scalar(
+            select(Job.id)
+            .where(
+                Job.id == self.job_id,
+                Job.lease_token == self.token,
+                Job.status == JobStatus.RUNNING,
+            )
+            .with_for_update()
+        )
+        if held is None:
+            raise LeaseLost(f"job {self.job_id} was taken over")
+
+
+@dataclass(frozen=True)
+class ClaimedJob(Generic[P]):
     id: int
     kind: JobKind
-    ref: str
+    key: str
+    payload: P
     attempts: int
+    lease: Lease
 
 
-JobHandler = Callable[[ClaimedJob], Awaitable[None]]
+JobHandler = Callable[[ClaimedJob[Any]], Awaitable[None]]
 
 
 async def enqueue(
-    session: AsyncSession,
-    kind: JobKind,
-    ref: str,
-    *,
-    run_at: datetime | None = None,
-    coalesce: bool = False,
-    serial_key: str | None = None,
+    session: AsyncSession, spec: JobSpec[P], payload: P, *, run_at: datetime | None = None
 ) -> None:
     """Add a job inside the caller's transaction, so it exists exactly when the change does.
 
-    ``coalesce`` keeps at most one waiting job per (kind, ref): a burst of card updates
-    becomes one edit that renders the latest state. Jobs with the same ``serial_key``
-    (default: ``ref``) run one after another, so two renders of one card never race and an
-    older state is never written over a newer one.
+    Runners hear of it once the transaction committed (see ``Database.transaction``).
     """
     now = utcnow()
-    values = {
-        "kind": kind.value,
-        "ref": ref,
-        "serial_key": serial_key or ref,
-        "status": "pending",
+    key = spec.key(payload)
+    values: dict[str, Any] = {
+        "kind": spec.kind.value,
+        "key": key,
+        "payload": payload.model_dump(mode="json"),
+        "serial_key": spec.serial_key(payload),
+        "status": JobStatus.PENDING.value,
         "run_at": run_at or now,
         "attempts": 0,
         "created_at": now,
-        "dedupe_key": f"{kind.value}:{ref}" if coalesce else None,
+        "dedupe_key": f"{spec.kind.value}:{key}" if spec.coalesce else None,
     }
-    dialect = session.get_bind().dialect.name
-    if coalesce and dialect in ("sqlite", "postgresql"):
-        insert = (sqlite.insert if dialect == "sqlite" else postgresql.insert)(Job)
+    if spec.coalesce:
+        dialect = session.get_bind().dialect.name
+        insert = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(Job)
         await session.execute(
             insert.values(**values).on_conflict_do_nothing(index_elements=["dedupe_key"])
         )
     else:
         session.add(Job(**values))
+    after_commit(session, JOBS_TOPIC)
 
 
-# Learning updates shared counters; one at a time keeps them exact without row-lock races.
-LEARNING_SERIAL = "learning"
+async def is_queued(session: AsyncSession, spec: JobSpec[P], payload: P) -> bool:
+    """Whether such a job waits or runs now."""
+    found = await session.scalar(
+        select(Job.id).where(
+            Job.kind == spec.kind.value,
+            Job.key == spec.key(payload),
+            Job.status.in_((JobStatus.PENDING, JobStatus.RUNNING)),
+        )
+    )
+    return found is not None
 
 
-def learn_ref(approval_id: str, event: str) -> str:
-    return f"{approval_id}|{event}"
+@dataclass(frozen=True)
+class Periodic:
+    """Work to run every ``interval`` seconds, once across all replicas, as a durable job."""
+
+    interval: float
+    run: Callable[[], Awaitable[object]]
 
 
-async def enqueue_learning(session: AsyncSession, approval_id: str, event: str) -> None:
-    await enqueue(session, JobKind.LEARN, learn_ref(approval_id, event), serial_key=LEARNING_SERIAL)
+@dataclass
+class _Running:
+    job: ClaimedJob[Any]
+    task: asyncio.Task[None]
+    lost: bool = field(default=False)
 
 
 class JobRunner:
-    """Claims due jobs and runs them with bounded concurrency until stopped."""
+    """Claims due jobs of its kinds and runs them with bounded concurrency until stopped."""
 
     def __init__(
         self,
         db: Database,
         handlers: dict[JobKind, JobHandler],
         *,
+        owner: str,
         lease_seconds: float,
         poll_interval: float,
         concurrency: int,
-        periodic: list[tuple[float, Callable[[], Awaitable[object]]]] | None = None,
-        wake: asyncio.Event | None = None,
+        periodic: dict[str, Periodic] | None = None,
+        name: str = "jobs",
     ) -> None:
         self._db = db
-        self._handlers = handlers
+        self._periodic = periodic or {}
+        self._handlers = dict(handlers)
+        if self._periodic:
+            self._handlers[JobKind.PERIODIC] = self._run_periodic
         self._lease = timedelta(seconds=lease_seconds)
+        # Three renewals per lease: one missed heartbeat never costs the lease.
+        self._heartbeat = lease_seconds / 3
         self._poll = poll_interval
         self._concurrency = concurrency
-        self._periodic = periodic or []
-        self._wake = wake or asyncio.Event()
-        self._running: set[asyncio.Task[None]] = set()
-        self.owner = f"{socket.gethostname()}:{uuid.uuid4().hex[:8]}"
+        self._wake = asyncio.Event()
+        self._running: dict[str, _Running] = {}
+        self.owner = owner
+        self.name = name
+        db.on_commit(JOBS_TOPIC, self._wake.set)
 
     def wake(self) -> None:
         """Look for due jobs now rather than at the next poll."""
         self._wake.set()
 
     async def run(self, stop: asyncio.Event) -> None:
-        log.info("job_runner_started", owner=self.owner)
-        # Every periodic task runs once at start, then every interval.
-        last_periodic = [float("-inf")] * len(self._periodic)
-        loop = asyncio.get_running_loop()
+        bound = log.bind(owner=self.owner, runner=self.name)
+        await self._take_back_own_jobs()
+        await self._ensure_periodic()
+        bound.info("job_runner_started")
+        heartbeat = asyncio.create_task(self._heartbeat_loop(stop), name=f"{self.name}-heartbeat")
         try:
             while not stop.is_set():
                 self._wake.clear()
-                for i, (interval, func) in enumerate(self._periodic):
-                    if loop.time() - last_periodic[i] >= interval:
-                        last_periodic[i] = loop.time()
-                        await self._guarded(func)
                 await self._claim_and_start()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), timeout=self._poll)
         finally:
             await self._drain()
-            log.info("job_runner_stopped", owner=self.owner)
+            heartbeat.cancel()
+            await asyncio.gather(heartbeat, return_exceptions=True)
+            bound.info("job_runner_stopped")
 
-    async def _guarded(self, func: Callable[[], Awaitable[object]]) -> None:
+    async def _take_back_own_jobs(self) -> None:
+        """Jobs this instance held before it restarted are free now: nobody renews them."""
+        async with self._db.transaction() as session:
+            result = await session.execute(
+                update(Job)
+                .where(
+                    Job.status == JobStatus.RUNNING,
+                    Job.lease_owner == self.owner,
+                    Job.kind.in_(self._kinds),
+                )
+                .values(lease_until=utcnow() - timedelta(seconds=1))
+            )
+        taken: int = result.rowcount  # type: ignore[attr-defined]
+        if taken:
+            log.info("jobs_taken_back", owner=self.owner, count=taken)
+
+    async def _ensure_periodic(self) -> None:
+        for task in self._periodic:
+            async with self._db.transaction() as session:
+                await enqueue(session, PERIODIC, PeriodicJob(task=task))
+
+    async def _run_periodic(self, job: ClaimedJob[PeriodicJob]) -> None:
+        task = self._periodic.get(job.payload.task)
+        if task is None:
+            # Another replica scheduled it (its settings differ); look again later.
+            raise RetryJob(utcnow() + timedelta(minutes=5), "not configured here")
         try:
-            await func()
+            await task.run()
+        except LeaseLost:
+            raise
         except Exception:
-            log.exception("periodic_task_failed", task=getattr(func, "__name__", repr(func)))
+            log.exception("periodic_task_failed", task=job.payload.task)
+        raise RetryJob(utcnow() + timedelta(seconds=task.interval), "next period")
+
+    @property
+    def _kinds(self) -> list[str]:
+        return [kind.value for kind in self._handlers]
+
+    async def _heartbeat_loop(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            await asyncio.sleep(self._heartbeat)
+            try:
+                await self._renew()
+            except Exception:
+                # The database is unreachable: the leases run out and others take over,
+                # which the fence makes safe; keep trying.
+                log.warning("lease_renewal_failed", owner=self.owner, exc_info=True)
+
+    async def _renew(self) -> None:
+        tokens = list(self._running)
+        if not tokens:
+            return
+        async with self._db.transaction() as session:
+            renewed = set(
+                (
+                    await session.scalars(
+                        update(Job)
+                        .where(Job.lease_token.in_(tokens), Job.status == JobStatus.RUNNING)
+                        .values(lease_until=utcnow() + self._lease)
+                        .returning(Job.lease_token)
+                    )
+                ).all()
+            )
+        for token in tokens:
+            running = self._running.get(token)
+            if token not in renewed and running is not None and not running.task.done():
+                # Someone else holds it now; stop working on it rather than race them.
+                running.lost = True
+                running.task.cancel()
+                log.warning("job_lease_lost", job_id=running.job.id, kind=running.job.kind.value)
 
     async def _drain(self) -> None:
         """Give running jobs a moment to finish; leases cover anything cut short."""
-        if not self._running:
+        tasks = [r.task for r in self._running.values()]
+        if not tasks:
             return
-        _, unfinished = await asyncio.wait(set(self._running), timeout=DRAIN_SECONDS)
+        _, unfinished = await asyncio.wait(tasks, timeout=DRAIN_SECONDS)
         for task in unfinished:
             task.cancel()
         await asyncio.gather(*unfinished, return_exceptions=True)
@@ -177,79 +323,127 @@ class JobRunner:
         free = self._concurrency - len(self._running)
         if free <= 0:
             return
-        for job in await self._claim(free):
+        for job in await self.claim(free):
             task = asyncio.create_task(self._run_one(job), name=f"job-{job.kind}-{job.id}")
-            self._running.add(task)
-            task.add_done_callback(self._finished)
+            self._running[job.lease.token] = _Running(job, task)
+            task.add_done_callback(functools.partial(self._finished, job.lease.token))
 
-    def _finished(self, task: asyncio.Task[None]) -> None:
-        self._running.discard(task)
+    def _finished(self, token: str, task: asyncio.Task[None]) -> None:
+        self._running.pop(token, None)
         if not task.cancelled() and task.exception() is not None:
             log.error("job_task_crashed", task=task.get_name(), error=repr(task.exception()))
-        # A finished job may have enqueued follow-ups; look for them promptly.
+        # A finished job may have freed a serial key others wait on; look promptly.
         self._wake.set()
 
-    async def _claim(self, limit: int) -> list[ClaimedJob]:
+    async def claim(self, limit: int) -> list[ClaimedJob[Any]]:
+        """Claim up to ``limit`` due jobs of this runner's kinds (the runner's loop uses it)."""
         now = utcnow()
         busy = aliased(Job)
-        serial_free = ~exists().where(
+        serial_busy = exists().where(
             busy.serial_key == Job.serial_key,
             busy.id != Job.id,
-            busy.status == "running",
+            busy.status == JobStatus.RUNNING,
             busy.lease_until >= now,
         )
         due = and_(
+            Job.kind.in_(self._kinds),
             or_(
-                and_(Job.status == "pending", Job.run_at <= now),
-                and_(Job.status == "running", Job.lease_until < now),
+                and_(Job.status == JobStatus.PENDING, Job.run_at <= now),
+                and_(Job.status == JobStatus.RUNNING, Job.lease_until < now),
             ),
-            serial_free,
+            ~serial_busy,
         )
+        # At most one job per serial key in one claim: the earliest due.
+        ranked = (
+            select(
+                Job.id,
+                Job.run_at,
+                func.row_number()
+                .over(partition_by=Job.serial_key, order_by=(Job.run_at, Job.id))
+                .label("rank"),
+            )
+            .where(due)
+            .subquery()
+        )
+        candidates = (
+            select(ranked.c.id)
+            .where(ranked.c.rank == 1)
+            .order_by(ranked.c.run_at, ranked.c.id)
+            .limit(limit)
+        )
+        token = uuid.uuid4().hex[:16]
         async with self._db.transaction() as session:
+            if not self._db.is_sqlite:
+                await session.execute(
+                    text("SELECT pg_advisory_xact_lock(:key)"), {"key": CLAIM_LOCK_KEY}
+                )
+            ids = list(
+                (
+                    await session.scalars(
+                        select(Job.id)
+                        .where(Job.id.in_(candidates))
+                        .with_for_update(skip_locked=True)
+                    )
+                ).all()
+            )
+            if not ids:
+                return []
             rows = (
                 await session.execute(
-                    select(Job.id, Job.kind, Job.ref, Job.attempts)
-                    .where(due)
-                    .order_by(Job.run_at, Job.id)
-                    .limit(limit)
-                )
-            ).all()
-        claimed = []
-        for row in rows:
-            async with self._db.transaction() as session:
-                result = await session.execute(
                     update(Job)
-                    .where(Job.id == row.id, due)
+                    .where(Job.id.in_(ids))
                     .values(
-                        status="running",
+                        status=JobStatus.RUNNING,
                         lease_owner=self.owner,
+                        # One token per claim, made unique per job by its id.
+                        lease_token=literal(f"{token}-").concat(cast(Job.id, String)),
                         lease_until=now + self._lease,
                         attempts=Job.attempts + 1,
-                        # Once claimed, a newer coalescing job may queue behind this one.
-                        dedupe_key=None,
+                        # Once claimed, a newer coalescing job may queue behind this one;
+                        # a recurring job keeps its key for ever, so it is never doubled.
+                        dedupe_key=case(
+                            (Job.kind == JobKind.PERIODIC.value, Job.dedupe_key), else_=None
+                        ),
+                    )
+                    .returning(
+                        Job.id, Job.kind, Job.key, Job.payload, Job.attempts, Job.lease_token
                     )
                 )
-            if result.rowcount == 1:  # type: ignore[attr-defined]
-                claimed.append(ClaimedJob(row.id, JobKind(row.kind), row.ref, row.attempts + 1))
-        return claimed
+            ).all()
+        return [self._claimed(row) for row in rows]
 
-    async def _run_one(self, job: ClaimedJob) -> None:
+    def _claimed(self, row: Any) -> ClaimedJob[Any]:
+        kind = JobKind(row.kind)
+        return ClaimedJob(
+            id=row.id,
+            kind=kind,
+            key=row.key,
+            payload=SPECS[kind].payload.model_validate(row.payload),
+            attempts=row.attempts,
+            lease=Lease(self._db, row.id, row.lease_token),
+        )
+
+    async def _run_one(self, job: ClaimedJob[Any]) -> None:
         handler = self._handlers[job.kind]
-        bound = log.bind(job_id=job.id, kind=job.kind.value, ref=job.ref, attempt=job.attempts)
+        bound = log.bind(job_id=job.id, kind=job.kind.value, key=job.key, attempt=job.attempts)
         try:
             await handler(job)
+        except LeaseLost:
+            bound.warning("job_lease_lost")
         except RetryJob as exc:
             await self._reschedule(job, exc.at, str(exc), count_failure=False)
-            bound.info("job_rescheduled", run_at=exc.at.isoformat(), reason=str(exc))
+            bound.debug("job_rescheduled", run_at=exc.at.isoformat(), reason=str(exc))
         except ChatRetryLater as exc:
             at = utcnow() + timedelta(seconds=exc.retry_after)
             await self._reschedule(job, at, str(exc), count_failure=False)
-            bound.warning("job_rate_limited", retry_after=exc.retry_after)
+            bound.info("job_rate_limited", retry_after=exc.retry_after)
         except asyncio.CancelledError:
-            # Shutting down mid-job: hand the job back now rather than when its lease runs out.
-            await asyncio.shield(
-                self._reschedule(job, utcnow(), "interrupted by shutdown", count_failure=False)
-            )
+            running = self._running.get(job.lease.token)
+            if running is None or not running.lost:
+                # Shutting down mid-job: hand it back now rather than when its lease runs out.
+                await asyncio.shield(
+                    self._reschedule(job, utcnow(), "interrupted by shutdown", count_failure=False)
+                )
             raise
         except Exception as exc:
             await self._fail(job, exc, bound)
@@ -257,39 +451,35 @@ class JobRunner:
             await self._complete(job)
             bound.debug("job_done")
 
-    async def _complete(self, job: ClaimedJob) -> None:
+    async def _fenced_update(self, job: ClaimedJob[Any], **values: Any) -> None:
         async with self._db.transaction() as session:
             await session.execute(
                 update(Job)
-                .where(Job.id == job.id, Job.lease_owner == self.owner)
-                .values(status="done", finished_at=utcnow(), lease_until=None)
+                .where(Job.id == job.id, Job.lease_token == job.lease.token)
+                .values(lease_until=None, **values)
             )
+
+    async def _complete(self, job: ClaimedJob[Any]) -> None:
+        await self._fenced_update(job, status=JobStatus.DONE, finished_at=utcnow())
 
     async def _reschedule(
-        self, job: ClaimedJob, at: datetime, reason: str, *, count_failure: bool
+        self, job: ClaimedJob[Any], at: datetime, reason: str, *, count_failure: bool
     ) -> None:
-        attempts = Job.attempts if count_failure else Job.attempts - 1
-        async with self._db.transaction() as session:
-            await session.execute(
-                update(Job)
-                .where(Job.id == job.id, Job.lease_owner == self.owner)
-                .values(
-                    status="pending",
-                    run_at=at,
-                    lease_until=None,
-                    last_error=reason[:2000],
-                    attempts=attempts,
-                )
-            )
+        await self._fenced_update(
+            job,
+            status=JobStatus.PENDING,
+            run_at=at,
+            last_error=reason[:2000],
+            attempts=Job.attempts if count_failure else Job.attempts - 1,
+        )
 
-    async def _fail(self, job: ClaimedJob, exc: Exception, bound: structlog.BoundLogger) -> None:
+    async def _fail(
+        self, job: ClaimedJob[Any], exc: Exception, bound: structlog.BoundLogger
+    ) -> None:
         if job.attempts >= MAX_JOB_ATTEMPTS:
-            async with self._db.transaction() as session:
-                await session.execute(
-                    update(Job)
-                    .where(Job.id == job.id, Job.lease_owner == self.owner)
-                    .values(status="dead", finished_at=utcnow(), last_error=repr(exc)[:2000])
-                )
+            await self._fenced_update(
+                job, status=JobStatus.DEAD, finished_at=utcnow(), last_error=repr(exc)[:2000]
+            )
             bound.error("job_dead", error=repr(exc))
             return
         delay = min(2.0**job.attempts, MAX_BACKOFF_SECONDS)
@@ -300,5 +490,24 @@ class JobRunner:
 
 
 async def queue_depth(session: AsyncSession) -> int:
-    query = select(func.count()).select_from(Job).where(Job.status.in_(("pending", "running")))
-    return int((await session.execute(query)).scalar_one())
+    query = (
+        select(func.count())
+        .select_from(Job)
+        .where(
+            Job.status.in_((JobStatus.PENDING, JobStatus.RUNNING)),
+            Job.kind != JobKind.PERIODIC.value,
+        )
+    )
+    return int((await session.scalar(query)) or 0)
+
+
+async def prune_finished(db: Database, older_than: timedelta) -> int:
+    """Forget finished jobs after the retention period; dead ones stay for inspection."""
+    async with db.transaction() as session:
+        result = await session.execute(
+            delete(Job).where(Job.status == JobStatus.DONE, Job.finished_at < utcnow() - older_than)
+        )
+    pruned: int = result.rowcount  # type: ignore[attr-defined]
+    if pruned:
+        log.info("jobs_pruned", count=pruned)
+    return pruned

@@ -16,6 +16,7 @@ from sqlalchemy import select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from opsgate.services.execution import approver_names, load_execution
+from opsgate.services.job_kinds import ApprovalJob
 from opsgate.services.jobs import ClaimedJob
 from opsgate.services.storage.db import Database
 from opsgate.services.storage.models import (
@@ -52,10 +53,10 @@ class KnowledgeService:
     def __init__(self, db: Database) -> None:
         self._db = db
 
-    async def write_back(self, job: ClaimedJob) -> None:
+    async def write_back(self, job: ClaimedJob[ApprovalJob]) -> None:
         """Create or refresh the case for one execution (refreshed once it is verified)."""
-        async with self._db.transaction() as session:
-            record = await load_execution(session, job.ref)
+        async with job.lease.transaction() as session:
+            record = await load_execution(session, job.payload.approval_id)
             if record is None:
                 return
             approval, execution, incident = record.approval, record.execution, record.incident
@@ -75,7 +76,7 @@ class KnowledgeService:
                 session.add(entry)
             entry.title, entry.content, entry.tags, entry.category = title, content, tags, category
             entry.updated_at = now
-        log.info("knowledge_written", approval_id=job.ref, incident_id=incident.id)
+        log.info("knowledge_written", approval_id=approval.id, incident_id=incident.id)
 
     async def search(self, words: str, limit: int = SEARCH_LIMIT) -> list[SearchHit]:
         """The best matches that are not archived; each one returned counts as referenced."""

@@ -7,6 +7,7 @@ same change (the same restartedAt stamp, the same target revision) instead of a 
 from __future__ import annotations
 
 import copy
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -21,9 +22,17 @@ DRY_RUN = "All"
 
 
 class Executor(Protocol):
-    async def execute(self, op: Operation, context: dict[str, Any]) -> str:
+    async def execute(
+        self,
+        op: Operation,
+        context: dict[str, Any],
+        *,
+        before_apply: Callable[[], Awaitable[None]] | None = None,
+    ) -> str:
         """Apply ``op``; return a one-line account of what changed; raise on failure."""
         ...
+
+    async def prove(self, op: Operation, context: dict[str, Any]) -> str | None: ...
 
 
 class StageFailed(Exception):
@@ -45,8 +54,16 @@ class KubeExecutor:
         self._apps = AppsV1Api(api_client)
         self._core = CoreV1Api(api_client)
         self._timeout = request_timeout
+        self._before_apply: Callable[[], Awaitable[None]] | None = None
 
-    async def execute(self, op: Operation, context: dict[str, Any]) -> str:
+    async def execute(
+        self,
+        op: Operation,
+        context: dict[str, Any],
+        *,
+        before_apply: Callable[[], Awaitable[None]] | None = None,
+    ) -> str:
+        self._before_apply = before_apply
         match op.kind:
             case OperationKind.ROLLOUT_RESTART:
                 return await self._restart(op, context)
@@ -65,10 +82,15 @@ class KubeExecutor:
             await call(*args, dry_run=DRY_RUN, _request_timeout=self._timeout, **kwargs)
         except Exception as exc:
             raise StageFailed("dry_run", exc) from exc
+        if self._before_apply is not None:
+            await self._before_apply()
         try:
             return await call(*args, _request_timeout=self._timeout, **kwargs)
         except Exception as exc:
             raise StageFailed("apply", exc) from exc
+
+    async def prove(self, op: Operation, context: dict[str, Any]) -> str | None:
+        return None
 
     def _workload_api(self, op: Operation, verb: str) -> Any:
         return getattr(self._apps, f"{verb}_namespaced_{_snake(op.target_kind)}")

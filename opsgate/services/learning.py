@@ -11,7 +11,6 @@ for a verified success, 0.5 for degraded, 0.0 for failed, timeout or a "wrong di
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import structlog
@@ -19,14 +18,14 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from opsgate.services import timeline
-from opsgate.services.jobs import ClaimedJob, JobKind, enqueue_learning, learn_ref
+from opsgate.services.job_kinds import LEARN, LearnJob
+from opsgate.services.jobs import ClaimedJob, enqueue, is_queued
 from opsgate.services.storage.db import Database
 from opsgate.services.storage.models import (
     Approval,
     Disposition,
     Execution,
     Incident,
-    Job,
     LearningApplied,
     PlaybookStat,
     utcnow,
@@ -72,13 +71,12 @@ class PlaybookRecord:
 
 
 class LearningService:
-    def __init__(self, db: Database, *, jobs_ready: Callable[[], None]) -> None:
+    def __init__(self, db: Database) -> None:
         self._db = db
-        self._jobs_ready = jobs_ready
 
-    async def run_job(self, job: ClaimedJob) -> None:
-        approval_id, _, event = job.ref.partition("|")
-        async with self._db.transaction() as session:
+    async def run_job(self, job: ClaimedJob[LearnJob]) -> None:
+        approval_id, event = job.payload.approval_id, job.payload.event
+        async with job.lease.transaction() as session:
             if await session.get(LearningApplied, (approval_id, event)) is not None:
                 return
             approval = await session.get(Approval, approval_id)
@@ -125,19 +123,16 @@ class LearningService:
 
     async def record_feedback(self, approval_id: str, who: str) -> str:
         """A "wrong diagnosis" tap: counted once per execution, whoever taps first."""
-        ref = learn_ref(approval_id, WRONG_DIAGNOSIS)
+        wanted = LearnJob(approval_id=approval_id, event=WRONG_DIAGNOSIS)
         async with self._db.transaction() as session:
             approval = await session.get(Approval, approval_id)
             execution = await session.get(Execution, approval_id)
             if approval is None or execution is None:
                 return "This result is not known to opsgate any more."
             already = await session.get(LearningApplied, (approval_id, WRONG_DIAGNOSIS))
-            queued = await session.scalar(
-                select(Job.id).where(Job.kind == JobKind.LEARN.value, Job.ref == ref)
-            )
-            if already is not None or queued is not None:
+            if already is not None or await is_queued(session, LEARN, wanted):
                 return "Already recorded: this diagnosis is marked wrong."
-            await enqueue_learning(session, approval_id, WRONG_DIAGNOSIS)
+            await enqueue(session, LEARN, wanted)
             timeline.record(
                 session,
                 approval.incident_id,
@@ -146,7 +141,6 @@ class LearningService:
                 actor=who,
                 status="warning",
             )
-        self._jobs_ready()
         return "Thanks: recorded against this playbook's trust."
 
     async def record_for(self, signature_: str, operation: str) -> PlaybookRecord | None:

@@ -14,6 +14,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from opsgate.services import timeline
+from opsgate.services.job_kinds import IncidentJob
 from opsgate.services.jobs import ClaimedJob
 from opsgate.services.learning import PlaybookRecord, record_in, signature_of
 from opsgate.services.storage.db import Database
@@ -55,10 +56,10 @@ class PlaybookService:
     def __init__(self, db: Database) -> None:
         self._db = db
 
-    async def extract(self, job: ClaimedJob) -> None:
+    async def extract(self, job: ClaimedJob[IncidentJob]) -> None:
         """Draft a playbook once the incident is resolved and its fix verified."""
-        async with self._db.transaction() as session:
-            incident = await session.get(Incident, job.ref)
+        async with job.lease.transaction() as session:
+            incident = await session.get(Incident, job.payload.incident_id)
             if incident is None or incident.status != "resolved":
                 return
             verified = await session.scalar(
@@ -104,7 +105,7 @@ class PlaybookService:
                 "playbook_drafted",
                 f"draft playbook #{playbook.id}: {verified.action} for {incident.alertname}",
             )
-        log.info("playbook_drafted", incident_id=job.ref, playbook_id=playbook.id)
+        log.info("playbook_drafted", incident_id=incident.id, playbook_id=playbook.id)
 
     async def find_for(self, session: AsyncSession, incident: Incident) -> Playbook | None:
         return await session.scalar(

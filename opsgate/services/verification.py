@@ -7,7 +7,6 @@ Its outcome never touches the result already posted; it adds a line to the card.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import timedelta
 from typing import Any, Protocol
 
@@ -16,7 +15,16 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from opsgate.services import rollout_status, timeline
 from opsgate.services.failures import classify
-from opsgate.services.jobs import ClaimedJob, JobKind, RetryJob, enqueue, enqueue_learning
+from opsgate.services.job_kinds import (
+    EXTRACT_PLAYBOOK,
+    KNOWLEDGE,
+    LEARN,
+    SYNC_CARD,
+    ApprovalJob,
+    IncidentJob,
+    LearnJob,
+)
+from opsgate.services.jobs import ClaimedJob, RetryJob, enqueue
 from opsgate.services.operations import Operation, OperationKind
 from opsgate.services.storage.db import Database
 from opsgate.services.storage.models import Approval, Execution, Incident, utcnow
@@ -50,7 +58,6 @@ class VerificationService:
         *,
         deadline: timedelta,
         poll: timedelta,
-        jobs_ready: Callable[[], None],
         alert_window: timedelta | None = None,
     ) -> None:
         self._db = db
@@ -58,12 +65,12 @@ class VerificationService:
         self._deadline = deadline
         self._poll = poll
         self._alert_window = alert_window
-        self._jobs_ready = jobs_ready
 
-    async def run_job(self, job: ClaimedJob) -> None:
+    async def run_job(self, job: ClaimedJob[ApprovalJob]) -> None:
+        approval_id = job.payload.approval_id
         async with self._db.transaction() as session:
-            execution = await session.get(Execution, job.ref)
-            approval = await session.get(Approval, job.ref)
+            execution = await session.get(Execution, approval_id)
+            approval = await session.get(Approval, approval_id)
             if execution is None or approval is None:
                 return
             if execution.verification_status != VERIFYING or execution.finished_at is None:
@@ -92,10 +99,9 @@ class VerificationService:
             outcome, detail = SUCCESS, f"{verdict.message} in {took:.0f} s"
         else:
             outcome, detail = FAILED, verdict.message
-        async with self._db.transaction() as session:
-            await self._record(session, job.ref, outcome, detail)
-        self._jobs_ready()
-        log.info("verification_finished", approval_id=job.ref, outcome=outcome, detail=detail)
+        async with job.lease.transaction() as session:
+            await self._record(session, approval_id, outcome, detail)
+        log.info("verification_finished", approval_id=approval_id, outcome=outcome, detail=detail)
 
     async def _look(self, op: Operation, context: dict[str, Any]) -> rollout_status.Verdict:
         try:
@@ -143,8 +149,10 @@ class VerificationService:
             f"{outcome}: {detail}",
             status={SUCCESS: "success", FAILED: "error"}.get(outcome, "warning"),
         )
-        await enqueue(session, JobKind.SYNC_CARD, approval.incident_id, coalesce=True)
-        await enqueue_learning(session, approval_id, "verified")
-        await enqueue(session, JobKind.KNOWLEDGE, approval_id)
+        await enqueue(session, SYNC_CARD, IncidentJob(incident_id=approval.incident_id))
+        await enqueue(session, LEARN, LearnJob(approval_id=approval_id, event="verified"))
+        await enqueue(session, KNOWLEDGE, ApprovalJob(approval_id=approval_id))
         if outcome == SUCCESS:
-            await enqueue(session, JobKind.EXTRACT_PLAYBOOK, approval.incident_id, coalesce=True)
+            await enqueue(
+                session, EXTRACT_PLAYBOOK, IncidentJob(incident_id=approval.incident_id)
+            )

@@ -1,4 +1,4 @@
-"""A process that dies mid-call must not run the change again: the outcome is unknown."""
+"""An attempt cut short before its real call runs again; the dry run changed nothing."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from opsgate.services.approvals import ApprovalService, RetryPolicy, Tapper
 from opsgate.services.chat import ChatTarget
 from opsgate.services.execution import ExecutionService
 from opsgate.services.incidents import IncidentService
-from opsgate.services.jobs import ClaimedJob, JobKind
+from opsgate.services.job_kinds import EXECUTE, ApprovalJob, JobKind
 from opsgate.services.kube_executor import KubeExecutor
 from opsgate.services.playbooks import PlaybookService
 from opsgate.services.policy import AutoApproveRule
@@ -26,6 +26,7 @@ from opsgate.services.storage.models import Approval, Execution, ExecutionAttemp
 from opsgate.settings import Settings
 from tests.builders import ALICE, am_payload, policy
 from tests.fakes.kube_api import FakeKube
+from tests.job_helpers import held_job
 
 
 @pytest.fixture
@@ -46,7 +47,7 @@ async def kube(tmp_path: Path) -> AsyncIterator[tuple[FakeKube, KubeExecutor]]:
         await fake.stop()
 
 
-async def test_an_attempt_cut_short_is_reported_not_repeated(
+async def test_an_attempt_cut_short_in_its_dry_run_runs_again(
     database: Database, kube: tuple[FakeKube, KubeExecutor]
 ) -> None:
     fake, executor = kube
@@ -55,7 +56,6 @@ async def test_an_attempt_cut_short_is_reported_not_repeated(
         policy(),
         ttl=timedelta(hours=1),
         retry=RetryPolicy(2, 0.1),
-        jobs_ready=lambda: None,
     )
     incidents = IncidentService(
         database,
@@ -63,7 +63,6 @@ async def test_an_attempt_cut_short_is_reported_not_repeated(
         router=Router(policy(), ChatTarget(-1)),
         playbooks=PlaybookService(database),
         auto_approve=AutoApproveRule(),
-        jobs_ready=lambda: None,
     )
     await incidents.ingest_alertmanager(AmPayload.model_validate(am_payload()))
     async with database.transaction() as session:
@@ -71,27 +70,28 @@ async def test_an_attempt_cut_short_is_reported_not_repeated(
     assert approval is not None
     await approvals.decide(approval.id, Tapper(ALICE, "alice"), True)
 
-    execution = ExecutionService(database, executor, jobs_ready=lambda: None)
-    job = ClaimedJob(1, JobKind.EXECUTE, approval.id, 1)
+    execution = ExecutionService(database, executor)
+    job = await held_job(database, EXECUTE, ApprovalJob(approval_id=approval.id))
+    # The first PATCH is the dry run: the worker dies while the API server holds it.
     fake.inject("PATCH", r"/deployments/checkout$", "timeout", delay=30)
     first = asyncio.create_task(execution.run_job(job))
     await asyncio.wait_for(_until(lambda: any(r.method == "PATCH" for r in fake.requests)), 10)
-    first.cancel()  # the process dies while the API server holds the call
+    first.cancel()
     with pytest.raises(asyncio.CancelledError):
         await first
 
     await execution.run_job(job)
 
     patches = [r for r in fake.requests if r.method == "PATCH"]
-    assert len(patches) == 1
+    # The held dry run, then the attempt again from the start: dry run and real call.
+    assert len(patches) == 3
     async with database.transaction() as session:
         row = await session.get(Execution, approval.id)
         attempts = list(await session.scalars(select(ExecutionAttempt)))
         publish = await session.scalar(select(Job).where(Job.kind == JobKind.PUBLISH_RESULT.value))
-    assert row is not None and row.status == "failed"
-    assert "outcome is unknown" in row.result_detail
-    assert [a.outcome for a in attempts] == ["interrupted"]
-    assert publish is not None and publish.serial_key == approval.incident_id
+    assert row is not None and row.status == "succeeded" and row.attempts == 1
+    assert [a.outcome for a in attempts] == ["succeeded"]
+    assert publish is not None and publish.serial_key == f"card:{approval.incident_id}"
 
 
 async def _until(check: Callable[[], bool]) -> None:

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import select
 
-from opsgate.services.jobs import ClaimedJob, JobKind
+from opsgate.services.job_kinds import KNOWLEDGE, LEARN, ApprovalJob, LearnJob
 from opsgate.services.knowledge import KnowledgeService
 from opsgate.services.learning import LearningService, signature
 from opsgate.services.operations import parse_operation
@@ -21,6 +21,7 @@ from opsgate.services.storage.models import (
     KnowledgeEntry,
     PlaybookStat,
 )
+from tests.job_helpers import held_job
 
 T0 = datetime(2026, 11, 28, 3, 0, tzinfo=UTC)
 ACTION = "kubectl rollout restart deployment/checkout -n shop"
@@ -94,23 +95,27 @@ async def _case(
     return approval_id
 
 
-def job(kind: JobKind, ref: str) -> ClaimedJob:
-    return ClaimedJob(1, kind, ref, 1)
-
-
 async def test_trust_counts_and_recovery_match_hand_computed_values(database: Database) -> None:
-    learning = LearningService(database, jobs_ready=lambda: None)
+    learning = LearningService(database)
     outcomes = [("success", 60.0), ("failed", 0.0), ("success", 120.0)]
     for n, (verified, after) in enumerate(outcomes):
         approval_id = await _case(database, n, verified=verified, verified_after=after)
         for event in ("approved", "executed", "verified"):
-            await learning.run_job(job(JobKind.LEARN, f"{approval_id}|{event}"))
+            await learning.run_job(
+                await held_job(database, LEARN, LearnJob(approval_id=approval_id, event=event))
+            )
             # A retried job must not count twice.
-            await learning.run_job(job(JobKind.LEARN, f"{approval_id}|{event}"))
+            await learning.run_job(
+                await held_job(database, LEARN, LearnJob(approval_id=approval_id, event=event))
+            )
     rejected = await _case(database, 10, status="rejected", executed=None)
-    await learning.run_job(job(JobKind.LEARN, f"{rejected}|rejected"))
+    await learning.run_job(
+        await held_job(database, LEARN, LearnJob(approval_id=rejected, event="rejected"))
+    )
     expired = await _case(database, 11, status="expired", executed=None)
-    await learning.run_job(job(JobKind.LEARN, f"{expired}|expired"))
+    await learning.run_job(
+        await held_job(database, LEARN, LearnJob(approval_id=expired, event="expired"))
+    )
 
     async with database.transaction() as session:
         stat = await session.scalar(select(PlaybookStat))
@@ -129,7 +134,9 @@ async def test_trust_counts_and_recovery_match_hand_computed_values(database: Da
     feedback = await learning.record_feedback("ap00000000", "@alice")
     assert feedback.startswith("Thanks")
     assert (await learning.record_feedback("ap00000000", "@bob")).startswith("Already")
-    await learning.run_job(job(JobKind.LEARN, "ap00000000|wrong_diagnosis"))
+    await learning.run_job(
+        await held_job(database, LEARN, LearnJob(approval_id="ap00000000", event="wrong_diagnosis"))
+    )
     async with database.transaction() as session:
         stat = await session.scalar(select(PlaybookStat))
     assert stat is not None and stat.wrong_diagnoses == 1
@@ -160,8 +167,12 @@ async def test_full_text_search_ranks_references_and_decays(database: Database) 
         service="worker",
     )
     for approval_id in (checkout, payments, failed):
-        await knowledge.write_back(job(JobKind.KNOWLEDGE, approval_id))
-        await knowledge.write_back(job(JobKind.KNOWLEDGE, approval_id))  # idempotent
+        await knowledge.write_back(
+            await held_job(database, KNOWLEDGE, ApprovalJob(approval_id=approval_id))
+        )
+        await knowledge.write_back(
+            await held_job(database, KNOWLEDGE, ApprovalJob(approval_id=approval_id))
+        )  # idempotent
 
     hits = await knowledge.search("checkout restart")
     assert [h.incident_id for h in hits][:1] == ["INC-TEST0001"]

@@ -14,7 +14,8 @@ from opsgate.services.alertmanager import AmPayload
 from opsgate.services.approvals import ApprovalService, RetryPolicy, Tapper
 from opsgate.services.chat import ChatTarget
 from opsgate.services.incidents import IncidentService
-from opsgate.services.jobs import ClaimedJob, JobKind, JobRunner, enqueue
+from opsgate.services.job_kinds import SYNC_CARD, IncidentJob, JobKind
+from opsgate.services.jobs import ClaimedJob, JobRunner, enqueue
 from opsgate.services.playbooks import PlaybookService
 from opsgate.services.policy import AutoApproveRule
 from opsgate.services.routing import Router
@@ -39,7 +40,6 @@ def services(
         policy(quorum),
         ttl=timedelta(hours=2),
         retry=RetryPolicy(2, 30.0),
-        jobs_ready=lambda: None,
     )
     incidents = IncidentService(
         db,
@@ -47,7 +47,6 @@ def services(
         router=Router(policy(), ChatTarget(-100123, None)),
         playbooks=PlaybookService(db),
         auto_approve=AutoApproveRule(),
-        jobs_ready=lambda: None,
     )
     return approvals, incidents
 
@@ -56,7 +55,7 @@ async def test_migrate_is_idempotent(database: Database) -> None:
     await database.migrate()
     async with database.transaction() as session:
         version = await session.scalar(text("SELECT version_num FROM alembic_version"))
-    assert version == "0006"
+    assert version == "0007"
 
 
 async def test_datetimes_come_back_as_aware_utc(database: Database) -> None:
@@ -112,12 +111,12 @@ async def test_concurrent_taps_claim_exactly_once(database: Database) -> None:
 async def test_two_runners_never_claim_the_same_job(database: Database) -> None:
     async with database.transaction() as session:
         for i in range(30):
-            await enqueue(session, JobKind.SYNC_CARD, f"INC-{i:04d}")
+            await enqueue(session, SYNC_CARD, IncidentJob(incident_id=f"INC-{i:04d}"))
     seen: list[str] = []
     done = asyncio.Event()
 
-    async def handler(job: ClaimedJob) -> None:
-        seen.append(job.ref)
+    async def handler(job: ClaimedJob[IncidentJob]) -> None:
+        seen.append(job.payload.incident_id)
         if len(seen) >= 30:
             done.set()
 
@@ -125,11 +124,12 @@ async def test_two_runners_never_claim_the_same_job(database: Database) -> None:
         JobRunner(
             database,
             {JobKind.SYNC_CARD: handler},
+            owner=f"runner-{n}",
             lease_seconds=60,
             poll_interval=0.05,
             concurrency=4,
         )
-        for _ in range(2)
+        for n in range(2)
     ]
     stop = asyncio.Event()
     tasks = [asyncio.create_task(r.run(stop)) for r in runners]
@@ -143,8 +143,8 @@ async def test_two_runners_never_claim_the_same_job(database: Database) -> None:
 async def test_coalesced_jobs_queue_once_while_waiting(database: Database) -> None:
     async with database.transaction() as session:
         for _ in range(5):
-            await enqueue(session, JobKind.SYNC_CARD, "INC-AAAA", coalesce=True)
-        await enqueue(session, JobKind.SYNC_CARD, "INC-BBBB", coalesce=True)
+            await enqueue(session, SYNC_CARD, IncidentJob(incident_id="INC-AAAA"))
+        await enqueue(session, SYNC_CARD, IncidentJob(incident_id="INC-BBBB"))
     async with database.transaction() as session:
         count = await session.scalar(select(func.count()).select_from(Job))
     assert count == 2

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -37,12 +37,25 @@ class Database:
         if self.is_sqlite:
             _serialise_sqlite_writers(self.engine)
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+        self._commit_listeners: dict[str, list[Callable[[], None]]] = {}
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncSession]:
-        """A session inside one transaction: committed on success, rolled back on error."""
-        async with self.sessions() as session, session.begin():
-            yield session
+        """A session inside one transaction: committed on success, rolled back on error.
+
+        This is the unit of work: what a transaction marked with :func:`after_commit` (new
+        jobs, say) is announced to its listeners only once the commit succeeded.
+        """
+        async with self.sessions() as session:
+            async with session.begin():
+                yield session
+            for topic in session.info.pop(_AFTER_COMMIT, ()):
+                for listener in self._commit_listeners.get(topic, ()):
+                    listener()
+
+    def on_commit(self, topic: str, listener: Callable[[], None]) -> None:
+        """Call ``listener`` after every committed transaction marked with ``topic``."""
+        self._commit_listeners.setdefault(topic, []).append(listener)
 
     async def migrate(self) -> None:
         async with self.engine.begin() as conn:
@@ -55,6 +68,15 @@ class Database:
 
     async def dispose(self) -> None:
         await self.engine.dispose()
+
+
+_AFTER_COMMIT = "opsgate_after_commit"
+
+
+def after_commit(session: AsyncSession, topic: str) -> None:
+    """Mark the session's transaction: once it commits, ``topic``'s listeners are told."""
+    topics: set[str] = session.info.setdefault(_AFTER_COMMIT, set())
+    topics.add(topic)
 
 
 def _serialise_sqlite_writers(engine: AsyncEngine) -> None:

@@ -153,6 +153,9 @@ class Execution(Base):
     started_at: Mapped[datetime | None] = mapped_column(nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(nullable=True)
     result_message_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    # Telegram took the reply but its answer was lost: it may be in the chat, so it is not
+    # sent again.
+    result_delivery_unknown: Mapped[bool] = mapped_column(Boolean, default=False)
     # pending | success | degraded | failed | timeout; None when there is nothing to verify.
     verification_status: Mapped[str | None] = mapped_column(String(16), nullable=True)
     verification_detail: Mapped[str] = mapped_column(Text, default="")
@@ -181,6 +184,9 @@ class ExecutionAttempt(Base):
     finished_at: Mapped[datetime | None] = mapped_column(nullable=True)
     duration_ms: Mapped[int | None] = mapped_column(Integer, nullable=True)
     outcome: Mapped[str] = mapped_column(String(16), default="running")
+    # How far a running attempt got: "preparing" (reads and dry run, harmless to repeat) or
+    # "applying" (the real call may have reached the cluster).
+    phase: Mapped[str] = mapped_column(String(16), default="preparing")
     dry_run_ok: Mapped[bool] = mapped_column(Boolean, default=False)
     http_status: Mapped[int | None] = mapped_column(Integer, nullable=True)
     error: Mapped[str] = mapped_column(Text, default="")
@@ -301,16 +307,20 @@ class Job(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     kind: Mapped[str] = mapped_column(String(32))
-    ref: Mapped[str] = mapped_column(String(64), index=True)
+    # The payload's identity (see services/job_kinds.py): for logs, coalescing, look-ups.
+    key: Mapped[str] = mapped_column(Text, index=True)
+    payload: Mapped[dict[str, Any]] = mapped_column(default=dict)
     # Jobs sharing a serial key never run at the same time (e.g. every edit of one card).
-    serial_key: Mapped[str] = mapped_column(String(64), index=True)
+    serial_key: Mapped[str] = mapped_column(Text, index=True)
     status: Mapped[str] = mapped_column(String(16), index=True)
     run_at: Mapped[datetime] = mapped_column(index=True)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
-    lease_owner: Mapped[str] = mapped_column(String(64), default="")
+    lease_owner: Mapped[str] = mapped_column(Text, default="")
+    # New with every claim: writes of a worker whose token is no longer here are refused.
+    lease_token: Mapped[str | None] = mapped_column(String(64), nullable=True, unique=True)
     lease_until: Mapped[datetime | None] = mapped_column(nullable=True)
     last_error: Mapped[str] = mapped_column(Text, default="")
-    dedupe_key: Mapped[str | None] = mapped_column(String(96), unique=True, nullable=True)
+    dedupe_key: Mapped[str | None] = mapped_column(Text, unique=True, nullable=True)
     created_at: Mapped[datetime]
     finished_at: Mapped[datetime | None] = mapped_column(nullable=True)
 
