@@ -9,7 +9,9 @@ schema the client is generated from, answers with real ``Status`` objects, appli
 flavours with their real semantics, and runs just enough of the deployment, replica-set,
 statefulset and daemonset controllers for revisions, pods and rollout status to change the way
 ``kubectl rollout`` expects. Faults (status codes, dropped connections, hangs) can be injected per
-request so retry logic can be tested against the same stack.
+request so retry logic can be tested against the same stack, and requests can be held before
+they are carried out or after, with their answer held back (``hold``, ``hold_answer``), so a crash
+test can kill the client at exactly that point.
 
 Deliberate limits (each answered honestly rather than faked): no watch, no server-side apply, no
 protobuf/YAML bodies, no status subresources, no deletecollection, no paused rollouts and no
@@ -30,8 +32,9 @@ import json
 import random
 import re
 import socket
+import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
@@ -40,6 +43,7 @@ import kubernetes_asyncio.client.models as k8s_models
 from aiohttp import web
 
 from tests.fakes.loopback import LoopbackServer
+from tests.fakes.request_holds import HeldRequest, Hold, pass_holds
 
 Obj = dict[str, Any]
 RolloutMode = Literal["immediate", "manual", "stuck"]
@@ -983,6 +987,7 @@ class RecordedRequest:
     body: Any  # decoded JSON, or None when absent or not JSON
     status: int | None = None  # None: the connection was dropped or the client gave up
     dry_run: bool = False
+    at: float = dataclasses.field(default_factory=time.time)  # arrival
 
 
 @dataclasses.dataclass
@@ -1040,6 +1045,8 @@ class FakeKube(LoopbackServer):
         self._store: dict[str, dict[tuple[str, str], Obj]] = {p: {} for p in _RESOURCES}
         self._rv = 1000
         self._faults: builtins.list[_Injected] = []
+        self._holds: builtins.list[Hold] = []  # before the request is carried out
+        self._answer_holds: builtins.list[Hold] = []  # after, before it is answered
         self._denials: builtins.list[tuple[str, str, str | None]] = []
         self._default_mode: RolloutMode = "immediate"
         self._modes: dict[tuple[str, str, str], RolloutMode] = {}
@@ -1074,6 +1081,8 @@ class FakeKube(LoopbackServer):
 
     async def stop(self) -> None:
         self._closing.set()
+        for hold in self._holds + self._answer_holds:
+            hold.abandon()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -1143,6 +1152,56 @@ class FakeKube(LoopbackServer):
             raise ValueError("count must be at least 1")
         self._faults.append(
             _Injected(method.upper(), re.compile(path_regex), fault, count, delay, retry_after)
+        )
+
+    def hold(
+        self, method: str, path_regex: str, *, dry_run: bool | None = None, count: int = 1
+    ) -> Hold:
+        """Keep the next ``count`` matching requests in flight, not yet carried out, until
+        ``release()``; a held request whose client went away is dropped and never carried out.
+
+        Matching is as for :meth:`inject`; ``dry_run`` True or False picks only the server-side
+        dry runs (``dryRun=All``) or only the real calls, None either. Holds come before injected
+        faults: a released request then meets the fault.
+        """
+        matches = self._hold_matcher(method, path_regex, dry_run)
+        hold = Hold(f"{method} {path_regex}", matches, count)
+        self._holds.append(hold)
+        return hold
+
+    def hold_answer(
+        self, method: str, path_regex: str, *, dry_run: bool | None = None, count: int = 1
+    ) -> Hold:
+        """Carry out the next ``count`` matching requests that succeed, then keep their answers
+        until ``release()`` or until the client goes away: the change is visible to later reads
+        while the client still waits, and is kept if the answer never reaches it. Refusals are
+        answered at once and do not count. Matching is as for :meth:`hold`."""
+        matches = self._hold_matcher(method, path_regex, dry_run)
+        hold = Hold(f"answer to {method} {path_regex}", matches, count)
+        self._answer_holds.append(hold)
+        return hold
+
+    @staticmethod
+    def _hold_matcher(
+        method: str, path_regex: str, dry_run: bool | None
+    ) -> Callable[[HeldRequest], bool]:
+        wanted, path = method.upper(), re.compile(path_regex)
+
+        def matches(request: HeldRequest) -> bool:
+            return (
+                wanted in ("*", request.method)
+                and path.search(request.path) is not None
+                and dry_run in (None, request.dry_run)
+            )
+
+        return matches
+
+    @staticmethod
+    def _held(record: RecordedRequest) -> HeldRequest:
+        # A DELETE may ask for a dry run in its DeleteOptions body rather than in the query.
+        body_dry_run = isinstance(record.body, dict) and record.body.get("dryRun") == ["All"]
+        return HeldRequest(
+            record.method, record.path, record.query, dry_run=record.dry_run or body_dry_run
         )
 
     def set_rollout_mode(
@@ -1316,6 +1375,7 @@ class FakeKube(LoopbackServer):
             dry_run=query.get("dryRun") == "All",
         )
         self.requests.append(record)
+        await pass_holds(self._holds, self._held(record), request)
         fault = self._take_fault(request.method, request.path)
         if fault is not None and fault.fault == "timeout":
             await self._hold(fault.delay or None)
@@ -1341,6 +1401,8 @@ class FakeKube(LoopbackServer):
                 response.headers.add("Warning", f'299 - "unknown field \\"{warning}\\""')
         except ApiStatusError as exc:
             response = self._respond(exc.code, exc.status, exc.headers)
+        if response.status < 300:
+            await pass_holds(self._answer_holds, self._held(record), request)
         record.status = response.status
         return response
 

@@ -10,6 +10,9 @@ descriptions that production error handling matches on.
 
 Tests act as users (:meth:`FakeTelegram.send_text`, :meth:`FakeTelegram.tap`) and read per-chat
 transcripts (:meth:`FakeTelegram.messages`), so they assert on what people in the chat would see.
+Crash tests hold calls in flight or hold their answers back (:meth:`FakeTelegram.hold`,
+:meth:`FakeTelegram.hold_answer`) and spread webhook deliveries over several replicas
+(:meth:`FakeTelegram.route_webhook_to`).
 
 Deliberate differences from the real server (each one errs towards failing a test):
 
@@ -18,6 +21,8 @@ Deliberate differences from the real server (each one errs towards failing a tes
   practice is always a bug in the sender;
 * inline messages, cross-chat replies and file uploads are not modelled and are refused;
 * webhook URLs may be plain ``http`` (the receiver is a loopback test server);
+* webhook updates are delivered one at a time in update order, where Telegram keeps several
+  connections busy; per-chat order, which is all Telegram promises, holds either way;
 * privacy mode is on, as for every new bot: group messages reach the bot only when they are a
   command for it (unaddressed commands count, as if it were the only bot in the group) or a reply
   to one of its messages.
@@ -33,16 +38,17 @@ import math
 import re
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any, NamedTuple, TypeVar
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 from aiohttp import web
 
 from tests.fakes.loopback import LoopbackServer
+from tests.fakes.request_holds import HeldRequest, Hold, pass_holds
 
 JsonDict = dict[str, Any]
 _T = TypeVar("_T")
@@ -673,6 +679,21 @@ class ApiCall:
         return f"{self.method} -> {outcome} {json.dumps(self.params, ensure_ascii=False)[:300]}"
 
 
+@dataclass(frozen=True)
+class WebhookDelivery:
+    """One attempt to POST an update to the webhook; only a 2xx acknowledges the update."""
+
+    update_id: int
+    url: str
+    status: int | None  # None: no HTTP answer (refused, reset, timed out)
+    error: str | None  # as getWebhookInfo's last_error_message would say; None when acknowledged
+    at: float = field(default_factory=time.time)
+
+    @property
+    def acknowledged(self) -> bool:
+        return self.error is None
+
+
 @dataclass
 class _Chat:
     id: int
@@ -722,6 +743,7 @@ class FakeTelegram(LoopbackServer):
         *,
         privacy_mode: bool = True,
         webhook_retry_delay: float = 0.1,
+        webhook_timeout: float = 10.0,
     ) -> None:
         self.token = token
         self.bot_user = FakeUser(
@@ -730,10 +752,17 @@ class FakeTelegram(LoopbackServer):
             first_name=bot_username,
             is_bot=True,
         )
-        self.calls: list[ApiCall] = []
+        self.calls: list[ApiCall] = []  # calls carried out or refused, as they were answered
+        self.webhook_deliveries: list[WebhookDelivery] = []  # every attempt, in order
         self.commands: dict[tuple[str, str], list[JsonDict]] = {}  # (scope, language) -> commands
         self._privacy_mode = privacy_mode
         self._webhook_retry_delay = webhook_retry_delay
+        self._webhook_timeout = webhook_timeout
+        self._webhook_routes: list[str] | None = None
+        self._webhook_turn = 0
+        self._holds: list[Hold] = []  # before the call is carried out
+        self._answer_holds: list[Hold] = []  # after, before it is answered
+        self._waiting_polls = 0
         self._chats: dict[int, _Chat] = {}
         self._updates: list[JsonDict] = []
         self._update_ids = itertools.count(1)
@@ -785,12 +814,16 @@ class FakeTelegram(LoopbackServer):
         self._runner = runner
         host, port = runner.addresses[0][:2]
         self._root_url = f"http://{host}:{port}"
-        self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10))
+        self._session = aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=self._webhook_timeout)
+        )
         self._delivery = asyncio.create_task(self._deliver_webhook_updates(self._session))
 
     async def stop(self) -> None:
         """Release pending long polls, stop webhook delivery, close the server."""
         self._closing = True
+        for hold in self._holds + self._answer_holds:
+            hold.abandon()
         self._touch()
         if self._delivery is not None:
             self._delivery.cancel()
@@ -877,6 +910,54 @@ class FakeTelegram(LoopbackServer):
                 description = HTTPStatus(status).phrase
         queue = self._injected.setdefault(canonical, deque())
         queue.extend(BotApiError(status, description, parameters) for _ in range(count))
+
+    def hold(self, method: str, *, chat_id: int | None = None, count: int = 1) -> Hold:
+        """Keep the next ``count`` calls of ``method`` (for ``chat_id``, if given) in flight, not
+        yet carried out, until ``release()``; one whose client went away is dropped and never
+        carried out (nor recorded in :attr:`calls`). Holds come before injected errors."""
+        hold = Hold(method, self._hold_matcher(method, chat_id), count)
+        self._holds.append(hold)
+        return hold
+
+    def hold_answer(self, method: str, *, chat_id: int | None = None, count: int = 1) -> Hold:
+        """Carry out the next ``count`` successful calls of ``method`` (for ``chat_id``, if
+        given), then keep their answers until ``release()`` or until the client goes away.
+
+        A held sendMessage is in the transcript, with its message id, while the bot still waits
+        for the answer that would tell it that id; refusals are answered at once and do not count.
+        """
+        hold = Hold(f"answer to {method}", self._hold_matcher(method, chat_id), count)
+        self._answer_holds.append(hold)
+        return hold
+
+    def _hold_matcher(self, method: str, chat_id: int | None) -> Callable[[HeldRequest], bool]:
+        canonical = self._canonical_method(method)
+
+        def matches(request: HeldRequest) -> bool:
+            return request.method == canonical and chat_id in (None, request.params.get("chat_id"))
+
+        return matches
+
+    def route_webhook_to(self, origins: Sequence[str] | None) -> None:
+        """Deliver webhook updates to these origins in turn, as a load balancer in front of
+        replicas would; None goes back to the URL given to setWebhook.
+
+        Each origin is ``scheme://host:port``; the path and query of the setWebhook URL are kept,
+        and so is its secret token. Every attempt goes to the next origin, so an update that one
+        replica did not acknowledge is retried at the next.
+        """
+        if origins is None:
+            self._webhook_routes = None
+            return
+        if not origins:
+            raise ValueError("give at least one origin, or None")
+        for origin in origins:
+            parts = urlsplit(origin)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ValueError(f"not an http(s) origin: {origin!r}")
+            if parts.path not in ("", "/") or parts.query or parts.fragment:
+                raise ValueError(f"an origin has no path; setWebhook gives it: {origin!r}")
+        self._webhook_routes = list(origins)
 
     # -- acting as users ------------------------------------------------------------------------
 
@@ -965,6 +1046,12 @@ class FakeTelegram(LoopbackServer):
         if message_id not in chat.messages:
             raise AssertionError(f"chat {chat_id} has no message {message_id}")
         return chat.messages[message_id]
+
+    @property
+    def waiting_long_polls(self) -> int:
+        """getUpdates calls now waiting for updates; a killed bot's poll ends when its connection
+        closes, so this tells a test that the server noticed."""
+        return self._waiting_polls
 
     def unanswered_callback_queries(self) -> list[FakeCallbackQuery]:
         """Telegram shows a spinner on the button until the bot answers; this must end empty."""
@@ -1142,6 +1229,7 @@ class FakeTelegram(LoopbackServer):
                 raise BotApiError(HTTPStatus.NOT_FOUND, "Not Found")
             method, handler = self._methods[method.lower()]
             params = decode_params(params)
+            await pass_holds(self._holds, HeldRequest(method, request.path, params), request)
             injected = self._injected.get(method)
             if injected:
                 raise injected.popleft()
@@ -1150,6 +1238,7 @@ class FakeTelegram(LoopbackServer):
             self._record(method, params, error.status, error.description)
             return web.json_response(error.to_api(), status=error.status)
         self._record(method, params, HTTPStatus.OK, None)
+        await pass_holds(self._answer_holds, HeldRequest(method, request.path, params), request)
         return web.json_response({"ok": True, "result": result})
 
     def _record(self, method: str, params: JsonDict, status: int, description: str | None) -> None:
@@ -1223,7 +1312,6 @@ class FakeTelegram(LoopbackServer):
         loop = asyncio.get_running_loop()
         deadline = loop.time() + max(params.get("timeout") or 0.0, 0.0)
         while True:
-            changed = self._changed
             if generation != self._poll_generation:
                 raise BotApiError(HTTPStatus.CONFLICT, POLLING_CONFLICT)
             if self._webhook is not None:
@@ -1232,8 +1320,17 @@ class FakeTelegram(LoopbackServer):
             remaining = deadline - loop.time()
             if updates or remaining <= 0 or self._closing:
                 return updates[:limit]
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(changed.wait(), remaining)
+            self._waiting_polls += 1
+            # Wakes an older pending poll, which ends with 409 now rather than at the next update.
+            self._touch()
+            changed = self._changed
+            try:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(changed.wait(), remaining)
+            finally:
+                self._waiting_polls -= 1
+                if not changed.is_set():  # timed out, or the client went away: say so
+                    self._touch()
 
     async def _set_webhook(self, params: JsonDict) -> bool:
         url = params.get("url") or ""
@@ -1308,13 +1405,28 @@ class FakeTelegram(LoopbackServer):
         headers = {}
         if hook.secret_token is not None:
             headers["X-Telegram-Bot-Api-Secret-Token"] = hook.secret_token
+        url = self._delivery_url(hook)
+        status: int | None = None
+        error: str | None = None
         try:
-            async with session.post(hook.url, json=update, headers=headers) as response:
-                if HTTPStatus.OK <= response.status < HTTPStatus.MULTIPLE_CHOICES:
-                    return None
-                return f"Wrong response from the webhook: {response.status} {response.reason}"
-        except (aiohttp.ClientError, TimeoutError) as error:
-            return f"Connection failed: {str(error) or type(error).__name__}"
+            async with session.post(url, json=update, headers=headers) as response:
+                status = response.status
+                if not HTTPStatus.OK <= status < HTTPStatus.MULTIPLE_CHOICES:
+                    error = f"Wrong response from the webhook: {status} {response.reason}"
+        except (aiohttp.ClientError, TimeoutError) as failure:
+            error = f"Connection failed: {str(failure) or type(failure).__name__}"
+        self.webhook_deliveries.append(WebhookDelivery(update["update_id"], url, status, error))
+        return error
+
+    def _delivery_url(self, hook: _Webhook) -> str:
+        """The setWebhook URL, or its path at the next origin of :meth:`route_webhook_to`."""
+        routes = self._webhook_routes
+        if not routes:
+            return hook.url
+        origin = urlsplit(routes[self._webhook_turn % len(routes)])
+        self._webhook_turn += 1
+        target = urlsplit(hook.url)
+        return urlunsplit((origin.scheme, origin.netloc, target.path, target.query, ""))
 
     async def _send_message(self, params: JsonDict) -> JsonDict:
         chat = self._writable_chat(params)

@@ -7,7 +7,10 @@ and that it reacts the way the real API server and controllers do where opsgate 
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -26,6 +29,7 @@ from kubernetes_asyncio.client import (
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from tests.fakes.kube_api import FakeKube
+from tests.fakes.request_holds import HoldOutcome
 
 RESTARTED = "kubectl.kubernetes.io/restartedAt"
 STAMP = "2024-05-01T10:00:00Z"
@@ -581,3 +585,178 @@ async def test_daemonset_runs_one_pod_per_node_and_rolls(kube: FakeKube, api: Ap
     assert (ds.status.desired_number_scheduled, ds.status.updated_number_scheduled) == (2, 2)
     on_a = await core.list_pod_for_all_namespaces(field_selector="spec.nodeName=node-a")
     assert [p.spec.containers[0].image for p in on_a.items] == ["agent:2"]
+
+
+# --------------------------------------------------------------------------- holds, for crash tests
+
+_KILLABLE_PATCH = """
+import asyncio, sys
+from kubernetes_asyncio import config
+from kubernetes_asyncio.client import ApiClient, AppsV1Api, Configuration
+
+async def main():
+    cfg = Configuration()
+    await config.load_kube_config(config_file=sys.argv[1], client_configuration=cfg)
+    async with ApiClient(configuration=cfg) as api:
+        await AppsV1Api(api).patch_namespaced_deployment("web", "shop", {"spec": {"replicas": 3}})
+
+asyncio.run(main())
+"""
+
+
+@contextlib.asynccontextmanager
+async def _patching_process(kubeconfig: Path) -> AsyncIterator[asyncio.subprocess.Process]:
+    """Another process sends a scale patch through the real client; the test may kill it."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", _KILLABLE_PATCH, str(kubeconfig)
+    )
+    try:
+        yield process
+    finally:
+        if process.returncode is None:
+            process.kill()
+        await process.wait()
+
+
+async def _restart(apps: AppsV1Api, name: str = "web") -> Any:
+    return await apps.patch_namespaced_deployment(name, "shop", _restart_patch())
+
+
+def _generation(kube: FakeKube) -> int:
+    deployment = kube.get("deployments", "shop", "web")
+    assert deployment is not None
+    return int(deployment["metadata"]["generation"])
+
+
+@pytest.mark.asyncio
+async def test_held_request_is_carried_out_only_when_released(
+    kube: FakeKube, api: ApiClient
+) -> None:
+    kube.add_deployment("shop", "web")
+    apps = AppsV1Api(api)
+    hold = kube.hold("PATCH", r"/deployments/web$", dry_run=False)
+
+    # The server-side dry run passes: it is not the call being held.
+    await apps.patch_namespaced_deployment("web", "shop", _restart_patch(), dry_run="All")
+    patch = asyncio.create_task(_restart(apps))
+    held = await hold.wait_arrived()
+
+    assert (held.method, held.path, held.dry_run) == (
+        "PATCH",
+        "/apis/apps/v1/namespaces/shop/deployments/web",
+        False,
+    )
+    assert held.outcome is HoldOutcome.HELD
+    assert _generation(kube) == 1
+    assert not patch.done()
+    hold.release()
+    assert (await patch).metadata.generation == 2
+    assert [r.outcome for r in hold.requests] == [HoldOutcome.RELEASED]
+
+    # A released hold catches nothing more.
+    await apps.patch_namespaced_deployment("web", "shop", {"spec": {"replicas": 3}})
+    assert len(hold.requests) == 1
+    assert [(r.dry_run, r.status) for r in kube.requests] == [
+        (True, 200),
+        (False, 200),
+        (False, 200),
+    ]
+    assert all(isinstance(r.at, float) for r in kube.requests)
+
+
+async def _give_up_by_cancelling(api: ApiClient, patch: asyncio.Task[Any]) -> None:
+    patch.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await patch
+
+
+async def _give_up_by_closing(api: ApiClient, patch: asyncio.Task[Any]) -> None:
+    await api.close()
+    with pytest.raises(aiohttp.ClientError):
+        await patch
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("give_up", [_give_up_by_cancelling, _give_up_by_closing])
+async def test_held_request_is_dropped_when_the_client_goes_away(
+    kube: FakeKube, tmp_path: Path, give_up: Any
+) -> None:
+    kube.add_deployment("shop", "web")
+    kubeconfig = kube.write_kubeconfig(tmp_path / "kubeconfig", "shop")
+    hold = kube.hold("PATCH", r"/deployments/web$")
+
+    async with await _client(kubeconfig) as api:
+        patch = asyncio.create_task(_restart(AppsV1Api(api)))
+        await hold.wait_arrived()
+        await give_up(api, patch)
+        dropped = await hold.wait_dropped()
+    hold.release()
+
+    async with await _client(kubeconfig) as later:
+        deployment = await AppsV1Api(later).read_namespaced_deployment("web", "shop")
+    assert deployment.metadata.generation == 1  # the dropped patch was never carried out
+    assert dropped.outcome is HoldOutcome.DROPPED
+    assert [(r.method, r.status) for r in kube.requests] == [("PATCH", None), ("GET", 200)]
+
+
+@pytest.mark.asyncio
+async def test_held_request_of_a_killed_client_is_never_carried_out(
+    kube: FakeKube, api: ApiClient, tmp_path: Path
+) -> None:
+    kube.add_deployment("shop", "web")
+    hold = kube.hold("PATCH", r"/deployments/web$")
+
+    async with _patching_process(kube.write_kubeconfig(tmp_path / "kubeconfig", "shop")) as child:
+        await hold.wait_arrived(timeout=60)  # the child imports the client first
+        child.kill()
+        await child.wait()
+        await hold.wait_dropped()
+    hold.release()
+
+    deployment = await AppsV1Api(api).read_namespaced_deployment("web", "shop")
+    assert deployment.spec.replicas == 1
+    assert kube.requests[0].status is None
+
+
+@pytest.mark.asyncio
+async def test_held_answer_comes_after_the_change_is_visible(
+    kube: FakeKube, api: ApiClient, tmp_path: Path
+) -> None:
+    kube.add_deployment("shop", "web")
+    apps = AppsV1Api(api)
+    hold = kube.hold_answer("PATCH", r"/deployments/", dry_run=False)
+
+    # Refusals are answered at once and do not use up the hold.
+    with pytest.raises(ApiException) as exc:
+        await apps.patch_namespaced_deployment("nope", "shop", _restart_patch())
+    assert exc.value.status == 404
+    patch = asyncio.create_task(_restart(apps))
+    await hold.wait_arrived()
+
+    async with await _client(kube.write_kubeconfig(tmp_path / "other", "shop")) as other:
+        seen = await AppsV1Api(other).read_namespaced_deployment("web", "shop")
+    assert seen.metadata.generation == 2  # applied, while the first client still waits
+    assert not patch.done()
+    assert kube.requests[1].status is None  # not answered yet
+    hold.release()
+    assert (await patch).metadata.generation == 2
+    assert kube.requests[1].status == 200
+    assert [r.outcome for r in hold.requests] == [HoldOutcome.RELEASED]
+
+
+@pytest.mark.asyncio
+async def test_held_answer_of_a_killed_client_leaves_the_change_applied(
+    kube: FakeKube, api: ApiClient, tmp_path: Path
+) -> None:
+    kube.add_deployment("shop", "web")
+    hold = kube.hold_answer("PATCH", r"/deployments/web$")
+
+    async with _patching_process(kube.write_kubeconfig(tmp_path / "kubeconfig", "shop")) as child:
+        await hold.wait_arrived(timeout=60)
+        child.kill()
+        await child.wait()
+        await hold.wait_dropped()
+
+    deployment = await AppsV1Api(api).read_namespaced_deployment("web", "shop")
+    assert deployment.spec.replicas == 3
+    assert kube.requests[0].status is None  # the answer never went out

@@ -11,9 +11,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator
+import socket
+import sys
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
+import aiohttp
 import httpx
 import pytest
 import pytest_asyncio
@@ -30,7 +33,8 @@ from telegram.ext import (
     ContextTypes,
 )
 
-from tests.fakes.telegram_api import FakeTelegram, FakeUser
+from tests.fakes.request_holds import HoldOutcome
+from tests.fakes.telegram_api import POLLING_CONFLICT, FakeTelegram, FakeUser
 
 GROUP = -1001234567890
 FORUM = -1009876543210
@@ -712,3 +716,318 @@ async def test_ptb_maps_refusals_to_its_exceptions(tg: FakeTelegram) -> None:
     assert parse_error.value.message == (
         'Can\'t parse entities: unsupported start tag "p" at byte offset 0'
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# Holds and replicas, for crash tests
+
+
+@pytest.mark.asyncio
+async def test_held_call_is_carried_out_only_when_released(
+    tg: FakeTelegram, api: httpx.AsyncClient
+) -> None:
+    card = await bot_says(api, GROUP, "Restart web?")
+    elsewhere = await bot_says(api, ALICE_ID, "Restart web?")
+    hold = tg.hold("editMessageText", chat_id=GROUP)
+
+    # Other chats and other methods pass.
+    await call(api, "editMessageText", chat_id=ALICE_ID, message_id=elsewhere, text="Approved")
+    await bot_says(api, GROUP, "unrelated")
+    edit = asyncio.create_task(
+        call(api, "editMessageText", chat_id=GROUP, message_id=card, text="Approved")
+    )
+    held = await hold.wait_arrived()
+
+    assert (held.method, held.params["chat_id"], held.outcome) == (
+        "editMessageText",
+        GROUP,
+        HoldOutcome.HELD,
+    )
+    assert tg.message(GROUP, card).plain_text == "Restart web?"
+    assert not edit.done()
+    hold.release()
+    status, body = await edit
+    assert (status, body["result"]["text"]) == (200, "Approved")
+    assert tg.message(GROUP, card).plain_text == "Approved"
+    assert held.outcome is HoldOutcome.RELEASED
+
+
+async def _give_up_by_cancelling(client: aiohttp.ClientSession, sent: asyncio.Task[Any]) -> None:
+    sent.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await sent
+
+
+async def _give_up_by_closing(client: aiohttp.ClientSession, sent: asyncio.Task[Any]) -> None:
+    await client.close()
+    with pytest.raises(aiohttp.ClientError):
+        await sent
+
+
+async def _post(client: aiohttp.ClientSession, url: str, **params: Any) -> Any:
+    async with client.post(url, json=params) as response:
+        return await response.json()
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("give_up", [_give_up_by_cancelling, _give_up_by_closing])
+async def test_held_call_is_dropped_when_the_client_goes_away(
+    tg: FakeTelegram, api: httpx.AsyncClient, give_up: Any
+) -> None:
+    card = await bot_says(api, GROUP, "Restart web?")
+    hold = tg.hold("editMessageText")
+
+    async with aiohttp.ClientSession() as client:
+        edit = asyncio.create_task(
+            _post(
+                client,
+                f"{tg.root_url}/bot{tg.token}/editMessageText",
+                chat_id=GROUP,
+                message_id=card,
+                text="Approved",
+            )
+        )
+        await hold.wait_arrived()
+        await give_up(client, edit)
+        dropped = await hold.wait_dropped()
+    hold.release()
+
+    # The next call is served after the dropped one would have been: it was never carried out.
+    assert (await call(api, "getMe"))[0] == 200
+    assert dropped.outcome is HoldOutcome.DROPPED
+    assert tg.message(GROUP, card).plain_text == "Restart web?"
+    assert [c.method for c in tg.calls] == ["sendMessage", "getMe"]
+
+
+@pytest.mark.asyncio
+async def test_held_answer_send_message_is_in_the_transcript_with_its_id(
+    tg: FakeTelegram, api: httpx.AsyncClient
+) -> None:
+    hold = tg.hold_answer("sendMessage", chat_id=GROUP)
+
+    # Refusals are answered at once and do not use up the hold.
+    assert (await call(api, "sendMessage", chat_id=GROUP, text="<p>", parse_mode="HTML"))[0] == 400
+    sent = asyncio.create_task(call(api, "sendMessage", chat_id=GROUP, text="Restart web?"))
+    await hold.wait_arrived()
+
+    [message] = tg.messages(GROUP)
+    assert message.plain_text == "Restart web?"  # people see it; the bot has no id for it yet
+    assert [(c.method, c.status) for c in tg.calls] == [("sendMessage", 400), ("sendMessage", 200)]
+    assert not sent.done()
+    hold.release()
+    status, body = await sent
+    assert (status, body["result"]["message_id"]) == (200, message.message_id)
+
+
+@pytest.mark.asyncio
+async def test_held_answer_lost_with_its_client_leaves_the_message(tg: FakeTelegram) -> None:
+    hold = tg.hold_answer("sendMessage")
+
+    async with aiohttp.ClientSession() as client:
+        sent = asyncio.create_task(
+            _post(client, f"{tg.root_url}/bot{tg.token}/sendMessage", chat_id=GROUP, text="Hi")
+        )
+        await hold.wait_arrived()
+        await _give_up_by_closing(client, sent)
+        await hold.wait_dropped()
+
+    assert [m.plain_text for m in tg.messages(GROUP)] == ["Hi"]
+
+
+@pytest.mark.asyncio
+async def test_newer_long_poll_terminates_a_waiting_one_at_once(
+    tg: FakeTelegram, api: httpx.AsyncClient, alice: FakeUser
+) -> None:
+    first = asyncio.create_task(call(api, "getUpdates", timeout=30))
+    await tg.wait_for(lambda: tg.waiting_long_polls == 1)
+    second = asyncio.create_task(call(api, "getUpdates", timeout=30))
+
+    status, body = await asyncio.wait_for(first, 10)
+    assert (status, body["description"]) == (409, POLLING_CONFLICT)
+    assert not second.done()  # still polling: answered by the update, not by a timeout
+    tg.send_text(ALICE_ID, alice, "hello")
+    _, updates = await asyncio.wait_for(second, 10)
+    assert [u["message"]["text"] for u in updates["result"]] == ["hello"]
+
+
+_KILLABLE_POLL = """
+import sys, httpx
+httpx.post(sys.argv[1], data={"timeout": "60"}, timeout=120)
+"""
+
+
+@pytest.mark.asyncio
+async def test_long_poll_of_a_killed_bot_does_not_block_the_next(
+    tg: FakeTelegram, api: httpx.AsyncClient, alice: FakeUser
+) -> None:
+    child = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", _KILLABLE_POLL, f"{tg.root_url}/bot{tg.token}/getUpdates"
+    )
+    try:
+        await tg.wait_for(lambda: tg.waiting_long_polls == 1, timeout=60)
+    finally:
+        child.kill()
+        await child.wait()
+    await tg.wait_for(lambda: tg.waiting_long_polls == 0)  # the server saw the connection close
+
+    tg.send_text(ALICE_ID, alice, "are you there?")
+    _, body = await call(api, "getUpdates", timeout=5)
+    assert [u["message"]["text"] for u in body["result"]] == ["are you there?"]
+    assert [c.method for c in tg.calls] == ["getUpdates"]  # the killed poll was never answered
+
+
+class Replica:
+    """A webhook receiver standing in for one opsgate replica behind a load balancer.
+
+    ``script`` says how it treats its first requests (after that it answers 200): ``"500"``
+    answers 500, ``"reset"`` reads the update and closes the connection without answering, as a
+    replica killed mid-request would, ``"hang"`` never answers.
+    """
+
+    def __init__(self, *script: str) -> None:
+        self.script = list(script)
+        self.received: list[tuple[str, str | None, dict[str, Any]]] = []  # path, secret, body
+        self.origin = ""
+        self._runner: web.AppRunner | None = None
+
+    @property
+    def update_ids(self) -> list[int]:
+        return [body["update_id"] for _, _, body in self.received]
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_post("/{path:.*}", self._handle)
+        self._runner = web.AppRunner(app, handler_cancellation=True, shutdown_timeout=0.5)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        host, port = self._runner.addresses[0][:2]
+        self.origin = f"http://{host}:{port}"
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        secret = request.headers.get("X-Telegram-Bot-Api-Secret-Token")
+        self.received.append((request.path_qs, secret, await request.json()))
+        behaviour = self.script.pop(0) if self.script else "ok"
+        if behaviour == "reset":
+            assert request.transport is not None
+            request.transport.close()
+            raise asyncio.CancelledError
+        if behaviour == "hang":
+            await asyncio.Event().wait()
+        return web.Response(status=500 if behaviour == "500" else 200)
+
+
+@contextlib.asynccontextmanager
+async def replicas(*replicas: Replica) -> AsyncIterator[None]:
+    for replica in replicas:
+        await replica.start()
+    try:
+        yield
+    finally:
+        for replica in replicas:
+            await replica.stop()
+
+
+@contextlib.contextmanager
+def refusing_origin() -> Iterator[str]:
+    """An origin whose port is bound but not listening: every connection is refused, and no other
+    program can take the port while the test runs."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+
+
+@pytest.mark.asyncio
+async def test_webhook_round_robins_and_retries_a_refused_update_at_the_next(
+    tg: FakeTelegram, api: httpx.AsyncClient, alice: FakeUser
+) -> None:
+    first, second = Replica(), Replica()
+    with pytest.raises(ValueError, match="no path"):
+        tg.route_webhook_to(["http://127.0.0.1:1/hooks"])
+    async with replicas(first, second):
+        with refusing_origin() as dead:
+            tg.route_webhook_to([first.origin, dead, second.origin])
+            url = "https://opsgate.example/hooks/telegram?replica=any"
+            assert (await call(api, "setWebhook", url=url, secret_token="s3cr3t"))[0] == 200
+            for text in ("one", "two", "three", "four"):
+                tg.send_text(ALICE_ID, alice, text)
+            await tg.wait_for(lambda: len(first.received) + len(second.received) == 4)
+
+    assert (first.update_ids, second.update_ids) == ([1, 3], [2, 4])
+    assert [body["message"]["text"] for _, _, body in first.received + second.received] == [
+        "one",
+        "three",
+        "two",
+        "four",
+    ]
+    assert {(path, secret) for path, secret, _ in first.received + second.received} == {
+        ("/hooks/telegram?replica=any", "s3cr3t")
+    }
+    assert [(d.update_id, d.url.split("/hooks")[0], d.status) for d in tg.webhook_deliveries] == [
+        (1, first.origin, 200),
+        (2, dead, None),
+        (2, second.origin, 200),
+        (3, first.origin, 200),
+        (4, dead, None),
+        (4, second.origin, 200),
+    ]
+    refused = [d for d in tg.webhook_deliveries if not d.acknowledged]
+    assert all(d.error and d.error.startswith("Connection failed") for d in refused)
+    _, info = await call(api, "getWebhookInfo")
+    assert (info["result"]["url"], info["result"]["pending_update_count"]) == (url, 0)
+
+
+@pytest.mark.asyncio
+async def test_webhook_retries_until_acknowledged_and_never_loses_an_update() -> None:
+    bob = 4343
+    failing = Replica("500"), Replica("reset"), Replica("hang")
+    healthy = Replica()
+    async with (
+        FakeTelegram(webhook_timeout=3) as tg,
+        httpx.AsyncClient(base_url=f"{tg.root_url}/bot{tg.token}/") as api,
+        replicas(*failing, healthy),
+    ):
+        tg.add_chat(ALICE_ID, type="private", title="Alice")
+        tg.add_chat(bob, type="private", title="Bob")
+        tg.route_webhook_to([replica.origin for replica in (*failing, healthy)])
+        await call(api, "setWebhook", url="http://opsgate.example/hooks/telegram")
+        sent = []
+        for n in range(6):
+            chat, name = (ALICE_ID, "alice") if n % 2 == 0 else (bob, "bob")
+            sent.append(tg.send_text(chat, tg.user(chat, name), f"{name} {n}").chat_id)
+        await tg.wait_for(lambda: sum(d.acknowledged for d in tg.webhook_deliveries) == 6)
+        _, info = await call(api, "getWebhookInfo")
+
+    deliveries = tg.webhook_deliveries
+    origins = [replica.origin for replica in (*failing, healthy)]
+    # One update at a time: the first is retried at each replica in turn until one says 2xx.
+    assert [
+        (d.update_id, origins.index(d.url.split("/hooks")[0]), d.status) for d in deliveries
+    ] == [
+        (1, 0, 500),
+        (1, 1, None),
+        (1, 2, None),
+        (1, 3, 200),
+        (2, 0, 200),
+        (3, 1, 200),
+        (4, 2, 200),
+        (5, 3, 200),
+        (6, 0, 200),
+    ]
+    acknowledged = [d.update_id for d in deliveries if d.acknowledged]
+    assert sorted(acknowledged) == [1, 2, 3, 4, 5, 6]  # each exactly once
+    received = [i for replica in (*failing, healthy) for i in replica.update_ids]
+    assert set(received) == {1, 2, 3, 4, 5, 6}
+    for update_id in set(received):
+        tries = [d.acknowledged for d in deliveries if d.update_id == update_id]
+        # Delivered more than once only while no attempt was acknowledged.
+        assert tries == [False] * (len(tries) - 1) + [True]
+    for chat in (ALICE_ID, bob):
+        in_chat = [i + 1 for i, c in enumerate(sent) if c == chat]
+        assert [i for i in acknowledged if i in in_chat] == in_chat  # per-chat order kept
+    assert info["result"]["pending_update_count"] == 0
+    assert info["result"]["last_error_message"].startswith("Connection failed")
