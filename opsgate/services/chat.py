@@ -115,6 +115,11 @@ class ChatUnavailable(ChatError):
     """Network trouble or a server error: the same call may succeed later."""
 
 
+class ChatOutcomeUnknown(ChatUnavailable):
+    """A send or edit whose request may have reached the chat and been carried out; only the
+    answer was lost. Repeating a send blindly may post it twice."""
+
+
 class ChatRejected(ChatError):
     """The chat refused the call for good (bad request, forbidden)."""
 
