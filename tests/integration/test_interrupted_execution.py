@@ -13,7 +13,7 @@ from sqlalchemy import select
 from opsgate.app import load_kube_client
 from opsgate.services.alertmanager import AmPayload
 from opsgate.services.approvals import ApprovalService, RetryPolicy, Tapper
-from opsgate.services.chat import ChatTarget
+from opsgate.services.chat import ChatTarget, MessageRef
 from opsgate.services.execution import ExecutionService
 from opsgate.services.incidents import IncidentService
 from opsgate.services.jobs import ClaimedJob, JobKind
@@ -69,7 +69,9 @@ async def test_an_attempt_cut_short_is_reported_not_repeated(
     async with database.transaction() as session:
         approval = await session.scalar(select(Approval))
     assert approval is not None
-    await approvals.decide(approval.id, Tapper(ALICE, "alice"), True)
+    await approvals.decide(
+        approval.id, Tapper(ALICE, "alice"), True, origin=MessageRef(-1, 1), origin_offers_it=True
+    )
 
     execution = ExecutionService(database, executor, jobs_ready=lambda: None)
     job = ClaimedJob(1, JobKind.EXECUTE, approval.id, 1)
