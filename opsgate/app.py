@@ -112,6 +112,11 @@ def build_telegram(settings: Settings) -> Application:  # type: ignore[type-arg]
         Application.builder()
         .token(settings.telegram_token.get_secret_value())
         .base_url(settings.telegram_base_url)
+        # The bot's own calls; getUpdates keeps PTB's long-poll timeouts.
+        .read_timeout(settings.telegram_read_timeout)
+        .write_timeout(settings.telegram_read_timeout)
+        .connect_timeout(settings.telegram_connect_timeout)
+        .pool_timeout(settings.telegram_connect_timeout)
         .rate_limiter(
             AIORateLimiter(
                 overall_max_rate=settings.telegram_overall_rate_per_second,

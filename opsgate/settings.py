@@ -65,6 +65,10 @@ class Settings(BaseSettings):
 
     telegram_group_rate_per_minute: int = Field(default=20, ge=1)
     telegram_overall_rate_per_second: int = Field(default=30, ge=1)
+    # A loaded Bot API answers a send in more than PTB's default 5 s; giving up earlier turns a
+    # delivered message into one whose outcome is unknown.
+    telegram_read_timeout: float = Field(default=30.0, gt=0)
+    telegram_connect_timeout: float = Field(default=10.0, gt=0)
 
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: Literal["debug", "info", "warning", "error"] = "info"

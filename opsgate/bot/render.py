@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from html import escape
 
-from opsgate.services.chat import AttemptLine, CardView, ResultView, TimelineLine
+from opsgate.services.chat import AttemptLine, CardView, MessageRef, ResultView, TimelineLine
 
 MAX_MESSAGE = 4096
 CARD_BUDGET = 3900
@@ -181,6 +181,23 @@ def result_html(result: ResultView) -> str:
             f"approved by {approvers} · {attempts}{took(result.duration_seconds)}",
         ]
     )
+
+
+def duplicate_card_html(incident_id: str, live: MessageRef) -> str:
+    """What a duplicate alert card becomes: no decision of its own, a way to the one that has."""
+    head = f"↪️ Duplicate card for <code>{e(incident_id)}</code>"
+    link = message_link(live)
+    if link is None:
+        return f"{head}; the live card is another message in this chat."
+    return f'{head}; the live card is here: <a href="{e(link)}">{e(link)}</a>'
+
+
+def message_link(ref: MessageRef) -> str | None:
+    """A t.me link to a message; only supergroups (ids starting -100) have one."""
+    chat = str(ref.chat_id)
+    if not chat.startswith("-100"):
+        return None
+    return f"https://t.me/c/{chat.removeprefix('-100')}/{ref.message_id}"
 
 
 def timeline_messages(incident_id: str, events: Iterable[TimelineLine]) -> list[str]:

@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import TypeVar
 
+import httpx
 import structlog
 from telegram import (
     Bot,
@@ -35,6 +36,7 @@ from opsgate.services.chat import (
     CardView,
     ChatGone,
     ChatMoved,
+    ChatOutcomeUnknown,
     ChatRejected,
     ChatRetryLater,
     ChatTarget,
@@ -52,6 +54,22 @@ T = TypeVar("T")
 # error code or type for it, so this one text match is unavoidable.
 NOT_MODIFIED = "message is not modified"
 NO_PREVIEW = LinkPreviewOptions(is_disabled=True)
+# httpx gave up before any of the request was written: Telegram cannot have carried it out.
+NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+
+
+def may_have_been_carried_out(exc: NetworkError) -> bool:
+    """Whether Telegram may have done what a call that failed with ``exc`` asked.
+
+    PTB's HTTPXRequest raises TimedOut / NetworkError *from* the httpx exception, which says how
+    far the request got. Without an httpx cause the server answered with an error status, and an
+    answer is an outcome. Any other cause (a read or write timeout, a dropped connection, an
+    error inside the HTTP implementation) leaves open whether the request arrived.
+    """
+    cause = exc.__cause__
+    if cause is None or isinstance(cause, TelegramError):
+        return False
+    return not isinstance(cause, NOT_SENT)
 
 
 class TelegramSender:
@@ -68,7 +86,10 @@ class TelegramSender:
         self._chats = chats
         self._on_error = on_error or (lambda _method, _kind: None)
 
-    async def _call(self, method: str, call: Callable[[], Awaitable[T]]) -> T:
+    async def _call(
+        self, method: str, call: Callable[[], Awaitable[T]], *, changes_chat: bool = False
+    ) -> T:
+        """``changes_chat``: the call posts or edits, so a lost answer leaves its outcome open."""
         try:
             return await call()
         except RetryAfter as exc:
@@ -84,24 +105,28 @@ class TelegramSender:
             self._on_error(method, "rejected")
             raise ChatRejected(f"{method}: {exc.message}") from exc
         except NetworkError as exc:
+            if changes_chat and may_have_been_carried_out(exc):
+                self._on_error(method, "outcome_unknown")
+                raise ChatOutcomeUnknown(f"{method}: {_describe(exc)}") from exc
             self._on_error(method, "unavailable")
-            raise ChatUnavailable(f"{method}: {exc.message}") from exc
+            raise ChatUnavailable(f"{method}: {_describe(exc)}") from exc
         except TelegramError as exc:
             self._on_error(method, "rejected")
             raise ChatRejected(f"{method}: {exc.message}") from exc
 
     async def _to_chat(self, method: str, chat_id: int, call: Callable[[int], Awaitable[T]]) -> T:
-        """Send to the chat's current id; follow a migration once; remember a removed bot."""
+        """Post or edit in the chat's current id; follow a migration once; remember a removed
+        bot."""
         current = self._chats.resolve(chat_id)
         reason = self._chats.inactive_reason(current)
         if reason is not None:
             raise ChatGone(f"{method}: chat {current} is inactive ({reason})")
         try:
-            return await self._call(method, lambda: call(current))
+            return await self._call(method, lambda: call(current), changes_chat=True)
         except ChatMoved as moved:
             new_id = moved.new_chat_id
             await self._chats.migrated(current, new_id)
-            return await self._call(method, lambda: call(new_id))
+            return await self._call(method, lambda: call(new_id), changes_chat=True)
         except ChatGone as gone:
             await self._chats.deactivate(current, str(gone))
             raise
@@ -233,6 +258,14 @@ def _markup(card: CardView) -> InlineKeyboardMarkup | None:
 
 def _ref(message: Message, thread_id: int | None) -> MessageRef:
     return MessageRef(message.chat_id, message.message_id, message.message_thread_id or thread_id)
+
+
+def _describe(exc: NetworkError) -> str:
+    # A bare TimedOut says only "Timed out"; the httpx exception says which phase timed out.
+    cause = exc.__cause__
+    if isinstance(cause, httpx.HTTPError):
+        return f"{exc.message} (httpx.{type(cause).__name__})"
+    return exc.message
 
 
 def _seconds(exc: RetryAfter) -> float:

@@ -4,13 +4,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import structlog
 from telegram import Update
 from telegram.ext import ContextTypes
 
 from opsgate.bot.callback_data import CardAction
+from opsgate.bot.render import duplicate_card_html
 from opsgate.bot.sender import TelegramSender
-from opsgate.handlers.callback_actions import expect
-from opsgate.services.approvals import ApprovalService, Tapper
+from opsgate.handlers.callback_actions import expect, offers_tapped_button, tapped_message
+from opsgate.services.approvals import ApprovalService, DuplicateCard, Tapper
+from opsgate.services.chat import ChatError
+
+log = structlog.get_logger(__name__)
 
 
 @dataclass
@@ -27,6 +32,29 @@ class CardButtons:
             return
         user = query.from_user
         outcome = await self.approvals.decide(
-            action.approval_id, Tapper(user.id, user.username or ""), action.approve
+            action.approval_id,
+            Tapper(user.id, user.username or ""),
+            action.approve,
+            origin=tapped_message(query),
+            origin_offers_it=offers_tapped_button(query),
         )
         await self.sender.answer_callback(query.id, outcome.text, alert=outcome.alert)
+        if outcome.duplicate is not None:
+            await self._point_to_live_card(outcome.duplicate)
+
+    async def _point_to_live_card(self, duplicate: DuplicateCard) -> None:
+        message = duplicate.message
+        try:
+            await self.sender.edit_html(
+                message.chat_id,
+                message.message_id,
+                duplicate_card_html(duplicate.incident_id, duplicate.live),
+            )
+        except ChatError as exc:
+            # The tap changed nothing either way; the duplicate just keeps its dead buttons.
+            log.warning(
+                "duplicate_card_edit_failed",
+                incident_id=duplicate.incident_id,
+                message_id=message.message_id,
+                error=str(exc),
+            )

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
+from enum import StrEnum
 from typing import Any
 
 import structlog
@@ -11,6 +12,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from opsgate.services import timeline
+from opsgate.services.chat import MessageRef
 from opsgate.services.ids import new_approval_id
 from opsgate.services.job_kinds import EXECUTE, LEARN, SYNC_CARD, ApprovalJob, IncidentJob, LearnJob
 from opsgate.services.jobs import enqueue
@@ -50,12 +52,32 @@ class Tapper:
 
 
 @dataclass(frozen=True)
+class DuplicateCard:
+    """Another card for one incident: ``message`` carries buttons, the card is ``live``."""
+
+    incident_id: str
+    message: MessageRef
+    live: MessageRef
+
+
+@dataclass(frozen=True)
 class TapOutcome:
-    """What the tapper is told (as an alert when ``alert``) and whether anything changed."""
+    """What the tapper is told (as an alert when ``alert``) and whether anything changed.
+
+    ``adopted`` when the tap's message became the incident's card (its post had never been
+    confirmed); ``duplicate`` when the tap came from a duplicate card: once the tap is answered,
+    that message should become a pointer to the live card, without buttons.
+    """
 
     text: str
     alert: bool
     changed: bool
+    adopted: bool = False
+    duplicate: DuplicateCard | None = None
+
+
+NOT_HERE = "This button does not belong here."
+DUPLICATE = "This card is a duplicate; use the incident's card."
 
 
 @dataclass(frozen=True)
@@ -109,21 +131,48 @@ class ApprovalService:
         )
         return approval
 
-    async def decide(self, approval_id: str, tapper: Tapper, approve: bool) -> TapOutcome:
+    async def decide(
+        self,
+        approval_id: str,
+        tapper: Tapper,
+        approve: bool,
+        *,
+        origin: MessageRef | None,
+        origin_offers_it: bool = False,
+    ) -> TapOutcome:
+        """A tap on Approve / Reject: only the incident's own card decides, whatever approval
+        the button's data names.
+
+        ``origin`` is the message the tap came from (None when Telegram did not say);
+        ``origin_offers_it`` whether that message, as Telegram delivered it, carries the tapped
+        button. Only such a message can be adopted as the card or be a duplicate of it, so a
+        forged tap on any other message changes nothing, that message included.
+        """
         async with self._db.transaction() as session:
-            outcome = await self._decide(session, approval_id, tapper, approve)
+            outcome = await self._decide(
+                session, approval_id, tapper, approve, origin, origin_offers_it
+            )
         log.info(
             "approval_tap",
             approval_id=approval_id,
             user_id=tapper.user_id,
             approve=approve,
+            origin_chat_id=origin.chat_id if origin else None,
+            origin_message_id=origin.message_id if origin else None,
             changed=outcome.changed,
+            adopted=outcome.adopted,
             answer=outcome.text,
         )
         return outcome
 
     async def _decide(
-        self, session: AsyncSession, approval_id: str, tapper: Tapper, approve: bool
+        self,
+        session: AsyncSession,
+        approval_id: str,
+        tapper: Tapper,
+        approve: bool,
+        origin: MessageRef | None,
+        origin_offers_it: bool,
     ) -> TapOutcome:
         # Lock the row: concurrent taps on one card are decided one after another.
         approval = await session.scalar(
@@ -131,6 +180,15 @@ class ApprovalService:
         )
         if approval is None:
             return TapOutcome("This card is not known to opsgate any more.", True, False)
+        bound = await _bind_to_card(session, approval.incident_id, origin, origin_offers_it)
+        if isinstance(bound, TapOutcome):
+            return bound
+        outcome = await self._judge(session, approval, tapper, approve)
+        return replace(outcome, adopted=True) if bound is CardBinding.ADOPTED else outcome
+
+    async def _judge(
+        self, session: AsyncSession, approval: Approval, tapper: Tapper, approve: bool
+    ) -> TapOutcome:
         if approval.status != PENDING:
             return TapOutcome(f"Too late: this request is already {approval.status}.", True, False)
         now = utcnow()
@@ -273,6 +331,60 @@ class ApprovalService:
         if closed:
             log.info("approvals_expired", count=closed)
         return closed
+
+
+class CardBinding(StrEnum):
+    """How a tap's message relates to the incident's card."""
+
+    CARD = "card"
+    ADOPTED = "adopted"
+
+
+async def _bind_to_card(
+    session: AsyncSession, incident_id: str, origin: MessageRef | None, origin_offers_it: bool
+) -> CardBinding | TapOutcome:
+    """Whether the tap came from the incident's card, or else what the tapper is told.
+
+    A card whose post reached Telegram but whose answer never reached opsgate has no stored
+    message id; the first tap on it from the incident's chat makes it the card. Any other
+    message of that chat carrying the buttons is a duplicate of the card.
+    """
+    incident = await session.get(Incident, incident_id)
+    if incident is None or origin is None or origin.chat_id != incident.chat_id:
+        return TapOutcome(NOT_HERE, True, False)
+    card_id = incident.message_id
+    if card_id == origin.message_id:
+        # Even once its keyboard is gone: a client that missed the edit is told the state.
+        return CardBinding.CARD
+    if not origin_offers_it:
+        return TapOutcome(NOT_HERE, True, False)
+    if card_id is None:
+        adopted = await session.execute(
+            update(Incident)
+            .where(Incident.id == incident_id, Incident.message_id.is_(None))
+            .values(message_id=origin.message_id)
+            .execution_options(synchronize_session=False)
+        )
+        if adopted.rowcount == 1:  # type: ignore[attr-defined]
+            timeline.record(
+                session,
+                incident_id,
+                "card_adopted",
+                f"a tap came from message {origin.message_id}, a card whose post was never "
+                "confirmed; it is the incident's card now",
+            )
+            await enqueue(session, SYNC_CARD, IncidentJob(incident_id=incident_id))
+            return CardBinding.ADOPTED
+        # The card's post was confirmed meanwhile: compare with what was stored.
+        card_id = await session.scalar(
+            select(Incident.message_id).where(Incident.id == incident_id)
+        )
+    if card_id == origin.message_id:
+        return CardBinding.CARD
+    if card_id is None:  # not reachable: the conditional update found a card stored
+        return TapOutcome(NOT_HERE, True, False)
+    live = MessageRef(incident.chat_id, card_id, incident.thread_id)
+    return TapOutcome(DUPLICATE, True, False, duplicate=DuplicateCard(incident_id, origin, live))
 
 
 def _signature(approval_id: str, tapper: Tapper, decision: str) -> Signature:

@@ -116,7 +116,8 @@ class ChatUnavailable(ChatError):
 
 
 class ChatOutcomeUnknown(ChatUnavailable):
-    """The request may have reached Telegram and been carried out; its answer was lost."""
+    """A send or edit whose request may have reached the chat and been carried out; only the
+    answer was lost. Repeating a send blindly may post it twice."""
 
 
 class ChatRejected(ChatError):

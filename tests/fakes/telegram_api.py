@@ -772,6 +772,8 @@ class FakeTelegram(LoopbackServer):
         self._webhook: _Webhook | None = None
         self._poll_generation = 0
         self._injected: dict[str, deque[BotApiError]] = {}
+        self._answer_delays: dict[str, deque[float]] = {}
+        self._stopped = asyncio.Event()
         self._rate_limit: tuple[int, float] | None = None
         self._changed = asyncio.Event()
         self._closing = False
@@ -824,6 +826,7 @@ class FakeTelegram(LoopbackServer):
         self._closing = True
         for hold in self._holds + self._answer_holds:
             hold.abandon()
+        self._stopped.set()
         self._touch()
         if self._delivery is not None:
             self._delivery.cancel()
@@ -959,6 +962,16 @@ class FakeTelegram(LoopbackServer):
                 raise ValueError(f"an origin has no path; setWebhook gives it: {origin!r}")
         self._webhook_routes = list(origins)
 
+    def delay_answer(self, method: str, seconds: float, *, count: int = 1) -> None:
+        """Carry out the next ``count`` calls of ``method`` at once, but answer each only
+        ``seconds`` later: a loaded Bot API, or an answer lost on its way back.
+
+        The call's effect is in the transcript and in :attr:`calls` before the answer leaves; a
+        client that gives up meanwhile just never learns of it. Stopping the fake ends the wait.
+        """
+        canonical = self._canonical_method(method)
+        self._answer_delays.setdefault(canonical, deque()).extend([seconds] * count)
+
     # -- acting as users ------------------------------------------------------------------------
 
     def send_text(
@@ -1017,6 +1030,11 @@ class FakeTelegram(LoopbackServer):
 
         Telegram delivers such taps: a phone that missed the edit keeps the old buttons.
         """
+        return self._queue_tap(self.message(chat_id, message_id), user, data)
+
+    def tap_forged(self, chat_id: int, message_id: int, user: FakeUser, data: str) -> str:
+        """A tap carrying ``data`` that the message never offered: a modified client, or data
+        copied from another card. What a bot must not trust is which card the data names."""
         return self._queue_tap(self.message(chat_id, message_id), user, data)
 
     def _queue_tap(self, message: FakeMessage, user: FakeUser, data: str) -> str:
@@ -1239,6 +1257,10 @@ class FakeTelegram(LoopbackServer):
             return web.json_response(error.to_api(), status=error.status)
         self._record(method, params, HTTPStatus.OK, None)
         await pass_holds(self._answer_holds, HeldRequest(method, request.path, params), request)
+        delays = self._answer_delays.get(method)
+        if delays:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopped.wait(), delays.popleft())
         return web.json_response({"ok": True, "result": result})
 
     def _record(self, method: str, params: JsonDict, status: int, description: str | None) -> None:

@@ -13,7 +13,7 @@ from sqlalchemy import select
 from opsgate.app import load_kube_client
 from opsgate.services.alertmanager import AmPayload
 from opsgate.services.approvals import ApprovalService, RetryPolicy, Tapper
-from opsgate.services.chat import ChatTarget
+from opsgate.services.chat import ChatTarget, MessageRef
 from opsgate.services.execution import ExecutionService
 from opsgate.services.incidents import IncidentService
 from opsgate.services.job_kinds import EXECUTE, ApprovalJob, JobKind
@@ -68,7 +68,9 @@ async def test_an_attempt_cut_short_in_its_dry_run_runs_again(
     async with database.transaction() as session:
         approval = await session.scalar(select(Approval))
     assert approval is not None
-    await approvals.decide(approval.id, Tapper(ALICE, "alice"), True)
+    await approvals.decide(
+        approval.id, Tapper(ALICE, "alice"), True, origin=MessageRef(-1, 1), origin_offers_it=True
+    )
 
     execution = ExecutionService(database, executor)
     job = await held_job(database, EXECUTE, ApprovalJob(approval_id=approval.id))

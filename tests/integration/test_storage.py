@@ -12,7 +12,7 @@ from sqlalchemy.engine import Connection
 
 from opsgate.services.alertmanager import AmPayload
 from opsgate.services.approvals import ApprovalService, RetryPolicy, Tapper
-from opsgate.services.chat import ChatTarget
+from opsgate.services.chat import ChatTarget, MessageRef
 from opsgate.services.incidents import IncidentService
 from opsgate.services.job_kinds import SYNC_CARD, IncidentJob, JobKind
 from opsgate.services.jobs import ClaimedJob, JobRunner, enqueue
@@ -31,6 +31,9 @@ from opsgate.services.storage.models import (
 )
 from tests.builders import ALICE, BOB, CAROL, alert, am_payload, policy
 
+# The incident's chat, and a message in it: the first tap makes it the incident's card.
+CARD = MessageRef(-100123, 1)
+
 
 def services(
     db: Database, quorum: dict[str, int] | None = None
@@ -44,7 +47,7 @@ def services(
     incidents = IncidentService(
         db,
         approvals,
-        router=Router(policy(), ChatTarget(-100123, None)),
+        router=Router(policy(), ChatTarget(CARD.chat_id, None)),
         playbooks=PlaybookService(db),
         auto_approve=AutoApproveRule(),
     )
@@ -93,7 +96,10 @@ async def test_concurrent_taps_claim_exactly_once(database: Database) -> None:
     assert approval is not None and approval.required_approvals == 2
     tappers = [Tapper(ALICE, "alice"), Tapper(BOB, "bob"), Tapper(CAROL, "carol")]
     outcomes = await asyncio.gather(
-        *(approvals.decide(approval.id, tappers[i % 3], True) for i in range(20))
+        *(
+            approvals.decide(approval.id, tappers[i % 3], True, origin=CARD, origin_offers_it=True)
+            for i in range(20)
+        )
     )
     async with database.transaction() as session:
         executions = await session.scalar(select(func.count()).select_from(Execution))
@@ -160,7 +166,9 @@ async def test_a_resolve_closes_the_pending_approval(database: Database) -> None
         incident = await session.scalar(select(Incident))
     assert incident is not None and incident.status == "resolved"
     assert approval is not None and approval.status == "cancelled"
-    outcome = await approvals.decide(approval.id, Tapper(ALICE, "alice"), True)
+    outcome = await approvals.decide(
+        approval.id, Tapper(ALICE, "alice"), True, origin=CARD, origin_offers_it=True
+    )
     assert outcome.alert and not outcome.changed
 
 
@@ -172,7 +180,9 @@ async def test_expired_approvals_close(database: Database) -> None:
         assert approval is not None
         approval.expires_at = datetime.now(UTC) - timedelta(seconds=1)
     assert await approvals.expire_due() == 1
-    outcome = await approvals.decide(approval.id, Tapper(ALICE, "alice"), True)
+    outcome = await approvals.decide(
+        approval.id, Tapper(ALICE, "alice"), True, origin=CARD, origin_offers_it=True
+    )
     assert "expired" in outcome.text and not outcome.changed
 
 

@@ -377,6 +377,29 @@ async def test_callback_query_answers(
     assert tg.unanswered_callback_queries() == []
 
 
+@pytest.mark.asyncio
+async def test_a_forged_tap_carries_data_the_message_never_offered(
+    tg: FakeTelegram, api: httpx.AsyncClient, alice: FakeUser
+) -> None:
+    message_id = await bot_says(api, GROUP, "Restart?", reply_markup=keyboard(("Yes", "yes")))
+    plain = await bot_says(api, FORUM, "no buttons here")
+    tg.tap_forged(FORUM, plain, alice, "yes")
+    tg.tap_forged(GROUP, message_id, alice, "v1:ap:other-card")
+
+    status, body = await call(api, "getUpdates", timeout=0)
+    assert status == 200
+    taps = [u["callback_query"] for u in body["result"]]
+    assert [(t["message"]["chat"]["id"], t["message"]["message_id"], t["data"]) for t in taps] == [
+        (FORUM, plain, "yes"),
+        (GROUP, message_id, "v1:ap:other-card"),
+    ]
+    for tap in taps:
+        assert await call(api, "answerCallbackQuery", callback_query_id=tap["id"]) == (
+            200,
+            {"ok": True, "result": True},
+        )
+
+
 # ---------------------------------------------------------------------------------------------
 # Injected failures and flood control
 
@@ -409,6 +432,43 @@ async def test_injected_errors(api: httpx.AsyncClient, tg: FakeTelegram) -> None
     assert tg.messages(GROUP)[0].plain_text == "x"  # failed calls changed nothing
     with pytest.raises(ValueError, match="does not implement"):
         tg.inject_error("sendPhoto")
+
+
+@pytest.mark.asyncio
+async def test_a_delayed_answer_comes_after_the_effect(
+    tg: FakeTelegram, api: httpx.AsyncClient
+) -> None:
+    tg.delay_answer("sendmessage", 30)
+    impatient = httpx.Timeout(10, read=0.2)
+    with pytest.raises(httpx.ReadTimeout):
+        await api.post(
+            "sendMessage", data={"chat_id": str(GROUP), "text": "lost"}, timeout=impatient
+        )
+    # The client gave up, but the message was sent and the call is on record.
+    assert [m.plain_text for m in tg.messages(GROUP)] == ["lost"]
+    assert [(c.method, c.status) for c in tg.calls] == [("sendMessage", 200)]
+
+    # Only the next call was delayed; a short delay is an answer that arrives.
+    assert await bot_says(api, GROUP, "prompt") == 2
+    tg.delay_answer("editMessageText", 0.05)
+    status, body = await call(api, "editMessageText", chat_id=GROUP, message_id=2, text="late")
+    assert (status, body["result"]["text"]) == (200, "late")
+    with pytest.raises(ValueError, match="does not implement"):
+        tg.delay_answer("sendPhoto", 1)
+
+
+@pytest.mark.asyncio
+async def test_stopping_ends_a_delayed_answer() -> None:
+    fake = FakeTelegram()
+    await fake.start()
+    fake.add_chat(GROUP)
+    fake.delay_answer("sendMessage", 3600)
+    async with httpx.AsyncClient(base_url=f"{fake.root_url}/bot{fake.token}/") as client:
+        pending = asyncio.create_task(call(client, "sendMessage", chat_id=GROUP, text="x"))
+        await fake.wait_for(lambda: bool(fake.calls))
+        await asyncio.wait_for(fake.stop(), 20)
+        with contextlib.suppress(httpx.HTTPError):
+            await asyncio.wait_for(pending, 20)
 
 
 @pytest.mark.asyncio
