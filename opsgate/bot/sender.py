@@ -31,7 +31,7 @@ from telegram.error import (
 )
 
 from opsgate.bot.keyboards import approval_keyboard, feedback_keyboard
-from opsgate.bot.render import card_html, result_html
+from opsgate.bot.render import card_html, duplicate_card_html, result_html
 from opsgate.services.chat import (
     CardView,
     ChatGone,
@@ -148,6 +148,9 @@ class TelegramSender:
 
     async def edit_card(self, ref: MessageRef, card: CardView) -> None:
         await self.edit_html(ref.chat_id, ref.message_id, card_html(card), _markup(card))
+
+    async def mark_duplicate(self, ref: MessageRef, incident_id: str, live: MessageRef) -> None:
+        await self.edit_html(ref.chat_id, ref.message_id, duplicate_card_html(incident_id, live))
 
     async def edit_html(
         self,

@@ -9,7 +9,6 @@ from telegram import Update
 from telegram.ext import ContextTypes
 
 from opsgate.bot.callback_data import CardAction
-from opsgate.bot.render import duplicate_card_html
 from opsgate.bot.sender import TelegramSender
 from opsgate.handlers.callback_actions import expect, offers_tapped_button, tapped_message
 from opsgate.services.approvals import ApprovalService, DuplicateCard, Tapper
@@ -45,11 +44,7 @@ class CardButtons:
     async def _point_to_live_card(self, duplicate: DuplicateCard) -> None:
         message = duplicate.message
         try:
-            await self.sender.edit_html(
-                message.chat_id,
-                message.message_id,
-                duplicate_card_html(duplicate.incident_id, duplicate.live),
-            )
+            await self.sender.mark_duplicate(message, duplicate.incident_id, duplicate.live)
         except ChatError as exc:
             # The tap changed nothing either way; the duplicate just keeps its dead buttons.
             log.warning(

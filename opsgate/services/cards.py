@@ -6,6 +6,7 @@ changes collapses into one edit showing the latest truth.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import replace
 from datetime import timedelta
 from typing import Any, Protocol
@@ -18,6 +19,7 @@ from opsgate.services import timeline
 from opsgate.services.chat import (
     AttemptLine,
     CardView,
+    ChatError,
     ChatOutcomeUnknown,
     ChatPort,
     ChatRejected,
@@ -221,14 +223,27 @@ class CardPublisher:
                 )
             return
         async with job.lease.transaction() as session:
-            await session.execute(
+            stored = await session.execute(
                 update(Incident)
                 .where(Incident.id == incident_id, Incident.message_id.is_(None))
                 .values(message_id=ref.message_id)
             )
-            timeline.record(
-                session, incident_id, "card_posted", f"alert card posted to chat {ref.chat_id}"
-            )
+            live = None
+            if stored.rowcount != 1:  # type: ignore[attr-defined]
+                # A tap made an earlier, unconfirmed post the card meanwhile.
+                live = await session.scalar(
+                    select(Incident.message_id).where(Incident.id == incident_id)
+                )
+            else:
+                timeline.record(
+                    session, incident_id, "card_posted", f"alert card posted to chat {ref.chat_id}"
+                )
+        if live is not None:
+            live_ref = MessageRef(ref.chat_id, live, ref.thread_id)
+            with contextlib.suppress(ChatError):
+                await self._chat.mark_duplicate(ref, incident_id, live_ref)
+            log.warning("card_posted_twice", incident_id=incident_id, message_id=ref.message_id)
+            return
         log.info(
             "card_posted", incident_id=incident_id, chat_id=ref.chat_id, message_id=ref.message_id
         )

@@ -141,6 +141,10 @@ class ChatPort(Protocol):
 
     async def edit_card(self, ref: MessageRef, card: CardView) -> None: ...
 
+    async def mark_duplicate(self, ref: MessageRef, incident_id: str, live: MessageRef) -> None:
+        """Turn a second card of one incident into a pointer to the live one, without buttons."""
+        ...
+
     async def send_result(
         self, target: ChatTarget, reply_to: int | None, result: ResultView
     ) -> MessageRef:

@@ -153,6 +153,4 @@ class VerificationService:
         await enqueue(session, LEARN, LearnJob(approval_id=approval_id, event="verified"))
         await enqueue(session, KNOWLEDGE, ApprovalJob(approval_id=approval_id))
         if outcome == SUCCESS:
-            await enqueue(
-                session, EXTRACT_PLAYBOOK, IncidentJob(incident_id=approval.incident_id)
-            )
+            await enqueue(session, EXTRACT_PLAYBOOK, IncidentJob(incident_id=approval.incident_id))
