@@ -219,10 +219,7 @@ class ExecutionService:
             row = await _attempt_row(session, approval_id, attempt.number)
             now = utcnow()
             if proof is not None:
-                note = (
-                    f"{proof}; opsgate restarted during attempt {attempt.number}, and reading "
-                    "the object shows the change is in place"
-                )
+                note = f"{proof}; opsgate restarted during attempt {attempt.number}"
                 if row is not None:
                     row.outcome = SUCCEEDED
                     row.finished_at = now

@@ -1,17 +1,36 @@
 """Runs a typed operation against Kubernetes the way kubectl does: dry run first, then real.
 
 ``context`` is kept in the database between attempts so that a retry repeats exactly the
-same change (the same restartedAt stamp, the same target revision) instead of a new one.
+same change (the same restartedAt stamp, the same target template) instead of a new one, and
+so that ``prove`` can tell later whether that change is in place. An answer lost after the API
+server applied a write must end as a success, not as a second, different change.
+
+What ``context`` holds, all JSON: ``restarted_at`` (restart), ``undo_to_revision`` and
+``undo_target`` (undo: the revision's name and its template's digest, which survive the
+renumbering an undo causes), ``scale_from`` (scale, read once), ``pod_uid`` and ``owner``
+(delete pod), ``unschedulable`` (cordon, uncordon), and ``apply_sent`` once a real call may
+have gone out.
 """
 
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from kubernetes_asyncio.client import ApiClient, AppsV1Api, CoreV1Api
+import structlog
+from kubernetes_asyncio.client import (
+    ApiClient,
+    AppsV1Api,
+    CoreV1Api,
+    V1DeleteOptions,
+    V1Preconditions,
+)
+from kubernetes_asyncio.client.exceptions import ApiException
 
 from opsgate.services.operations import Operation, OperationKind
 
@@ -19,20 +38,29 @@ RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"
 REVISION = "deployment.kubernetes.io/revision"
 POD_TEMPLATE_HASH = "pod-template-hash"
 DRY_RUN = "All"
+APPLY_SENT = "apply_sent"
+CONFIRMED = "(confirmed by reading the object)"
+
+BeforeApply = Callable[[], Awaitable[None]]
+
+log = structlog.get_logger(__name__)
 
 
 class Executor(Protocol):
     async def execute(
-        self,
-        op: Operation,
-        context: dict[str, Any],
-        *,
-        before_apply: Callable[[], Awaitable[None]] | None = None,
+        self, op: Operation, context: dict[str, Any], *, before_apply: BeforeApply | None = None
     ) -> str:
-        """Apply ``op``; return a one-line account of what changed; raise on failure."""
+        """Apply ``op``; return a one-line account of what changed; raise on failure.
+
+        ``before_apply`` is awaited once the dry run passed, just before the real call, with
+        ``context`` already holding what ``prove`` needs; if it raises, nothing is sent and its
+        exception propagates unchanged. It is not awaited when there is nothing to send.
+        """
         ...
 
-    async def prove(self, op: Operation, context: dict[str, Any]) -> str | None: ...
+    async def prove(self, op: Operation, context: dict[str, Any]) -> str | None:
+        """The account of ``op`` when its change is observably in place, else None."""
+        ...
 
 
 class StageFailed(Exception):
@@ -48,79 +76,189 @@ class UndoImpossible(Exception):
     """There is no earlier revision to return to."""
 
 
+@dataclass(frozen=True)
+class _Revision:
+    """One revision an undo can return to: a deployment's ReplicaSet or a ControllerRevision."""
+
+    number: int
+    name: str
+    template: dict[str, Any]
+    patch: Any  # the body that puts this template back, as kubectl sends it
+
+
 class KubeExecutor:
     def __init__(self, api_client: ApiClient, request_timeout: float) -> None:
         self._client = api_client
         self._apps = AppsV1Api(api_client)
         self._core = CoreV1Api(api_client)
         self._timeout = request_timeout
-        self._before_apply: Callable[[], Awaitable[None]] | None = None
 
     async def execute(
-        self,
-        op: Operation,
-        context: dict[str, Any],
-        *,
-        before_apply: Callable[[], Awaitable[None]] | None = None,
+        self, op: Operation, context: dict[str, Any], *, before_apply: BeforeApply | None = None
     ) -> str:
-        self._before_apply = before_apply
+        if context.get(APPLY_SENT):
+            # An earlier attempt sent the real call and lost the answer. Sending it again could
+            # undo twice or scale "from" the new count; if the change is there, that is the answer.
+            proven = await self.prove(op, context)
+            if proven is not None:
+                log.info("execution_change_proven", op=op.describe(), detail=proven)
+                return proven
         match op.kind:
             case OperationKind.ROLLOUT_RESTART:
-                return await self._restart(op, context)
+                return await self._restart(op, context, before_apply)
             case OperationKind.ROLLOUT_UNDO:
-                return await self._undo(op, context)
+                return await self._undo(op, context, before_apply)
             case OperationKind.SCALE:
-                return await self._scale(op)
+                return await self._scale(op, context, before_apply)
             case OperationKind.DELETE_POD:
-                return await self._delete_pod(op, context)
+                return await self._delete_pod(op, context, before_apply)
             case OperationKind.CORDON | OperationKind.UNCORDON:
-                return await self._cordon(op)
+                return await self._cordon(op, context, before_apply)
 
-    async def _twice(self, call: Any, *args: Any, **kwargs: Any) -> Any:
+    async def prove(self, op: Operation, context: dict[str, Any]) -> str | None:
+        try:
+            match op.kind:
+                case OperationKind.ROLLOUT_RESTART:
+                    account = await self._prove_restart(op, context)
+                case OperationKind.ROLLOUT_UNDO:
+                    account = await self._prove_undo(op, context)
+                case OperationKind.SCALE:
+                    account = await self._prove_scale(op, context)
+                case OperationKind.DELETE_POD:
+                    account = await self._prove_delete_pod(op, context)
+                case OperationKind.CORDON | OperationKind.UNCORDON:
+                    account = await self._prove_cordon(op, context)
+        except ApiException as exc:
+            # A workload or node that is gone shows no change of ours; a gone pod is handled
+            # where it is the change itself. Anything else is for the caller to classify.
+            if exc.status == 404:
+                return None
+            raise
+        return f"{account} {CONFIRMED}" if account is not None else None
+
+    async def _twice(
+        self,
+        context: dict[str, Any],
+        before_apply: BeforeApply | None,
+        call: Any,
+        *args: Any,
+        **kwargs: Any,
+    ) -> Any:
         """Dry run, then the real call with the same arguments."""
         try:
             await call(*args, dry_run=DRY_RUN, _request_timeout=self._timeout, **kwargs)
         except Exception as exc:
             raise StageFailed("dry_run", exc) from exc
-        if self._before_apply is not None:
-            await self._before_apply()
+        # Set before ``before_apply``, so the context the caller saves there already says that
+        # a real call may follow: whoever finds it later proves before acting.
+        context[APPLY_SENT] = True
+        if before_apply is not None:
+            await before_apply()
         try:
             return await call(*args, _request_timeout=self._timeout, **kwargs)
         except Exception as exc:
             raise StageFailed("apply", exc) from exc
 
-    async def prove(self, op: Operation, context: dict[str, Any]) -> str | None:
-        return None
-
     def _workload_api(self, op: Operation, verb: str) -> Any:
         return getattr(self._apps, f"{verb}_namespaced_{_snake(op.target_kind)}")
 
-    async def _restart(self, op: Operation, context: dict[str, Any]) -> str:
+    async def _read_workload(self, op: Operation) -> Any:
+        read = self._workload_api(op, "read")
+        return await read(op.name, _ns(op), _request_timeout=self._timeout)
+
+    def _json(self, obj: Any) -> Any:
+        return self._client.sanitize_for_serialization(obj)
+
+    async def _restart(
+        self, op: Operation, context: dict[str, Any], before_apply: BeforeApply | None
+    ) -> str:
         stamp = context.setdefault("restarted_at", datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"))
         body = {"spec": {"template": {"metadata": {"annotations": {RESTARTED_AT: stamp}}}}}
-        await self._twice(self._workload_api(op, "patch"), op.name, _ns(op), body)
-        return f"{op.target()} restarted ({RESTARTED_AT}={stamp})"
+        patch = self._workload_api(op, "patch")
+        await self._twice(context, before_apply, patch, op.name, _ns(op), body)
+        return _restarted(op, stamp)
 
-    async def _scale(self, op: Operation) -> str:
-        read = self._workload_api(op, "read")
-        current = await read(op.name, _ns(op), _request_timeout=self._timeout)
-        before = current.spec.replicas
+    async def _prove_restart(self, op: Operation, context: dict[str, Any]) -> str | None:
+        stamp = context.get("restarted_at")
+        if stamp is None:
+            return None
+        workload = await self._read_workload(op)
+        metadata = workload.spec.template.metadata
+        annotations = (metadata.annotations if metadata else None) or {}
+        return _restarted(op, stamp) if annotations.get(RESTARTED_AT) == stamp else None
+
+    async def _scale(
+        self, op: Operation, context: dict[str, Any], before_apply: BeforeApply | None
+    ) -> str:
+        if "scale_from" not in context:
+            # Read once: on a retry the workload may already show the new count.
+            current = await self._read_workload(op)
+            context["scale_from"] = current.spec.replicas
         patch = getattr(self._apps, f"patch_namespaced_{_snake(op.target_kind)}_scale")
-        await self._twice(patch, op.name, _ns(op), {"spec": {"replicas": op.replicas}})
-        return f"{op.target()} scaled from {before} to {op.replicas} replicas"
+        body = {"spec": {"replicas": op.replicas}}
+        await self._twice(context, before_apply, patch, op.name, _ns(op), body)
+        return _scaled(op, context["scale_from"])
 
-    async def _delete_pod(self, op: Operation, context: dict[str, Any]) -> str:
-        if "owner" not in context:
-            # Remember the pod's controller, so verification can wait for it to recover.
+    async def _prove_scale(self, op: Operation, context: dict[str, Any]) -> str | None:
+        if "scale_from" not in context:
+            return None
+        workload = await self._read_workload(op)
+        if workload.spec.replicas != op.replicas:
+            return None
+        return _scaled(op, context["scale_from"])
+
+    async def _delete_pod(
+        self, op: Operation, context: dict[str, Any], before_apply: BeforeApply | None
+    ) -> str:
+        if "pod_uid" not in context:
             pod = await self._core.read_namespaced_pod(
                 op.name, _ns(op), _request_timeout=self._timeout
             )
+            # The uid tells this pod from a replacement of the same name (a StatefulSet's);
+            # the controller lets verification wait for it to recover.
+            context["pod_uid"] = pod.metadata.uid
             owner = next((r for r in pod.metadata.owner_references or [] if r.controller), None)
             context["owner"] = (
                 {"kind": owner.kind, "name": owner.name, "uid": owner.uid} if owner else None
             )
-        await self._twice(self._core.delete_namespaced_pod, op.name, _ns(op))
-        return f"{op.target()} deleted"
+        # Only this pod: never a replacement that took its name since it was read.
+        only_this = V1DeleteOptions(preconditions=V1Preconditions(uid=context["pod_uid"]))
+        try:
+            await self._twice(
+                context,
+                before_apply,
+                self._core.delete_namespaced_pod,
+                op.name,
+                _ns(op),
+                body=only_this,
+            )
+        except StageFailed as exc:
+            # aiohttp sends a DELETE again by itself when its connection drops; when the first
+            # one went through, the repeat finds no pod or a replacement (404, 409), and the
+            # pod being gone is what was asked for.
+            if exc.stage == "apply" and _http_status(exc.cause) in (404, 409):
+                proven = await self.prove(op, context)
+                if proven is not None:
+                    return proven
+            raise
+        return _deleted(op)
+
+    async def _prove_delete_pod(self, op: Operation, context: dict[str, Any]) -> str | None:
+        uid = context.get("pod_uid")
+        if uid is None:
+            return None
+        try:
+            pod = await self._core.read_namespaced_pod(
+                op.name, _ns(op), _request_timeout=self._timeout
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                return _deleted(op)
+            raise
+        # A pod in its grace period has been deleted already; it only takes a while to go.
+        if pod.metadata.uid != uid or pod.metadata.deletion_timestamp is not None:
+            return _deleted(op)
+        return None
 
     async def read_owner(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
         """A pod's controller as JSON, for the kinds whose strength opsgate can judge."""
@@ -132,7 +270,7 @@ class KubeExecutor:
         if kind not in reads:
             return None
         obj = await reads[kind](name, namespace, _request_timeout=self._timeout)
-        result: dict[str, Any] = self._client.sanitize_for_serialization(obj)
+        result: dict[str, Any] = self._json(obj)
         result.setdefault("kind", kind)
         return result
 
@@ -141,83 +279,167 @@ class KubeExecutor:
         if op.target_kind == "node":
             obj = await self._core.read_node(op.name, _request_timeout=self._timeout)
         else:
-            read = self._workload_api(op, "read")
-            obj = await read(op.name, _ns(op), _request_timeout=self._timeout)
-        result: dict[str, Any] = self._client.sanitize_for_serialization(obj)
+            obj = await self._read_workload(op)
+        result: dict[str, Any] = self._json(obj)
         return result
 
     async def pods(self, namespace: str) -> list[dict[str, Any]]:
         listing = await self._core.list_namespaced_pod(namespace, _request_timeout=self._timeout)
-        items: list[dict[str, Any]] = self._client.sanitize_for_serialization(listing.items)
+        items: list[dict[str, Any]] = self._json(listing.items)
         return items
 
-    async def _cordon(self, op: Operation) -> str:
+    async def _cordon(
+        self, op: Operation, context: dict[str, Any], before_apply: BeforeApply | None
+    ) -> str:
         unschedulable = op.kind is OperationKind.CORDON
+        context["unschedulable"] = unschedulable
         body = {"spec": {"unschedulable": unschedulable}}
-        await self._twice(self._core.patch_node, op.name, body)
-        return f"node {op.name} {'cordoned' if unschedulable else 'uncordoned'}"
+        await self._twice(context, before_apply, self._core.patch_node, op.name, body)
+        return _cordoned(op, unschedulable)
 
-    async def _undo(self, op: Operation, context: dict[str, Any]) -> str:
+    async def _prove_cordon(self, op: Operation, context: dict[str, Any]) -> str | None:
+        if "unschedulable" not in context:
+            return None
+        node = await self._core.read_node(op.name, _request_timeout=self._timeout)
+        unschedulable = bool(node.spec.unschedulable) if node.spec else False
+        if unschedulable != context["unschedulable"]:
+            return None
+        return _cordoned(op, unschedulable)
+
+    async def _undo(
+        self, op: Operation, context: dict[str, Any], before_apply: BeforeApply | None
+    ) -> str:
+        workload = await self._read_workload(op)
+        revisions = await self._revisions(op, workload)
         if op.target_kind == "deployment":
-            return await self._undo_deployment(op, context)
-        return await self._undo_with_controller_revisions(op, context)
+            current = int((workload.metadata.annotations or {}).get(REVISION, "0"))
+        else:
+            current = max((r.number for r in revisions), default=0)
+        target = _undo_target(op, revisions, current, context)
+        number = context["undo_to_revision"]
+        if _digest(self._json(workload.spec.template)) == _digest(target.template):
+            return f"{op.target()} already runs the template of revision {number}"
+        patch = self._workload_api(op, "patch")
+        await self._twice(context, before_apply, patch, op.name, _ns(op), target.patch)
+        return _rolled_back(op, number)
 
-    async def _undo_deployment(self, op: Operation, context: dict[str, Any]) -> str:
-        deployment = await self._apps.read_namespaced_deployment(
-            op.name, _ns(op), _request_timeout=self._timeout
-        )
-        selector = _selector(deployment.spec.selector.match_labels)
-        listing = await self._apps.list_namespaced_replica_set(
-            _ns(op), label_selector=selector, _request_timeout=self._timeout
-        )
-        owned = {
-            int((rs.metadata.annotations or {}).get(REVISION, "0")): rs
-            for rs in listing.items
-            if _owned_by(rs, deployment.metadata.uid)
-        }
-        current = int((deployment.metadata.annotations or {}).get(REVISION, "0"))
-        target = context.get("undo_to_revision")
+    async def _prove_undo(self, op: Operation, context: dict[str, Any]) -> str | None:
+        target = context.get("undo_target")
         if target is None:
-            earlier = sorted(r for r in owned if r < current)
-            if not earlier:
-                raise UndoImpossible(f"{op.target()} has no revision before {current}")
-            target = earlier[-1]
-            context["undo_to_revision"] = target
-        rs = owned.get(target)
-        if rs is None:
-            raise UndoImpossible(f"revision {target} of {op.target()} no longer exists")
-        template = self._client.sanitize_for_serialization(rs.spec.template)
-        template = copy.deepcopy(template)
-        template.get("metadata", {}).get("labels", {}).pop(POD_TEMPLATE_HASH, None)
-        live = self._client.sanitize_for_serialization(deployment.spec.template)
-        if live == template:
-            return f"{op.target()} already runs the template of revision {target}"
-        body = [{"op": "replace", "path": "/spec/template", "value": template}]
-        await self._twice(self._apps.patch_namespaced_deployment, op.name, _ns(op), body)
-        return f"{op.target()} rolled back to revision {target}"
+            return None
+        workload = await self._read_workload(op)
+        if _digest(self._json(workload.spec.template)) != target["template_digest"]:
+            return None
+        return _rolled_back(op, context["undo_to_revision"])
 
-    async def _undo_with_controller_revisions(self, op: Operation, context: dict[str, Any]) -> str:
-        read = self._workload_api(op, "read")
-        workload = await read(op.name, _ns(op), _request_timeout=self._timeout)
+    async def _revisions(self, op: Operation, workload: Any) -> list[_Revision]:
+        """The workload's own revisions, as kubectl rollout undo finds them."""
         selector = _selector(workload.spec.selector.match_labels)
-        listing = await self._apps.list_namespaced_controller_revision(
+        uid = workload.metadata.uid
+        if op.target_kind == "deployment":
+            replica_sets = await self._apps.list_namespaced_replica_set(
+                _ns(op), label_selector=selector, _request_timeout=self._timeout
+            )
+            revisions: list[_Revision] = []
+            for rs in replica_sets.items:
+                if not _owned_by(rs, uid):
+                    continue
+                template = copy.deepcopy(self._json(rs.spec.template))
+                template.get("metadata", {}).get("labels", {}).pop(POD_TEMPLATE_HASH, None)
+                number = int((rs.metadata.annotations or {}).get(REVISION, "0"))
+                body = [{"op": "replace", "path": "/spec/template", "value": template}]
+                revisions.append(_Revision(number, rs.metadata.name, template, body))
+            return revisions
+        controller_revisions = await self._apps.list_namespaced_controller_revision(
             _ns(op), label_selector=selector, _request_timeout=self._timeout
         )
-        owned = {
-            int(cr.revision): cr for cr in listing.items if _owned_by(cr, workload.metadata.uid)
-        }
-        target = context.get("undo_to_revision")
-        if target is None:
-            revisions = sorted(owned)
-            if len(revisions) < 2:
-                raise UndoImpossible(f"{op.target()} has no earlier revision")
-            target = revisions[-2]
-            context["undo_to_revision"] = target
-        revision = owned.get(target)
-        if revision is None:
-            raise UndoImpossible(f"revision {target} of {op.target()} no longer exists")
-        await self._twice(self._workload_api(op, "patch"), op.name, _ns(op), revision.data)
-        return f"{op.target()} rolled back to revision {target}"
+        return [
+            _Revision(
+                int(cr.revision),
+                cr.metadata.name,
+                ((cr.data or {}).get("spec") or {}).get("template") or {},
+                cr.data,
+            )
+            for cr in controller_revisions.items
+            if _owned_by(cr, uid)
+        ]
+
+
+def _undo_target(
+    op: Operation, revisions: list[_Revision], current: int, context: dict[str, Any]
+) -> _Revision:
+    """The revision to return to: chosen once, then found again by its template, because an
+    undo gives the revision it returns to the next number."""
+    stored = context.get("undo_target")
+    if stored is not None:
+        found = next(
+            (r for r in revisions if _digest(r.template) == stored["template_digest"]), None
+        )
+        if found is None:
+            raise UndoImpossible(
+                f"the template of revision {context['undo_to_revision']} of {op.target()} "
+                "no longer exists"
+            )
+        return found
+    by_number = {r.number: r for r in revisions}
+    # A context saved before targets were kept by content names only the number.
+    number = context.get("undo_to_revision")
+    if number is None:
+        earlier = sorted(n for n in by_number if n < current)
+        if not earlier:
+            raise UndoImpossible(f"{op.target()} has no revision before {current}")
+        number = earlier[-1]
+    chosen = by_number.get(number)
+    if chosen is None:
+        raise UndoImpossible(f"revision {number} of {op.target()} no longer exists")
+    context["undo_to_revision"] = number
+    context["undo_target"] = {"name": chosen.name, "template_digest": _digest(chosen.template)}
+    return chosen
+
+
+def _digest(template: dict[str, Any]) -> str:
+    """A pod template's identity by content: without the labels and markers controllers add to
+    their copies, and without empty fields, which Go and the Python client render differently."""
+    stripped = copy.deepcopy(template)
+    stripped.pop("$patch", None)
+    ((stripped.get("metadata") or {}).get("labels") or {}).pop(POD_TEMPLATE_HASH, None)
+    canonical = json.dumps(_pruned(stripped), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _pruned(value: Any) -> Any:
+    """``value`` without nulls and empty objects or lists at any depth; None if nothing is left."""
+    if isinstance(value, dict):
+        kept = {k: v for k, v in ((k, _pruned(v)) for k, v in value.items()) if v is not None}
+        return kept or None
+    if isinstance(value, list):
+        items = [v for v in (_pruned(v) for v in value) if v is not None]
+        return items or None
+    return value
+
+
+def _restarted(op: Operation, stamp: str) -> str:
+    return f"{op.target()} restarted ({RESTARTED_AT}={stamp})"
+
+
+def _scaled(op: Operation, before: int | None) -> str:
+    return f"{op.target()} scaled from {before} to {op.replicas} replicas"
+
+
+def _deleted(op: Operation) -> str:
+    return f"{op.target()} deleted"
+
+
+def _cordoned(op: Operation, unschedulable: bool) -> str:
+    return f"node {op.name} {'cordoned' if unschedulable else 'uncordoned'}"
+
+
+def _rolled_back(op: Operation, number: int) -> str:
+    return f"{op.target()} rolled back to revision {number}"
+
+
+def _http_status(exc: BaseException) -> int | None:
+    return exc.status if isinstance(exc, ApiException) else None
 
 
 def _ns(op: Operation) -> str:

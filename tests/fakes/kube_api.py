@@ -890,6 +890,12 @@ def _template_hash(template: Obj) -> str:
     return "".join(_SAFE_ALPHABET[ord(c) % len(_SAFE_ALPHABET)] for c in str(value))
 
 
+def _requests_dry_run(query: Mapping[str, str], body: Any) -> bool:
+    """Whether a request asks for a dry run, in its query or (DELETE) in its DeleteOptions."""
+    in_body = body.get("dryRun") if isinstance(body, dict) else None
+    return query.get("dryRun") == "All" or (isinstance(in_body, list) and "All" in in_body)
+
+
 def _revision(obj: Obj) -> int:
     return int(_meta(obj).get("annotations", {}).get(_REVISION_ANNOTATION, "0"))
 
@@ -998,6 +1004,8 @@ class _Injected:
     remaining: int
     delay: float
     retry_after: int
+    served: bool
+    dry_run: bool | None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -1135,6 +1143,8 @@ class FakeKube(LoopbackServer):
         count: int = 1,
         delay: float = 0.0,
         retry_after: int = 1,
+        served: bool = False,
+        dry_run: bool | None = None,
     ) -> None:
         """Make the next ``count`` requests matching ``method`` (or ``"*"``) and ``path_regex``
         (searched in the URL path) fail.
@@ -1143,6 +1153,11 @@ class FakeKube(LoopbackServer):
         ``Retry-After: retry_after``), ``"drop"`` to close the connection without a response, or
         ``"timeout"`` to hold the request ``delay`` seconds (0: until the client gives up) and then
         serve it normally. For status and drop faults ``delay`` is waited before failing.
+
+        ``served=True`` handles the request first, so a write takes effect, and only then fails
+        it: the answer is lost on the way back (a gateway's 504, a dropped connection), which is
+        what a client must survive without repeating the change. ``dry_run`` limits the fault to
+        dry-run requests (True) or to real ones (False); None matches both.
         """
         if isinstance(fault, int) and fault not in _FAULT_STATUS:
             raise ValueError(f"no Status template for {fault}; known: {sorted(_FAULT_STATUS)}")
@@ -1151,7 +1166,16 @@ class FakeKube(LoopbackServer):
         if count < 1:
             raise ValueError("count must be at least 1")
         self._faults.append(
-            _Injected(method.upper(), re.compile(path_regex), fault, count, delay, retry_after)
+            _Injected(
+                method.upper(),
+                re.compile(path_regex),
+                fault,
+                count,
+                delay,
+                retry_after,
+                served,
+                dry_run,
+            )
         )
 
     def hold(
@@ -1372,11 +1396,12 @@ class FakeKube(LoopbackServer):
             query=query,
             content_type=content_type.split(";")[0].strip().lower() if content_type else None,
             body=body,
-            dry_run=query.get("dryRun") == "All",
+            dry_run=_requests_dry_run(query, body),
         )
         self.requests.append(record)
         await pass_holds(self._holds, self._held(record), request)
-        fault = self._take_fault(request.method, request.path)
+        fault = self._take_fault(request.method, request.path, record.dry_run)
+        served = self._answer(request, raw, record) if fault is not None and fault.served else None
         if fault is not None and fault.fault == "timeout":
             await self._hold(fault.delay or None)
         elif fault is not None:
@@ -1394,6 +1419,13 @@ class FakeKube(LoopbackServer):
             )
             record.status = response.status
             return response
+        response = served if served is not None else self._answer(request, raw, record)
+        if response.status < 300:
+            await pass_holds(self._answer_holds, self._held(record), request)
+        record.status = response.status
+        return response
+
+    def _answer(self, request: web.Request, raw: bytes, record: RecordedRequest) -> web.Response:
         try:
             code, payload, warnings = self._serve(request, raw, record)
             response = self._respond(code, payload)
@@ -1401,9 +1433,6 @@ class FakeKube(LoopbackServer):
                 response.headers.add("Warning", f'299 - "unknown field \\"{warning}\\""')
         except ApiStatusError as exc:
             response = self._respond(exc.code, exc.status, exc.headers)
-        if response.status < 300:
-            await pass_holds(self._answer_holds, self._held(record), request)
-        record.status = response.status
         return response
 
     async def _hold(self, seconds: float | None) -> None:
@@ -1419,9 +1448,13 @@ class FakeKube(LoopbackServer):
         response.content_type = "application/json"  # no charset parameter, like the apiserver
         return response
 
-    def _take_fault(self, method: str, path: str) -> _Injected | None:
+    def _take_fault(self, method: str, path: str, dry_run: bool) -> _Injected | None:
         for fault in self._faults:
-            if fault.method in ("*", method) and fault.path.search(path):
+            if (
+                fault.method in ("*", method)
+                and fault.path.search(path)
+                and fault.dry_run in (None, dry_run)
+            ):
                 fault.remaining -= 1
                 if fault.remaining == 0:
                     self._faults.remove(fault)

@@ -448,6 +448,48 @@ async def test_dropped_connections_surface_as_aiohttp_errors(
 
 
 @pytest.mark.asyncio
+async def test_served_faults_apply_the_write_and_lose_the_answer(
+    kube: FakeKube, api: ApiClient
+) -> None:
+    kube.add_deployment("shop", "web", replicas=1)
+    apps = AppsV1Api(api)
+
+    kube.inject("PATCH", r"/deployments/web/scale$", 504, served=True, dry_run=False)
+    await apps.patch_namespaced_deployment_scale(
+        "web", "shop", {"spec": {"replicas": 2}}, dry_run="All"
+    )
+    with pytest.raises(ApiException) as exc:
+        await apps.patch_namespaced_deployment_scale("web", "shop", {"spec": {"replicas": 2}})
+    assert (exc.value.status, _status_of(exc)["reason"]) == (504, "Timeout")
+    deployment = kube.get("deployments", "shop", "web")
+    assert deployment is not None and deployment["spec"]["replicas"] == 2
+
+    kube.inject("PATCH", r"/deployments/web$", "drop", served=True)
+    with pytest.raises(aiohttp.ClientConnectionError):
+        await apps.patch_namespaced_deployment("web", "shop", _restart_patch())
+    deployment = kube.get("deployments", "shop", "web")
+    assert deployment is not None
+    assert deployment["spec"]["template"]["metadata"]["annotations"][RESTARTED] == STAMP
+
+    # A dry run sent in the body of a DELETE is a dry run too.
+    pod = kube.list("pods", "shop")[0]["metadata"]["name"]
+    kube.inject("DELETE", rf"/pods/{pod}$", 503, dry_run=True)
+    with pytest.raises(ApiException) as exc:
+        await CoreV1Api(api).delete_namespaced_pod(
+            pod, "shop", body=V1DeleteOptions(dry_run=["All"])
+        )
+    assert exc.value.status == 503
+    assert kube.get("pods", "shop", pod) is not None
+
+    assert [(r.method, r.dry_run, r.status) for r in kube.requests] == [
+        ("PATCH", True, 200),
+        ("PATCH", False, 504),
+        ("PATCH", False, None),
+        ("DELETE", True, 503),
+    ]
+
+
+@pytest.mark.asyncio
 async def test_timeout_fault_holds_until_the_client_gives_up(
     kube: FakeKube, api: ApiClient
 ) -> None:
