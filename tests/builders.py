@@ -64,30 +64,31 @@ def am_payload(
 
 def policy(quorum: dict[str, int] | None = None, **extra: Any) -> Policy:
     """The test policy; ``extra`` adds top-level sections (routes, notifiers, ...)."""
-    return Policy(
-        PolicyDocument.model_validate(
-            {
-                **extra,
-                "roles": {
-                    "oncall": {
-                        "namespaces": ["shop"],
-                        "operations": ["rollout_restart", "rollout_undo", "scale", "delete_pod"],
-                        "risk_levels": ["low", "medium", "high"],
-                    },
-                    "admin": {
-                        "namespaces": ["*"],
-                        "operations": ["*"],
-                        "risk_levels": ["low", "medium", "high", "critical"],
-                    },
-                    "viewer": {"namespaces": [], "operations": [], "risk_levels": []},
-                },
-                "users": [
-                    {"id": ALICE, "name": "alice", "roles": ["oncall"]},
-                    {"id": BOB, "name": "bob", "roles": ["oncall"]},
-                    {"id": CAROL, "name": "carol", "roles": ["admin"]},
-                    {"id": VIEWER, "name": "vic", "roles": ["viewer"]},
-                ],
-                "quorum": quorum or {"low": 1, "medium": 1, "high": 2, "critical": 2},
-            }
-        )
-    )
+    return Policy(PolicyDocument.model_validate(policy_document(quorum, **extra)))
+
+
+def policy_document(quorum: dict[str, int] | None = None, **extra: Any) -> dict[str, Any]:
+    """The test policy as the YAML file of a real ``opsgate serve`` would hold it."""
+    return {
+        **extra,
+        "roles": {
+            "oncall": {
+                "namespaces": ["shop"],
+                "operations": ["rollout_restart", "rollout_undo", "scale", "delete_pod"],
+                "risk_levels": ["low", "medium", "high"],
+            },
+            "admin": {
+                "namespaces": ["*"],
+                "operations": ["*"],
+                "risk_levels": ["low", "medium", "high", "critical"],
+            },
+            "viewer": {"namespaces": [], "operations": [], "risk_levels": []},
+        },
+        "users": [
+            {"id": ALICE, "name": "alice", "roles": ["oncall"]},
+            {"id": BOB, "name": "bob", "roles": ["oncall"]},
+            {"id": CAROL, "name": "carol", "roles": ["admin"]},
+            {"id": VIEWER, "name": "vic", "roles": ["viewer"]},
+        ],
+        "quorum": quorum or {"low": 1, "medium": 1, "high": 2, "critical": 2},
+    }
