@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 from typing import Literal
 
@@ -29,6 +30,8 @@ class Settings(BaseSettings):
     alert_thread_id: int | None = None
 
     database_url: str = "sqlite+aiosqlite:///./opsgate.db"
+    # Stable across restarts, so a restarted process takes back its previous incarnation's work.
+    instance_id: str = Field(default_factory=socket.gethostname, min_length=1)
     http_host: str = "127.0.0.1"
     http_port: int = Field(default=8080, ge=0, le=65535)
     telegram_api_url: str = "https://api.telegram.org"
