@@ -53,10 +53,12 @@ from opsgate.services.job_kinds import JobKind
 from opsgate.services.jobs import JobRunner, Periodic
 from opsgate.services.knowledge import KnowledgeService
 from opsgate.services.kube_executor import KubeExecutor
+from opsgate.services.leadership import Leadership
 from opsgate.services.learning import LearningService
 from opsgate.services.notifiers import build_notifiers
 from opsgate.services.playbooks import PlaybookService
 from opsgate.services.policy import Policy
+from opsgate.services.process_locks import LockUnavailable, ProcessLock, process_lock
 from opsgate.services.queries import IncidentQueries
 from opsgate.services.routing import Router
 from opsgate.services.storage.db import Database
@@ -68,6 +70,9 @@ log = structlog.get_logger(__name__)
 
 QUEUE_GAUGE_SECONDS = 15.0
 PRUNE_SECONDS = 3600.0
+# How soon a replica notices that the polling leader is gone (or that it lost the lock itself).
+POLLING_LEADER_CHECK_SECONDS = 2.0
+POLLING_LOCK = "telegram-polling"
 
 
 async def load_kube_client(settings: Settings) -> ApiClient:
@@ -311,6 +316,8 @@ class Runtime:
         self.stop = asyncio.Event()
         self.started = asyncio.Event()
         self.port: int | None = None
+        self.instance_lock: ProcessLock | None = None
+        self.polling: Leadership | None = None
 
     async def run(self) -> None:
         try:
@@ -328,6 +335,7 @@ class Runtime:
             await og.db.migrate()
         except (OSError, SQLAlchemyError) as exc:
             raise SettingsError(f"OPSGATE_DATABASE_URL: cannot use the database: {exc}") from None
+        await self._claim_instance_id()
         try:
             await og.telegram.initialize()
         except InvalidToken:
@@ -347,9 +355,6 @@ class Runtime:
             await og.sender.set_webhook(
                 settings.telegram_webhook_url, og.webhook_secret, list(ALLOWED_UPDATES)
             )
-        else:
-            assert og.telegram.updater is not None
-            await og.telegram.updater.start_polling(allowed_updates=ALLOWED_UPDATES)
         server = uvicorn.Server(uvicorn.Config(og.api, log_config=None, lifespan="off"))
         runner_stop = asyncio.Event()
         runners = [og.runner, *([og.update_runner] if og.update_runner else [])]
@@ -358,20 +363,64 @@ class Runtime:
         ]
         server_task = asyncio.create_task(server.serve(sockets=[sock]), name="http-server")
         stop_task = asyncio.create_task(self.stop.wait(), name="stop-signal")
-        log.info("opsgate_started", http_port=self.port, webhook=og.webhook_secret is not None)
+        tasks = {server_task, stop_task, *runner_tasks}
+        polling_stop = asyncio.Event()
+        if og.webhook_secret is None:
+            self.polling = self._polling_leadership()
+            tasks.add(asyncio.create_task(self.polling.run(polling_stop), name="polling-leader"))
+        log.info(
+            "opsgate_started",
+            http_port=self.port,
+            webhook=og.webhook_secret is not None,
+            instance_id=settings.instance_id,
+        )
         self.started.set()
         try:
-            done, _ = await asyncio.wait(
-                {server_task, stop_task, *runner_tasks}, return_when=asyncio.FIRST_COMPLETED
-            )
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
             for task in done - {stop_task}:
                 if task.exception() is not None:
                     raise task.exception()  # type: ignore[misc]
         finally:
             server.should_exit = True
             runner_stop.set()
+            polling_stop.set()
             stop_task.cancel()
-            await asyncio.gather(server_task, stop_task, *runner_tasks, return_exceptions=True)
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _claim_instance_id(self) -> None:
+        """Two live processes under one id would each take the other's jobs as a dead
+        incarnation's; the lock ends with the process, so a restart under the same id works."""
+        instance_id = self.og.settings.instance_id
+        lock = process_lock(self.og.db, f"instance:{instance_id}")
+        try:
+            held = await lock.try_acquire()
+        except LockUnavailable as exc:
+            raise SettingsError(f"OPSGATE_DATABASE_URL: cannot use the database: {exc}") from None
+        if not held:
+            raise SettingsError(
+                f"OPSGATE_INSTANCE_ID={instance_id} is held by another running opsgate; "
+                "give each replica its own"
+            )
+        self.instance_lock = lock
+
+    def _polling_leadership(self) -> Leadership:
+        """Telegram answers a second concurrent getUpdates with 409: one replica polls."""
+        updater = self.og.telegram.updater
+        assert updater is not None
+
+        async def start_polling() -> None:
+            await updater.start_polling(allowed_updates=ALLOWED_UPDATES)
+
+        async def stop_polling() -> None:
+            if updater.running:
+                await updater.stop()
+
+        return Leadership(
+            process_lock(self.og.db, POLLING_LOCK),
+            on_elected=start_polling,
+            on_deposed=stop_polling,
+            interval=POLLING_LEADER_CHECK_SECONDS,
+        )
 
     async def _shutdown(self) -> None:
         og = self.og
@@ -383,5 +432,7 @@ class Runtime:
         with contextlib.suppress(Exception):
             await og.kube.close()
         await og.http.aclose()
+        if self.instance_lock is not None:
+            await self.instance_lock.release()
         await og.db.dispose()
         log.info("opsgate_stopped")

@@ -56,6 +56,7 @@ class Settings(BaseSettings):
     export_interval_seconds: float = Field(default=7 * 24 * 3600.0, gt=0)
     notifier_timeout_seconds: float = Field(default=5.0, gt=0)
 
+    # Stable across restarts, so a restarted process takes back its previous incarnation's work.
     instance_id: str = Field(default_factory=socket.gethostname, min_length=1, max_length=200)
     job_poll_interval: float = Field(default=1.0, gt=0)
     job_lease_seconds: float = Field(default=15.0, ge=3)
