@@ -20,7 +20,7 @@ from fastapi import FastAPI
 from kubernetes_asyncio import config as kube_config
 from kubernetes_asyncio.client import ApiClient, Configuration
 from kubernetes_asyncio.config.config_exception import ConfigException
-from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+from sqlalchemy.exc import SQLAlchemyError
 from telegram import Update
 from telegram.error import InvalidToken, NetworkError
 from telegram.ext import AIORateLimiter, Application, ApplicationBuilder
@@ -61,7 +61,7 @@ from opsgate.services.policy import Policy
 from opsgate.services.process_locks import LockUnavailable, ProcessLock, process_lock
 from opsgate.services.queries import IncidentQueries
 from opsgate.services.routing import Router
-from opsgate.services.storage.db import Database
+from opsgate.services.storage.db import Database, describe_database_error
 from opsgate.services.telegram_inbox import UpdateInbox
 from opsgate.services.verification import VerificationService
 from opsgate.settings import Settings, SettingsError
@@ -138,13 +138,29 @@ def build_telegram(settings: Settings) -> Application:  # type: ignore[type-arg]
     return builder.build()
 
 
+def open_database(url: str) -> Database:
+    try:
+        return Database(url)
+    except (SQLAlchemyError, ImportError) as exc:
+        raise SettingsError(
+            f"OPSGATE_DATABASE_URL is invalid: {describe_database_error(exc)}"
+        ) from None
+
+
+async def migrate_database(db: Database) -> None:
+    """``Database.migrate``, with an unusable database reported in one line naming the setting."""
+    try:
+        await db.migrate()
+    except (OSError, SQLAlchemyError) as exc:
+        raise SettingsError(
+            f"OPSGATE_DATABASE_URL: cannot use the database: {describe_database_error(exc)}"
+        ) from None
+
+
 def build_app(settings: Settings, *, policy: Policy, kube: ApiClient) -> OpsGate:
     """Wire opsgate: every service gets what it needs here, and nowhere else."""
     metrics = Metrics()
-    try:
-        db = Database(settings.database_url)
-    except (ArgumentError, ImportError) as exc:
-        raise SettingsError(f"OPSGATE_DATABASE_URL is invalid: {exc}") from None
+    db = open_database(settings.database_url)
     telegram = build_telegram(settings)
     chats = ChatDirectory(db)
     sender = TelegramSender(telegram.bot, chats, on_error=metrics.telegram_error)
@@ -331,10 +347,7 @@ class Runtime:
         # Bound first, so a taken port stops the process before anything else starts.
         sock = listen(settings.http_host, settings.http_port)
         self.port = sock.getsockname()[1]
-        try:
-            await og.db.migrate()
-        except (OSError, SQLAlchemyError) as exc:
-            raise SettingsError(f"OPSGATE_DATABASE_URL: cannot use the database: {exc}") from None
+        await migrate_database(og.db)
         await self._claim_instance_id()
         try:
             await og.telegram.initialize()

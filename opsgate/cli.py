@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import signal
 import sys
 from datetime import UTC, date, datetime
 from importlib.metadata import version
 from pathlib import Path
 
-from opsgate.app import Runtime, build_app, load_kube_client
+import structlog
+
+from opsgate.app import Runtime, build_app, load_kube_client, migrate_database, open_database
 from opsgate.logs import configure_logging
 from opsgate.services.finetune_export import export_finetune
 from opsgate.services.policy import Policy, PolicyError
-from opsgate.services.storage.db import Database
 from opsgate.settings import Settings, SettingsError, load_database_settings, load_settings
+
+log = structlog.get_logger(__name__)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -56,17 +60,17 @@ def main(argv: list[str] | None = None) -> int:
 
 
 async def _migrate(url: str) -> None:
-    db = Database(url)
+    db = open_database(url)
     try:
-        await db.migrate()
+        await migrate_database(db)
     finally:
         await db.dispose()
 
 
 async def _export(url: str, since: datetime, out: Path) -> int:
-    db = Database(url)
+    db = open_database(url)
     try:
-        await db.migrate()
+        await migrate_database(db)
         return await export_finetune(db, since, out)
     finally:
         await db.dispose()
@@ -82,7 +86,21 @@ def _utc_date(text: str) -> datetime:
 async def _serve(settings: Settings) -> None:
     policy = Policy.from_file(settings.policy_file) if settings.policy_file else Policy.empty()
     kube = await load_kube_client(settings)
-    await Runtime(build_app(settings, policy=policy, kube=kube)).run()
+    runtime = Runtime(build_app(settings, policy=policy, kube=kube))
+    # Kubernetes stops a pod with SIGTERM. uvicorn catches it while it serves, but stops only
+    # the HTTP server and then raises the signal again; with Python's default action that kills
+    # the process before polling, the job runner and the database pool are shut down. With a
+    # loop handler the second delivery lands here too, so the handler must be idempotent.
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, _stop_on_signal, runtime, signum)
+    await runtime.run()
+
+
+def _stop_on_signal(runtime: Runtime, signum: signal.Signals) -> None:
+    if not runtime.stop.is_set():
+        log.info("stop_signal_received", signal=signum.name)
+        runtime.stop.set()
 
 
 if __name__ == "__main__":
