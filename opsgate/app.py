@@ -70,6 +70,9 @@ log = structlog.get_logger(__name__)
 
 QUEUE_GAUGE_SECONDS = 15.0
 PRUNE_SECONDS = 3600.0
+# Handling an update takes well under a second; a short lease lets another replica answer a
+# dead one's taps inside Telegram's 15 s window.
+UPDATE_LEASE_SECONDS = 5.0
 # How soon a replica notices that the polling leader is gone (or that it lost the lock itself).
 POLLING_LEADER_CHECK_SECONDS = 2.0
 POLLING_LOCK = "telegram-polling"
@@ -286,7 +289,7 @@ def build_app(settings: Settings, *, policy: Policy, kube: ApiClient) -> OpsGate
             db,
             {JobKind.TELEGRAM_UPDATE: inbox.run_job},
             owner=settings.instance_id,
-            lease_seconds=settings.job_lease_seconds,
+            lease_seconds=min(settings.job_lease_seconds, UPDATE_LEASE_SECONDS),
             poll_interval=settings.job_poll_interval,
             concurrency=settings.update_concurrency,
             name="updates",

@@ -9,7 +9,14 @@ from sqlalchemy import select, update
 
 from opsgate.services import timeline
 from opsgate.services.job_kinds import SYNC_CARD, IncidentJob, JobKind
-from opsgate.services.jobs import ClaimedJob, JobRunner, JobStatus, enqueue
+from opsgate.services.jobs import (
+    ClaimedJob,
+    JobRunner,
+    JobStatus,
+    Periodic,
+    enqueue,
+    prune_finished,
+)
 from opsgate.services.storage.db import Database
 from opsgate.services.storage.models import Incident, Job, TimelineEvent, utcnow
 
@@ -174,3 +181,53 @@ async def test_jobs_of_one_serial_key_never_run_side_by_side_across_runners(
         await asyncio.gather(*tasks)
     assert done == 16
     assert most == 1
+
+
+async def test_periodic_work_runs_once_across_runners_and_finished_jobs_are_pruned(
+    database: Database,
+) -> None:
+    runs = 0
+
+    async def tick() -> None:
+        nonlocal runs
+        runs += 1
+
+    stop = asyncio.Event()
+    runners = [
+        JobRunner(
+            database,
+            {},
+            owner=f"p{n}",
+            lease_seconds=30,
+            poll_interval=0.05,
+            concurrency=2,
+            periodic={"tick": Periodic(3600, tick)},
+        )
+        for n in range(2)
+    ]
+    tasks = [asyncio.create_task(r.run(stop)) for r in runners]
+    for _ in range(100):
+        if runs:
+            break
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(0.5)
+    stop.set()
+    await asyncio.gather(*tasks)
+    async with database.transaction() as session:
+        periodic = list(await session.scalars(select(Job).where(Job.kind == "periodic")))
+    # One row for the task, whoever started first; it ran once and waits for its next period.
+    assert runs == 1
+    assert len(periodic) == 1 and periodic[0].status == JobStatus.PENDING
+    assert periodic[0].run_at > utcnow() + timedelta(minutes=50)
+
+    await _incident(database, "INC-OLD")
+    async with database.transaction() as session:
+        await session.execute(
+            update(Job)
+            .where(Job.key == "INC-OLD")
+            .values(status=JobStatus.DONE, finished_at=utcnow() - timedelta(days=8))
+        )
+    assert await prune_finished(database, timedelta(days=7)) == 1
+    async with database.transaction() as session:
+        left = list(await session.scalars(select(Job.kind)))
+    assert left == ["periodic"]

@@ -41,7 +41,13 @@ async def start_all_at_once(
     env = serve_env(telegram, kube, url, workdir)
     # Spawned back to back; each spends a second or more importing before it migrates, so
     # their migrations overlap.
-    replicas = [await procs.serve(env, name=f"{workdir.name}-serve-{n}") for n in range(REPLICAS)]
+    replicas = [
+        await procs.serve(
+            {**env, "OPSGATE_INSTANCE_ID": f"{workdir.name}-replica-{n}"},
+            name=f"{workdir.name}-serve-{n}",
+        )
+        for n in range(REPLICAS)
+    ]
     jobs = [
         await procs.migrate(env, name=f"{workdir.name}-migrate-{n}") for n in range(MIGRATE_JOBS)
     ]
