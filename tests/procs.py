@@ -20,7 +20,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.e2e.rig import CHAT_ID, WEBHOOK_TOKEN
+from tests.e2e.rig import stand_in_settings
 from tests.fakes.kube_api import FakeKube
 from tests.fakes.telegram_api import FakeTelegram
 
@@ -52,21 +52,8 @@ def serve_env(
     The HTTP port is left out: ``OpsgateProcesses.serve`` gives every replica its own.
     """
     workdir.mkdir(parents=True, exist_ok=True)
-    settings: dict[str, object] = {
-        "telegram_token": telegram.token,
-        "alert_chat_id": CHAT_ID,
-        "database_url": database_url,
-        "http_host": "127.0.0.1",
-        "telegram_api_url": telegram.root_url,
-        "webhook_token": WEBHOOK_TOKEN,
-        "kubeconfig": kube.write_kubeconfig(workdir / "kubeconfig"),
-        "kube_request_timeout": 2.0,
-        "retry_max": 2,
-        "retry_delay_seconds": 0.3,
-        "job_poll_interval": 0.05,
-        "approval_sweep_seconds": 0.2,
-        "telegram_group_rate_per_minute": 10_000,
-        "telegram_overall_rate_per_second": 10_000,
+    settings = {
+        **stand_in_settings(telegram, kube, database_url, workdir),
         "log_format": "json",
         **(overrides or {}),
     }

@@ -216,10 +216,6 @@ class JobRunner:
         self.name = name
         db.on_commit(JOBS_TOPIC, self._wake.set)
 
-    def wake(self) -> None:
-        """Look for due jobs now rather than at the next poll."""
-        self._wake.set()
-
     async def run(self, stop: asyncio.Event) -> None:
         bound = log.bind(owner=self.owner, runner=self.name)
         await self._take_back_own_jobs()
@@ -229,7 +225,11 @@ class JobRunner:
         try:
             while not stop.is_set():
                 self._wake.clear()
-                await self._claim_and_start()
+                try:
+                    await self._claim_and_start()
+                except Exception:
+                    # The database is away for a moment; jobs wait in it, look again later.
+                    bound.warning("job_claim_failed", exc_info=True)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), timeout=self._poll)
         finally:

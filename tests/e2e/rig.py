@@ -23,6 +23,28 @@ CHAT_ID = -1001234567890
 WEBHOOK_TOKEN = "test-webhook-token"
 
 
+def stand_in_settings(
+    telegram: FakeTelegram, kube: FakeKube, database_url: str, workdir: Path
+) -> dict[str, Any]:
+    """Settings for an opsgate that talks to the stand-ins, fast enough for tests."""
+    return {
+        "telegram_token": telegram.token,
+        "alert_chat_id": CHAT_ID,
+        "database_url": database_url,
+        "http_host": "127.0.0.1",
+        "telegram_api_url": telegram.root_url,
+        "webhook_token": WEBHOOK_TOKEN,
+        "kubeconfig": str(kube.write_kubeconfig(workdir / "kubeconfig")),
+        "kube_request_timeout": 2.0,
+        "retry_max": 2,
+        "retry_delay_seconds": 0.3,
+        "job_poll_interval": 0.05,
+        "approval_sweep_seconds": 0.2,
+        "telegram_group_rate_per_minute": 10_000,
+        "telegram_overall_rate_per_second": 10_000,
+    }
+
+
 @dataclass
 class Rig:
     telegram: FakeTelegram
@@ -36,24 +58,8 @@ class Rig:
     http: httpx.AsyncClient | None = None
 
     def settings(self) -> Settings:
-        values: dict[str, Any] = {
-            "telegram_token": self.telegram.token,
-            "alert_chat_id": CHAT_ID,
-            "database_url": self.database_url,
-            "http_host": "127.0.0.1",
-            "http_port": 0,
-            "telegram_api_url": self.telegram.root_url,
-            "webhook_token": WEBHOOK_TOKEN,
-            "kubeconfig": str(self.kube.write_kubeconfig(self.tmp_path / "kubeconfig")),
-            "kube_request_timeout": 2.0,
-            "retry_max": 2,
-            "retry_delay_seconds": 0.3,
-            "job_poll_interval": 0.05,
-            "approval_sweep_seconds": 0.2,
-            "telegram_group_rate_per_minute": 10_000,
-            "telegram_overall_rate_per_second": 10_000,
-            "log_format": "console",
-        }
+        values = stand_in_settings(self.telegram, self.kube, self.database_url, self.tmp_path)
+        values.update({"http_port": 0, "log_format": "console"})
         values.update(self.overrides)
         return Settings(**values)
 
