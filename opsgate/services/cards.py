@@ -230,10 +230,12 @@ class CardPublisher:
             )
             live = None
             if stored.rowcount != 1:  # type: ignore[attr-defined]
-                # A tap made an earlier, unconfirmed post the card meanwhile.
-                live = await session.scalar(
+                # A tap made a message the card meanwhile: this one, tapped before its answer
+                # arrived, or an earlier unconfirmed post, which makes this one a duplicate.
+                adopted = await session.scalar(
                     select(Incident.message_id).where(Incident.id == incident_id)
                 )
+                live = adopted if adopted != ref.message_id else None
             else:
                 timeline.record(
                     session, incident_id, "card_posted", f"alert card posted to chat {ref.chat_id}"

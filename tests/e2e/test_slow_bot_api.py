@@ -69,3 +69,21 @@ async def test_a_card_whose_answer_is_late_is_not_posted_again_at_once(rig_facto
     assert "executing" in ((await rig.telegram.wait_answer(query)).text or "")
     await rig.wait_reply(card.message_id)
     assert len(rig.cards()) == 1
+
+
+async def test_a_tap_before_the_card_is_stored_keeps_it_the_card(rig: Rig) -> None:
+    # The tap arrives while opsgate still waits for the card's answer: the tap adopts the
+    # card, and the answer that follows must not turn the card into a pointer to itself.
+    rig.telegram.delay_answer("sendMessage", 1.5)
+    await rig.post_alert(am_payload())
+    await rig.telegram.wait_for(lambda: bool(rig.cards()), 10)
+    [card] = rig.cards()
+    query = rig.telegram.tap(
+        CHAT_ID, card.message_id, rig.telegram.user(ALICE, "alice"), approve_data(card)
+    )
+    assert "executing" in ((await rig.telegram.wait_answer(query)).text or "")
+    await rig.wait_reply(card.message_id)
+    final = await rig.wait_text(card.message_id, "Done")
+    # Not even for a moment: no edit ever showed it as a duplicate.
+    assert not any("Duplicate" in text for text in [*final.history, final.text])
+    assert "card_adopted" in await timeline_kinds(rig)
