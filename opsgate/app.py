@@ -194,7 +194,12 @@ def build_app(settings: Settings, *, policy: Policy, kube: ApiClient) -> OpsGate
         if settings.verify_alert_window_seconds
         else None,
     )
-    execution = ExecutionService(db, executor, on_finished=metrics.execution_finished)
+    execution = ExecutionService(
+        db,
+        executor,
+        retry_after_cap=settings.retry_after_max_seconds,
+        on_finished=metrics.execution_finished,
+    )
     knowledge = KnowledgeService(db)
     publisher = CardPublisher(db, sender, knowledge)
     fanout = ResultFanout(

@@ -46,6 +46,7 @@ class Settings(BaseSettings):
     approval_sweep_seconds: float = Field(default=15.0, gt=0)
     retry_max: int = Field(default=2, ge=0, le=20)
     retry_delay_seconds: float = Field(default=30.0, ge=0)
+    retry_after_max_seconds: float = Field(default=300.0, ge=0)
 
     verify_timeout_seconds: float = Field(default=600.0, gt=0)
     verify_poll_seconds: float = Field(default=5.0, gt=0)

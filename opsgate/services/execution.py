@@ -58,6 +58,7 @@ RETRY_WAIT = "retry_wait"
 SUCCEEDED = "succeeded"
 FAILED = "failed"
 FINAL_STATES = (SUCCEEDED, FAILED)
+DEFAULT_RETRY_AFTER_CAP = 300.0
 
 
 class Phase(StrEnum):
@@ -83,10 +84,12 @@ class ExecutionService:
         db: Database,
         executor: Executor,
         *,
+        retry_after_cap: float = DEFAULT_RETRY_AFTER_CAP,
         on_finished: Callable[[str], None] | None = None,
     ) -> None:
         self._db = db
         self._executor = executor
+        self._retry_after_cap = retry_after_cap
         self._on_finished = on_finished or (lambda _status: None)
 
     async def run_job(self, job: ClaimedJob[ApprovalJob]) -> None:
@@ -276,6 +279,9 @@ class ExecutionService:
             retries_allowed = execution.max_attempts - 1
             if failure.transient and execution.attempts < execution.max_attempts:
                 delay = execution.retry_delay_seconds
+                if failure.retry_after is not None:
+                    # The server said when it can take the call again; never sooner, within reason.
+                    delay = max(delay, min(failure.retry_after, self._retry_after_cap))
                 execution.status = RETRY_WAIT
                 execution.next_attempt_at = now + timedelta(seconds=delay)
                 timeline.record(

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from typing import Any
 
 import aiohttp
 from kubernetes_asyncio.client.exceptions import ApiException
@@ -18,6 +21,8 @@ class Failure:
     transient: bool
     message: str
     http_status: int | None = None
+    # What the server asked us to wait (its Retry-After), as client-go honours it.
+    retry_after: float | None = None
 
     def short(self) -> str:
         return f"{self.http_status}: {self.message}" if self.http_status else self.message
@@ -26,7 +31,9 @@ class Failure:
 def classify(exc: BaseException) -> Failure:
     if isinstance(exc, ApiException):
         status = int(exc.status) if exc.status is not None else None
-        return Failure(status in TRANSIENT_STATUSES, _api_message(exc), status)
+        return Failure(
+            status in TRANSIENT_STATUSES, _api_message(exc), status, _retry_after(exc.headers)
+        )
     if isinstance(exc, TimeoutError):
         return Failure(True, "the Kubernetes API did not answer in time")
     if isinstance(exc, aiohttp.ClientConnectionError | aiohttp.ClientPayloadError):
@@ -34,6 +41,24 @@ def classify(exc: BaseException) -> Failure:
     if isinstance(exc, ConnectionError):
         return Failure(True, f"connection to the Kubernetes API failed ({type(exc).__name__})")
     return Failure(False, f"{type(exc).__name__}: {exc}")
+
+
+def _retry_after(headers: Any) -> float | None:
+    """Retry-After in seconds: a number, or an HTTP date (RFC 9110); None when absent or bad."""
+    value = headers.get("Retry-After") if headers is not None else None
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(str(value))
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
 def _api_message(exc: ApiException) -> str:

@@ -106,3 +106,15 @@ async def test_restart_during_the_retry_wait_resumes(rig_factory: Rig) -> None:
         assert [a.outcome for a in await _attempts(rig)] == ["transient", "succeeded"]
     finally:
         await rig.stop()
+
+
+async def test_a_retry_waits_as_long_as_the_servers_retry_after(rig: Rig) -> None:
+    # The rig retries 0.3 s apart; the API server asks for 2 s and gets them.
+    rig.kube.inject("PATCH", DEPLOYMENT_PATH, 429, count=1, retry_after=2)
+    card_id = await _approve(rig)
+    await rig.wait_reply(card_id, timeout=20)
+    patches = [r for r in rig.kube.requests if r.method == "PATCH"]
+    refused, retried = patches[0], patches[1]
+    assert refused.status == 429
+    assert (retried.at - refused.at) >= 2.0
+    assert len(real_writes(rig)) == 1

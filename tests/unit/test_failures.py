@@ -1,3 +1,6 @@
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
+
 import aiohttp
 import pytest
 from kubernetes_asyncio.client.exceptions import ApiException
@@ -43,3 +46,33 @@ def test_network_errors_are_transient(exc: BaseException) -> None:
 
 def test_unknown_errors_are_permanent() -> None:
     assert not classify(ValueError("weird")).transient
+
+
+class _Response:
+    """The parts of an HTTP response ApiException reads (``http_resp``)."""
+
+    def __init__(self, status: int, headers: dict[str, str]) -> None:
+        self.status = status
+        self.reason = "Reason"
+        self.data = b'{"kind":"Status","message":"slow down"}'
+        self._headers = headers
+
+    def getheaders(self) -> dict[str, str]:
+        return self._headers
+
+
+@pytest.mark.parametrize("status", [429, 503])
+def test_retry_after_is_read_from_a_429_or_a_5xx(status: int) -> None:
+    failure = classify(ApiException(http_resp=_Response(status, {"Retry-After": "10"})))
+    assert failure.transient and failure.retry_after == 10.0
+
+
+def test_retry_after_as_an_http_date_and_when_absent_or_bad() -> None:
+    later = format_datetime(datetime.now(UTC) + timedelta(seconds=60), usegmt=True)
+    dated = classify(ApiException(http_resp=_Response(503, {"Retry-After": later})))
+    assert dated.retry_after is not None and 50 < dated.retry_after <= 60
+    assert classify(ApiException(http_resp=_Response(503, {}))).retry_after is None
+    assert (
+        classify(ApiException(http_resp=_Response(503, {"Retry-After": "soon"}))).retry_after
+        is None
+    )
