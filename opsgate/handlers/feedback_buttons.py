@@ -9,8 +9,8 @@ from telegram.ext import ContextTypes
 
 from opsgate.bot.callback_data import FeedbackAction
 from opsgate.bot.sender import TelegramSender
-from opsgate.handlers.callback_actions import expect
-from opsgate.services.learning import LearningService
+from opsgate.handlers.callback_actions import expect, offers_tapped_button, tapped_message
+from opsgate.services.learning import NOT_HERE, LearningService
 from opsgate.services.policy import Policy
 
 NOT_MEMBER = "Only people in the opsgate policy can judge a diagnosis."
@@ -34,5 +34,10 @@ class FeedbackButtons:
             await self.sender.answer_callback(query.id, NOT_MEMBER, alert=True)
             return
         who = f"@{user.username}" if user.username else f"id {user.id}"
-        answer = await self.learning.record_feedback(action.approval_id, who)
-        await self.sender.answer_callback(query.id, answer, alert=False)
+        answer = await self.learning.record_feedback(
+            action.approval_id,
+            who,
+            origin=tapped_message(query),
+            origin_offers_it=offers_tapped_button(query),
+        )
+        await self.sender.answer_callback(query.id, answer, alert=answer == NOT_HERE)

@@ -18,6 +18,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from opsgate.services import timeline
+from opsgate.services.chat import MessageRef
 from opsgate.services.job_kinds import LEARN, LearnJob
 from opsgate.services.jobs import ClaimedJob, enqueue, is_queued
 from opsgate.services.storage.db import Database
@@ -54,6 +55,22 @@ def signature(incident: Incident) -> str:
 
 def signature_of(alertname: str, namespace: str, service: str) -> str:
     return "|".join((alertname, namespace, service))[:255]
+
+
+NOT_HERE = "This button does not belong here."
+
+
+def _is_result_reply(
+    incident: Incident | None,
+    execution: Execution,
+    origin: MessageRef | None,
+    origin_offers_it: bool,
+) -> bool:
+    if incident is None or origin is None or origin.chat_id != incident.chat_id:
+        return False
+    if execution.result_message_id is not None:
+        return origin.message_id == execution.result_message_id
+    return origin_offers_it
 
 
 def ewma(previous: float, score: float) -> float:
@@ -121,14 +138,24 @@ class LearningService:
             stat.wrong_diagnoses += 1
             stat.trust = ewma(stat.trust, 0.0)
 
-    async def record_feedback(self, approval_id: str, who: str) -> str:
-        """A "wrong diagnosis" tap: counted once per execution, whoever taps first."""
+    async def record_feedback(
+        self, approval_id: str, who: str, *, origin: MessageRef | None, origin_offers_it: bool
+    ) -> str:
+        """A "wrong diagnosis" tap: counted once per execution, whoever taps first.
+
+        Only the result's own reply decides: ``origin`` is the tapped message, and when opsgate
+        never learned the reply's id (Telegram's answer was lost) a message of the incident's
+        chat that carries this very button is taken for it.
+        """
         wanted = LearnJob(approval_id=approval_id, event=WRONG_DIAGNOSIS)
         async with self._db.transaction() as session:
             approval = await session.get(Approval, approval_id)
             execution = await session.get(Execution, approval_id)
             if approval is None or execution is None:
                 return "This result is not known to opsgate any more."
+            incident = await session.get(Incident, approval.incident_id)
+            if not _is_result_reply(incident, execution, origin, origin_offers_it):
+                return NOT_HERE
             already = await session.get(LearningApplied, (approval_id, WRONG_DIAGNOSIS))
             if already is not None or await is_queued(session, LEARN, wanted):
                 return "Already recorded: this diagnosis is marked wrong."

@@ -59,6 +59,10 @@ async def test_knowledge_and_feedback_after_the_reply(rig: Rig) -> None:
     data = reply.buttons[0][1] or ""
     stranger = rig.telegram.tap(CHAT_ID, reply.message_id, rig.telegram.user(MALLORY, "m"), data)
     assert (await rig.telegram.wait_answer(stranger)).show_alert
+    # The same data sent from the card, not from the result's reply, changes nothing.
+    misplaced = rig.telegram.tap_forged(CHAT_ID, card.message_id, alice, data)
+    answer = await rig.telegram.wait_answer(misplaced)
+    assert answer.show_alert and "does not belong here" in (answer.text or "")
     first = rig.telegram.tap(CHAT_ID, reply.message_id, alice, data)
     assert (await rig.telegram.wait_answer(first)).text.startswith("Thanks")
     second = rig.telegram.tap(CHAT_ID, reply.message_id, rig.telegram.user(BOB, "bob"), data)

@@ -8,9 +8,10 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import select
 
+from opsgate.services.chat import MessageRef
 from opsgate.services.job_kinds import KNOWLEDGE, LEARN, ApprovalJob, LearnJob
 from opsgate.services.knowledge import KnowledgeService
-from opsgate.services.learning import LearningService, signature
+from opsgate.services.learning import NOT_HERE, LearningService, signature
 from opsgate.services.operations import parse_operation
 from opsgate.services.storage.db import Database
 from opsgate.services.storage.models import (
@@ -131,9 +132,22 @@ async def test_trust_counts_and_recovery_match_hand_computed_values(database: Da
     record = await learning.record_for("CheckoutErrors|shop|checkout", ACTION)
     assert record is not None and record.verified_total == 3 and record.successes == 3
 
-    feedback = await learning.record_feedback("ap00000000", "@alice")
+    elsewhere = MessageRef(-2, 1)
+    assert (
+        await learning.record_feedback(
+            "ap00000000", "@alice", origin=elsewhere, origin_offers_it=True
+        )
+        == NOT_HERE
+    )
+    reply = MessageRef(-1, 77)
+    feedback = await learning.record_feedback(
+        "ap00000000", "@alice", origin=reply, origin_offers_it=True
+    )
     assert feedback.startswith("Thanks")
-    assert (await learning.record_feedback("ap00000000", "@bob")).startswith("Already")
+    again = await learning.record_feedback(
+        "ap00000000", "@bob", origin=reply, origin_offers_it=True
+    )
+    assert again.startswith("Already")
     await learning.run_job(
         await held_job(database, LEARN, LearnJob(approval_id="ap00000000", event="wrong_diagnosis"))
     )
