@@ -227,7 +227,7 @@ class ApprovalService:
             )
         session.add(_signature(approval.id, tapper, "approve"))
         await session.flush()
-        count = await _approvals_count(session, approval.id)
+        count, lapsed = await self._valid_approvals(session, approval, op)
         timeline.record(
             session,
             approval.incident_id,
@@ -235,15 +235,42 @@ class ApprovalService:
             f"approved by {tapper.display} ({count}/{approval.required_approvals})",
             actor=tapper.display,
         )
+        if lapsed:
+            # The policy changed since they signed: their signatures no longer count.
+            timeline.record(
+                session,
+                approval.incident_id,
+                "signature_lapsed",
+                f"no longer counted (not allowed by the policy in force): {', '.join(lapsed)}",
+                status="warning",
+            )
         if count < approval.required_approvals:
             await enqueue(session, SYNC_CARD, IncidentJob(incident_id=approval.incident_id))
+            note = f"; no longer counted: {', '.join(lapsed)}" if lapsed else ""
             return TapOutcome(
-                f"Approval recorded ({count}/{approval.required_approvals}).", False, True
+                f"Approval recorded ({count}/{approval.required_approvals}){note}.", False, True
             )
         claimed = await self._claim(session, approval)
         if not claimed:
             return TapOutcome("Too late: this request was decided meanwhile.", True, False)
         return TapOutcome("Approved: quorum reached, executing now.", False, True)
+
+    async def _valid_approvals(
+        self, session: AsyncSession, approval: Approval, op: Operation
+    ) -> tuple[int, list[str]]:
+        """Approvals that still count under the policy in force, and who lost the right."""
+        signatures = await session.scalars(
+            select(Signature).where(
+                Signature.approval_id == approval.id, Signature.decision == "approve"
+            )
+        )
+        count, lapsed = 0, []
+        for sig in signatures:
+            if self._policy.authorize(sig.user_id, op, Risk(approval.risk)).allowed:
+                count += 1
+            else:
+                lapsed.append(Tapper(sig.user_id, sig.username).display)
+        return count, lapsed
 
     async def auto_approve(self, session: AsyncSession, approval: Approval, note: str) -> bool:
         """Approve without a human tap; callers decide when that is allowed."""

@@ -17,7 +17,7 @@ from opsgate.services.incidents import IncidentService
 from opsgate.services.job_kinds import SYNC_CARD, IncidentJob, JobKind
 from opsgate.services.jobs import ClaimedJob, JobRunner, enqueue
 from opsgate.services.playbooks import PlaybookService
-from opsgate.services.policy import AutoApproveRule
+from opsgate.services.policy import AutoApproveRule, Policy, PolicyDocument
 from opsgate.services.routing import Router
 from opsgate.services.storage.db import Database
 from opsgate.services.storage.models import (
@@ -29,7 +29,7 @@ from opsgate.services.storage.models import (
     TimelineEvent,
     is_mapped_schema_object,
 )
-from tests.builders import ALICE, BOB, CAROL, alert, am_payload, policy
+from tests.builders import ALICE, BOB, CAROL, alert, am_payload, policy, policy_document
 
 # The incident's chat, and a message in it: the first tap makes it the incident's card.
 CARD = MessageRef(-100123, 1)
@@ -196,3 +196,44 @@ async def test_migrations_match_the_models(database: Database) -> None:
 
     async with database.engine.connect() as conn:
         assert await conn.run_sync(compare) == []
+
+
+async def test_a_signature_of_someone_the_policy_no_longer_allows_does_not_count(
+    database: Database,
+) -> None:
+    approvals, incidents = services(database, quorum={"medium": 2})
+    await incidents.ingest_alertmanager(AmPayload.model_validate(am_payload()))
+    async with database.transaction() as session:
+        approval = await session.scalar(select(Approval))
+    assert approval is not None
+    await approvals.decide(
+        approval.id, Tapper(ALICE, "alice"), True, origin=CARD, origin_offers_it=True
+    )
+
+    # opsgate restarts with a policy that no longer names alice.
+    document = policy_document({"medium": 2})
+    document["users"] = [u for u in document["users"] if u["id"] != ALICE]
+    after = ApprovalService(
+        database,
+        Policy(PolicyDocument.model_validate(document)),
+        ttl=timedelta(hours=2),
+        retry=RetryPolicy(2, 30.0),
+    )
+    outcome = await after.decide(
+        approval.id, Tapper(BOB, "bob"), True, origin=CARD, origin_offers_it=True
+    )
+    assert "(1/2)" in outcome.text and "@alice" in outcome.text
+    async with database.transaction() as session:
+        status = await session.scalar(select(Approval.status).where(Approval.id == approval.id))
+        executions = await session.scalar(select(func.count()).select_from(Execution))
+    assert (status, executions) == ("pending", 0)
+
+    await after.decide(
+        approval.id, Tapper(CAROL, "carol"), True, origin=CARD, origin_offers_it=True
+    )
+    async with database.transaction() as session:
+        status = await session.scalar(select(Approval.status).where(Approval.id == approval.id))
+        lapsed = await session.scalar(
+            select(TimelineEvent.summary).where(TimelineEvent.kind == "signature_lapsed")
+        )
+    assert status == "approved" and lapsed is not None and "@alice" in lapsed
