@@ -31,6 +31,7 @@ from opsgate.handlers.card_buttons import CardButtons
 from opsgate.handlers.chat_members import ChatMembers
 from opsgate.handlers.commands import ChatCommands
 from opsgate.handlers.feedback_buttons import FeedbackButtons
+from opsgate.handlers.http_guards import RequestGate
 from opsgate.handlers.http_routes import (
     create_api,
     health_router,
@@ -112,6 +113,8 @@ class OpsGate:
     runner: JobRunner
     update_runner: JobRunner | None
     api: FastAPI
+    # What uvicorn serves: the API behind the token and body-size gate.
+    http_app: RequestGate
     webhook_secret: str | None
 
 
@@ -273,7 +276,7 @@ def build_app(settings: Settings, *, policy: Policy, kube: ApiClient) -> OpsGate
 
     token = settings.webhook_token.get_secret_value() if settings.webhook_token else None
     routers = [
-        ingest_router(incidents, db, token, on_alert=metrics.alerts_received.inc),
+        ingest_router(incidents, db, on_alert=metrics.alerts_received.inc),
         health_router(db, metrics.registry),
     ]
     webhook_secret: str | None = None
@@ -301,6 +304,7 @@ def build_app(settings: Settings, *, policy: Policy, kube: ApiClient) -> OpsGate
         )
         path = urlsplit(settings.telegram_webhook_url).path or "/telegram/webhook"
         routers.append(telegram_webhook_router(path, webhook_secret, inbox.accept))
+    api = create_api(*routers)
     return OpsGate(
         settings=settings,
         db=db,
@@ -312,7 +316,8 @@ def build_app(settings: Settings, *, policy: Policy, kube: ApiClient) -> OpsGate
         http=http,
         runner=runner,
         update_runner=update_runner,
-        api=create_api(*routers),
+        api=api,
+        http_app=RequestGate(api, token=token),
         webhook_secret=webhook_secret,
     )
 
@@ -376,7 +381,7 @@ class Runtime:
             await og.sender.set_webhook(
                 settings.telegram_webhook_url, og.webhook_secret, list(ALLOWED_UPDATES)
             )
-        server = uvicorn.Server(uvicorn.Config(og.api, log_config=None, lifespan="off"))
+        server = uvicorn.Server(uvicorn.Config(og.http_app, log_config=None, lifespan="off"))
         runner_stop = asyncio.Event()
         runners = [og.runner, *([og.update_runner] if og.update_runner else [])]
         runner_tasks = [

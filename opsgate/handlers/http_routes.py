@@ -9,7 +9,8 @@ from datetime import datetime
 from typing import Any, Literal
 
 import structlog
-from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Request, Response
+from fastapi import APIRouter, FastAPI, HTTPException, Request, Response
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -17,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from opsgate.services.alertmanager import AmPayload
 from opsgate.services.approvals import Proposal
 from opsgate.services.incidents import ApiProposal, Conflict, IncidentService, NotFound
+from opsgate.services.input_bounds import check_storable, printable
 from opsgate.services.operations import OperationRefused
 from opsgate.services.risk import Risk
 from opsgate.services.storage.db import Database
@@ -42,6 +44,12 @@ class ApprovalRequest(BaseModel):
     requester_telegram_id: int | None = None
     evidence: dict[str, Any] | None = None
 
+    @model_validator(mode="before")
+    @classmethod
+    def _storable(cls, data: Any) -> Any:
+        check_storable(data)
+        return data
+
     @field_validator("evidence")
     @classmethod
     def _bounded(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -66,23 +74,11 @@ class ApprovalStatus(BaseModel):
     expires_at: datetime
 
 
-def bearer_guard(token: str | None) -> Callable[[str | None], Awaitable[None]]:
-    async def check(authorization: str | None = Header(default=None)) -> None:
-        if token is None:
-            raise HTTPException(503, "OPSGATE_WEBHOOK_TOKEN is not set; this endpoint is off")
-        scheme, _, given = (authorization or "").partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(given.encode(), token.encode()):
-            raise HTTPException(
-                401, "missing or wrong bearer token", {"WWW-Authenticate": "Bearer"}
-            )
-
-    return check
-
-
 def ingest_router(
-    incidents: IncidentService, db: Database, token: str | None, on_alert: Callable[[], None]
+    incidents: IncidentService, db: Database, on_alert: Callable[[], None]
 ) -> APIRouter:
-    router = APIRouter(dependencies=[Depends(bearer_guard(token))])
+    """Routes behind the bearer token, which ``http_guards.RequestGate`` checks first."""
+    router = APIRouter()
 
     @router.post("/webhook/alertmanager")
     async def alertmanager(payload: AmPayload) -> dict[str, Any]:
@@ -191,4 +187,23 @@ def create_api(*routers: APIRouter) -> FastAPI:
     api = FastAPI(title="opsgate", docs_url=None, redoc_url=None)
     for router in routers:
         api.include_router(router)
+    api.add_exception_handler(RequestValidationError, _invalid)
+    api.add_exception_handler(RecursionError, _too_deep)
     return api
+
+
+async def _invalid(_request: Request, exc: Exception) -> JSONResponse:
+    """Say what is wrong without echoing the input: it may be what cannot be encoded."""
+    assert isinstance(exc, RequestValidationError)
+    errors = [
+        {
+            "loc": [printable(part) for part in error.get("loc", ())],
+            "msg": printable(error.get("msg", "invalid")),
+        }
+        for error in exc.errors()
+    ]
+    return JSONResponse({"detail": errors}, status_code=422)
+
+
+async def _too_deep(_request: Request, _exc: Exception) -> JSONResponse:
+    return JSONResponse({"detail": "the body is nested too deeply"}, status_code=422)

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-from datetime import datetime
-from typing import Literal
+from datetime import UTC, datetime
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from opsgate.services.input_bounds import check_storable
 
 ACTION_ANNOTATION = "opsgate_action"
 RISK_ANNOTATION = "opsgate_risk"
@@ -19,8 +21,8 @@ class AmAlert(BaseModel):
     status: Literal["firing", "resolved"]
     labels: dict[str, str]
     annotations: dict[str, str] = Field(default_factory=dict)
-    startsAt: datetime | None = None
-    endsAt: datetime | None = None
+    startsAt: AwareDatetime | None = None
+    endsAt: AwareDatetime | None = None
     generatorURL: str = ""
     fingerprint: str = ""
 
@@ -30,6 +32,11 @@ class AmAlert(BaseModel):
         # Alertmanager writes 0001-01-01T00:00:00Z for "not set".
         if value is not None and value.year <= 1:
             return None
+        if value is not None:
+            try:
+                value.astimezone(UTC)
+            except OverflowError:
+                raise ValueError("timestamp is out of range") from None
         return value
 
     def key(self) -> str:
@@ -53,3 +60,9 @@ class AmPayload(BaseModel):
     externalURL: str = ""
     alerts: list[AmAlert] = Field(min_length=1, max_length=1000)
     truncatedAlerts: int = 0
+
+    @model_validator(mode="before")
+    @classmethod
+    def _storable(cls, data: Any) -> Any:
+        check_storable(data)
+        return data
