@@ -1,7 +1,8 @@
 """HTML for the chat. Every interpolated value is escaped; every message fits Telegram's limit.
 
-Lengths are measured on the HTML itself, which is never shorter than the text Telegram
-counts, so a message that fits here fits there.
+Lengths are measured on the HTML itself in UTF-16 code units, as Telegram counts them, and the
+HTML is never shorter than the text Telegram counts, so a message that fits here fits there.
+Every field of a card has its own budget, so whatever an alert carries, the card fits.
 """
 
 from __future__ import annotations
@@ -14,8 +15,18 @@ from opsgate.services.chat import AttemptLine, CardView, MessageRef, ResultView,
 
 MAX_MESSAGE = 4096
 CARD_BUDGET = 3900
-MAX_SUMMARY = 600
+MAX_SUMMARY = 400
 MAX_LABEL_VALUE = 120
+# Per-field budgets (HTML units): their sum stays under CARD_BUDGET with room for labels.
+MAX_NAME = 120
+MAX_SHORT = 40
+MAX_PLACE = 80
+MAX_ACTION = 300
+MAX_NOTE = 160
+MAX_DETAIL = 400
+MAX_ATTEMPT_ERROR = 120
+SHOWN_APPROVERS = 5
+SHOWN_FAILED_ATTEMPTS = 3
 
 _SEVERITY_ICON = {"critical": "🔴", "error": "🔴", "high": "🔴", "warning": "🟠", "info": "🔵"}
 _STATUS_ICON = {"info": "•", "success": "✅", "warning": "⚠️", "error": "❌"}
@@ -25,10 +36,31 @@ def e(value: object) -> str:
     return escape(str(value))
 
 
+def units(text: str) -> int:
+    """Telegram's length: UTF-16 code units."""
+    return len(text.encode("utf-16-le")) // 2
+
+
+def clip(value: object, limit: int) -> str:
+    """``value`` escaped, in at most ``limit`` units of HTML; cut with "…" when longer."""
+    text = str(value)
+    html = escape(text)
+    if units(html) <= limit:
+        return html
+    low, high = 0, len(text)
+    while low < high:  # the longest prefix that fits with the marker
+        mid = (low + high + 1) // 2
+        if units(escape(text[:mid])) + 1 <= limit:
+            low = mid
+        else:
+            high = mid - 1
+    return escape(text[:low]) + "…"
+
+
 def card_html(card: CardView) -> str:
     head = _card_head(card)
     body = _card_action(card)
-    labels = _labels_block(card.labels, CARD_BUDGET - len(head) - len(body))
+    labels = _labels_block(card.labels, CARD_BUDGET - units(head) - units(body))
     return "\n".join(part for part in (head, body, labels) if part)
 
 
@@ -37,18 +69,16 @@ def _card_head(card: CardView) -> str:
         state = "🟢 <b>RESOLVED</b>"
     else:
         state = f"{_SEVERITY_ICON.get(card.severity.lower(), '🟠')} <b>FIRING</b>"
-    title = f"{state} · {e(card.severity or 'unknown')} · <b>{e(card.alertname or 'alert')}</b>"
+    severity = clip(card.severity or "unknown", MAX_SHORT)
+    title = f"{state} · {severity} · <b>{clip(card.alertname or 'alert', MAX_NAME)}</b>"
     lines = [title]
     if card.summary:
-        summary = card.summary
-        if len(summary) > MAX_SUMMARY:
-            summary = summary[:MAX_SUMMARY] + "…"
-        lines.append(e(summary))
+        lines.append(clip(card.summary, MAX_SUMMARY))
     where = []
     if card.service:
-        where.append(f"service <code>{e(card.service)}</code>")
+        where.append(f"service <code>{clip(card.service, MAX_PLACE)}</code>")
     if card.namespace:
-        where.append(f"namespace <code>{e(card.namespace)}</code>")
+        where.append(f"namespace <code>{clip(card.namespace, MAX_PLACE)}</code>")
     where.append(f"{card.firing_count}/{card.alert_count} firing")
     lines.append(" · ".join(where))
     lines.append(f"Incident <code>{e(card.incident_id)}</code>")
@@ -58,27 +88,27 @@ def _card_head(card: CardView) -> str:
 def _card_action(card: CardView) -> str:
     if card.action_refusal:
         return (
-            f"\n⛔ <b>Action refused</b>: <code>{e(card.action or '')}</code>\n"
-            f"{e(card.action_refusal)}"
+            f"\n⛔ <b>Action refused</b>: <code>{clip(card.action or '', MAX_ACTION)}</code>\n"
+            f"{clip(card.action_refusal, MAX_ACTION)}"
         )
     if card.approval_id is None:
         return "\nNo remediation proposed."
     lines = [
         "",
         "<b>Proposed action</b>",
-        f"<code>{e(card.action)}</code>",
-        f"risk <b>{e(card.risk)}</b> · {e(card.blast_radius)}",
+        f"<code>{clip(card.action or '', MAX_ACTION)}</code>",
+        f"risk <b>{clip(card.risk or '', MAX_SHORT)}</b> · {clip(card.blast_radius, MAX_NOTE)}",
     ]
     if card.record:
-        lines.append(f"📈 {e(card.record)}")
+        lines.append(f"📈 {clip(card.record, MAX_NOTE)}")
     if card.related_case:
-        lines.append(f"📚 past case: {e(card.related_case[:300])}")
+        lines.append(f"📚 past case: {clip(card.related_case, MAX_NOTE)}")
     lines.extend(_decision_lines(card))
     return "\n".join(lines)
 
 
 def _decision_lines(card: CardView) -> list[str]:
-    signed = ", ".join(e(a) for a in card.approvers) or "none yet"
+    signed = _names(card.approvers, "none yet")
     tally = f"Approvals {len(card.approvers)}/{card.required_approvals}: {signed}"
     match card.approval_status:
         case "pending":
@@ -87,13 +117,15 @@ def _decision_lines(card: CardView) -> list[str]:
             # An absolute time: a relative one would go stale on a card nobody re-renders.
             return [tally, f"⏳ buttons close at {clock(card.expires_at)}"]
         case "rejected":
-            return [f"🚫 <b>Rejected</b> by {e(card.rejected_by or 'an approver')}. Nothing ran."]
+            rejecter = clip(card.rejected_by or "an approver", MAX_SHORT)
+            return [f"🚫 <b>Rejected</b> by {rejecter}. Nothing ran."]
         case "expired":
             return [tally, "⌛ <b>Expired</b> without a decision. Nothing ran."]
         case "cancelled":
-            return [tally, f"⏹ <b>Closed</b>: {e(card.decision_note)}. Nothing ran."]
+            return [tally, f"⏹ <b>Closed</b>: {clip(card.decision_note, MAX_NOTE)}. Nothing ran."]
         case _ if card.auto_approved:
-            return [f"🤖 <b>{e(card.decision_note.capitalize())}</b>", *_execution_lines(card)]
+            note = clip(card.decision_note.capitalize(), MAX_NOTE)
+            return [f"🤖 <b>{note}</b>", *_execution_lines(card)]
         case _:
             return [f"✅ Approved by {signed}", *_execution_lines(card)]
 
@@ -101,9 +133,12 @@ def _decision_lines(card: CardView) -> list[str]:
 def _execution_lines(card: CardView) -> list[str]:
     lines = []
     retries_allowed = max(card.max_attempts - 1, 0)
-    for attempt in card.attempts:
-        if attempt.outcome in ("transient", "permanent", "interrupted"):
-            lines.append(f"attempt {attempt.attempt} failed: {e(_attempt_error(attempt))}")
+    failed = [a for a in card.attempts if a.outcome in ("transient", "permanent", "interrupted")]
+    if len(failed) > SHOWN_FAILED_ATTEMPTS:
+        lines.append(f"({len(failed) - SHOWN_FAILED_ATTEMPTS} earlier failed attempts)")
+    for attempt in failed[-SHOWN_FAILED_ATTEMPTS:]:
+        error = clip(_attempt_error(attempt), MAX_ATTEMPT_ERROR)
+        lines.append(f"attempt {attempt.attempt} failed: {error}")
     match card.execution_status:
         case "queued":
             lines.append("⚙️ queued for execution")
@@ -117,9 +152,11 @@ def _execution_lines(card: CardView) -> list[str]:
                 + (f", at {clock(card.next_attempt_at)}" if card.next_attempt_at else "")
             )
         case "succeeded":
-            lines.append(f"✅ <b>Done</b>{took(card.duration_seconds)}: {e(card.result_detail)}")
+            detail = clip(card.result_detail, MAX_DETAIL)
+            lines.append(f"✅ <b>Done</b>{took(card.duration_seconds)}: {detail}")
         case "failed":
-            lines.append(f"❌ <b>Failed</b>{took(card.duration_seconds)}: {e(card.result_detail)}")
+            detail = clip(card.result_detail, MAX_DETAIL)
+            lines.append(f"❌ <b>Failed</b>{took(card.duration_seconds)}: {detail}")
     lines.extend(_verification_line(card))
     return lines
 
@@ -139,7 +176,13 @@ def _verification_line(card: CardView) -> list[str]:
     label = _VERIFICATION.get(card.verification_status, card.verification_status)
     if card.verification_status == "pending":
         return [f"{label}…"]
-    return [f"{label}: {e(card.verification_detail)}"]
+    return [f"{label}: {clip(card.verification_detail, MAX_NOTE)}"]
+
+
+def _names(names: tuple[str, ...], empty: str) -> str:
+    shown = [clip(name, MAX_SHORT) for name in names[:SHOWN_APPROVERS]]
+    more = len(names) - len(shown)
+    return ", ".join(shown) + (f" and {more} more" if more > 0 else "") or empty
 
 
 def _attempt_error(attempt: AttemptLine) -> str:
@@ -152,17 +195,17 @@ def _labels_block(labels: dict[str, str], budget: int) -> str:
     if not labels:
         return ""
     items = [
-        f"{e(k)}=<code>{e(v if len(v) <= MAX_LABEL_VALUE else v[:MAX_LABEL_VALUE] + '…')}</code>"
+        f"{clip(k, MAX_LABEL_VALUE)}=<code>{clip(v, MAX_LABEL_VALUE)}</code>"
         for k, v in sorted(labels.items())
     ]
     block = "\nLabels: " + ", ".join(items)
-    if len(block) <= budget:
+    if units(block) <= budget:
         return block
     shown: list[str] = []
     for i, item in enumerate(items):
         marker = f" … ({len(items) - i} more labels cut)"
         candidate = "\nLabels: " + ", ".join([*shown, item])
-        if len(candidate) + len(marker) > budget:
+        if units(candidate) + len(marker) > budget:
             return "\nLabels: " + ", ".join(shown) + marker
         shown.append(item)
     return block
@@ -171,13 +214,14 @@ def _labels_block(labels: dict[str, str], budget: int) -> str:
 def result_html(result: ResultView) -> str:
     head = "✅ <b>Succeeded</b>" if result.succeeded else "❌ <b>Failed</b>"
     attempts = f"{result.attempts} attempt{'s' if result.attempts != 1 else ''}"
-    approvers = ", ".join(e(a) for a in result.approvers) or "nobody"
-    what = " · ".join(e(p) for p in (result.alertname, result.service, result.namespace) if p)
+    approvers = _names(result.approvers, "nobody")
+    parts = (result.alertname, result.service, result.namespace)
+    what = " · ".join(clip(p, MAX_NAME) for p in parts if p)
     return "\n".join(
         [
             f"{head} · <code>{e(result.incident_id)}</code>" + (f" · {what}" if what else ""),
-            f"<code>{e(result.action)}</code>",
-            e(result.detail[:1500]),
+            f"<code>{clip(result.action, MAX_ACTION)}</code>",
+            clip(result.detail, 1500),
             f"approved by {approvers} · {attempts}{took(result.duration_seconds)}",
         ]
     )

@@ -1,0 +1,108 @@
+"""Whatever an alert carries, its card and result parse as Telegram's HTML and fit its limit."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from opsgate.bot.render import MAX_MESSAGE, card_html, result_html
+from opsgate.services.chat import AttemptLine, CardView, ResultView
+from tests.fakes.telegram_api import parse_html, utf16_len
+
+# Any displayable text, astral characters and HTML's own specials included; lone surrogates
+# never reach a card (the HTTP layer refuses them).
+TEXT = st.one_of(
+    st.text(
+        alphabet=st.characters(blacklist_categories=("Cs",)) | st.sampled_from("<>&\"'😀‮​"),
+        max_size=300,
+    ),
+    # Long runs of what grows most: escaped specials and two-unit characters.
+    st.builds(
+        lambda part, count: part * count,
+        st.sampled_from(["&", "<", "😀", "a", "&😀\""]),
+        st.integers(0, 6000),
+    ),
+)
+SHORT = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=300)
+
+
+@st.composite
+def cards(draw: st.DrawFn) -> CardView:
+    attempts = tuple(
+        AttemptLine(n + 1, draw(st.sampled_from(["transient", "permanent"])), draw(TEXT), 503)
+        for n in range(draw(st.integers(0, 21)))
+    )
+    return CardView(
+        incident_id="INC-PROPERTY",
+        incident_status=draw(st.sampled_from(["firing", "resolved"])),
+        severity=draw(SHORT),
+        alertname=draw(TEXT),
+        summary=draw(TEXT),
+        service=draw(TEXT),
+        namespace=draw(TEXT),
+        firing_count=draw(st.integers(0, 10_000)),
+        alert_count=draw(st.integers(0, 10_000)),
+        labels=draw(st.dictionaries(SHORT, TEXT, max_size=60)),
+        action=draw(TEXT),
+        action_refusal=draw(st.one_of(st.just(""), TEXT)),
+        risk=draw(SHORT),
+        blast_radius=draw(TEXT),
+        approval_id=draw(st.one_of(st.none(), st.just("ap00000001"))),
+        approval_status=draw(
+            st.sampled_from(["pending", "approved", "rejected", "expired", "cancelled"])
+        ),
+        required_approvals=draw(st.integers(0, 20)),
+        approvers=tuple(draw(st.lists(SHORT, max_size=20))),
+        rejected_by=draw(SHORT),
+        decision_note=draw(TEXT),
+        expires_at=datetime(2026, 12, 1, tzinfo=UTC),
+        execution_status=draw(
+            st.sampled_from([None, "queued", "running", "retry_wait", "succeeded", "failed"])
+        ),
+        attempts=attempts,
+        max_attempts=len(attempts) + 1,
+        result_detail=draw(TEXT),
+        duration_seconds=12.5,
+        verification_status=draw(st.sampled_from([None, "pending", "success", "failed"])),
+        verification_detail=draw(TEXT),
+        record=draw(TEXT),
+        auto_approved=draw(st.booleans()),
+        related_case=draw(TEXT),
+    )
+
+
+def fits(html: str) -> None:
+    assert utf16_len(html) <= MAX_MESSAGE
+    parsed = parse_html(html)  # raises as Telegram's parser refuses
+    assert utf16_len(parsed.text) <= MAX_MESSAGE
+
+
+@settings(max_examples=150, deadline=None)
+@given(cards())
+def test_every_card_is_valid_html_under_the_limit(card: CardView) -> None:
+    fits(card_html(card))
+
+
+@settings(max_examples=150, deadline=None)
+@given(TEXT, TEXT, st.lists(SHORT, max_size=30), TEXT, TEXT, TEXT)
+def test_every_result_is_valid_html_under_the_limit(
+    action: str, detail: str, approvers: list[str], alertname: str, service: str, namespace: str
+) -> None:
+    fits(
+        result_html(
+            ResultView(
+                incident_id="INC-PROPERTY",
+                action=action,
+                succeeded=True,
+                detail=detail,
+                attempts=3,
+                duration_seconds=1.0,
+                approvers=tuple(approvers),
+                alertname=alertname,
+                service=service,
+                namespace=namespace,
+            )
+        )
+    )
