@@ -36,7 +36,9 @@ def test_every_object_matches_the_kubernetes_schema(
         try:
             kubernetes_validate.validate(manifest, version, strict=True)
         except kubernetes_validate.ValidationError as exc:
-            pytest.fail(f"{name} is invalid for Kubernetes {version}: {exc.message} at {list(exc.path)}")
+            pytest.fail(
+                f"{name} is invalid for Kubernetes {version}: {exc.message} at {list(exc.path)}"
+            )
 
 
 def _container(manifests: list[Manifest]) -> Manifest:
