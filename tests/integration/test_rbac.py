@@ -22,7 +22,7 @@ from tests.e2e.test_approval_loop import approve_data
 from tests.e2e.test_commands import ask
 from tests.fakes.kube_api import FakeKube, RecordedRequest
 from tests.fakes.telegram_api import FakeTelegram
-from tests.manifests import TARGETS, Manifest, of_kind, render
+from tests.manifests import TARGETS, Manifest, of_kind, one, render
 
 NS = "shop"
 SERVICE_ACCOUNT = ("opsgate", "opsgate")  # (namespace, name)
@@ -189,23 +189,23 @@ async def _run(rig: Rig, number: int, action: str) -> None:
     method = "DELETE" if action.split()[1] == "delete" else "PATCH"
     rig.kube.inject(method, ".", 504, served=True, dry_run=False)
     await rig.post_alert(am_payload(f"g{number}", alert(f"fp{number}", action=action)))
-    await rig.telegram.wait_for(lambda: len(rig.cards()) > number)
+    await rig.telegram.wait_for(lambda: len(rig.cards()) > number, timeout=30)
     card = max(rig.cards(), key=lambda m: m.message_id)
     tap = rig.telegram.tap(
         CHAT_ID, card.message_id, rig.telegram.user(CAROL, "carol"), approve_data(card)
     )
     await rig.telegram.wait_answer(tap)
     done = len(rig.kube.requests)
-    result = (await rig.wait_reply(card.message_id)).plain_text
+    result = (await rig.wait_reply(card.message_id, timeout=30)).plain_text
     assert "Succeeded" in result and "confirmed by reading" in result, f"{action}: {result}"
     if action.split()[1] in NOT_VERIFIED:
         return
     if action.endswith(f"pod/db-0 -n {NS}"):
         # The check after deleting a StatefulSet's pod never passes: it leaves out the pod by
         # name, and the replacement has the same name. Its reads are what RBAC needs to see.
-        await rig.eventually(lambda: _verification_looked(rig.kube.requests[done:]), timeout=20)
+        await rig.eventually(lambda: _verification_looked(rig.kube.requests[done:]), timeout=30)
         return
-    await rig.wait_text(card.message_id, VERIFIED, timeout=20)
+    await rig.wait_text(card.message_id, VERIFIED, timeout=30)
 
 
 def _verification_looked(requests: list[RecordedRequest]) -> bool:
@@ -231,7 +231,6 @@ async def test_the_rules_grant_exactly_what_the_operations_use(
 
     requests = [r for r in rig.kube.requests if r.path not in PUBLIC_PATHS]
     assert {r.path for r in rig.kube.requests} & PUBLIC_PATHS, "/status asked no API server"
-    assert all(r.status != 403 for r in requests)
     namespaces = {
         r.path.split("/")[r.path.split("/").index("namespaces") + 1]
         for r in requests
@@ -243,6 +242,12 @@ async def test_the_rules_grant_exactly_what_the_operations_use(
     used_cluster = {a for a in used if not a.namespaced}
 
     for target, manifests in rendered.items():
+        deployment = one(manifests, "Deployment")
+        runs_as = (
+            deployment["metadata"]["namespace"],
+            deployment["spec"]["template"]["spec"]["serviceAccountName"],
+        )
+        assert runs_as == SERVICE_ACCOUNT, f"{target}: the pod runs as {runs_as}"
         grants = grants_of(manifests)
         assert NS in grants.by_namespace, f"{target}: no Role for namespace {NS}"
         for namespace, access in grants.by_namespace.items():
