@@ -93,16 +93,27 @@ def desired_pods(owner: Obj) -> int:
     return int(owner.get("spec", {}).get("replicas", 1))
 
 
-def back_to_strength(pods: list[Obj], owner_uid: str, deleted: str, desired: int) -> Verdict:
+def back_to_strength(
+    pods: list[Obj], owner_uid: str, deleted: str, desired: int, deleted_uid: str | None = None
+) -> Verdict:
     """After deleting a controlled pod: does its controller have all the Ready pods it wants?
 
     Counting against the controller's desired number (not "some new pod") handles both a
     controller that replaces the pod and one that was over strength and simply lets it go.
+    The deleted pod is known by its uid when there is one: a StatefulSet's replacement has the
+    same name.
     """
+
+    def is_deleted(pod: Obj) -> bool:
+        meta = pod.get("metadata", {})
+        if deleted_uid is not None:
+            return bool(meta.get("uid") == deleted_uid)
+        return bool(meta.get("name") == deleted)
+
     owned = [
         p
         for p in pods
-        if p.get("metadata", {}).get("name") != deleted
+        if not is_deleted(p)
         and not p["metadata"].get("deletionTimestamp")
         and any(r.get("uid") == owner_uid for r in p["metadata"].get("ownerReferences") or [])
     ]

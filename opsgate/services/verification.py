@@ -106,7 +106,9 @@ class VerificationService:
     async def _look(self, op: Operation, context: dict[str, Any]) -> rollout_status.Verdict:
         try:
             if op.kind is OperationKind.DELETE_POD:
-                return await self._look_after_delete(op, context.get("owner"))
+                return await self._look_after_delete(
+                    op, context.get("owner"), context.get("pod_uid")
+                )
             return rollout_status.WORKLOADS[op.target_kind](await self._cluster.read(op))
         except Exception as exc:
             failure = classify(exc)
@@ -115,7 +117,7 @@ class VerificationService:
             return rollout_status.Verdict(rollout_status.FAILED, failure.short())
 
     async def _look_after_delete(
-        self, op: Operation, owner: dict[str, str] | None
+        self, op: Operation, owner: dict[str, str] | None, pod_uid: str | None
     ) -> rollout_status.Verdict:
         namespace = op.namespace or "default"
         controller = (
@@ -129,7 +131,7 @@ class VerificationService:
             )
         pods = await self._cluster.pods(namespace)
         desired = rollout_status.desired_pods(controller)
-        return rollout_status.back_to_strength(pods, owner["uid"], op.name, desired)
+        return rollout_status.back_to_strength(pods, owner["uid"], op.name, desired, pod_uid)
 
     async def _record(
         self, session: AsyncSession, approval_id: str, outcome: str, detail: str

@@ -95,3 +95,14 @@ def test_a_controller_must_be_back_to_strength() -> None:
 def test_desired_pods_per_controller_kind() -> None:
     assert rs.desired_pods({"kind": "ReplicaSet", "spec": {"replicas": 3}}) == 3
     assert rs.desired_pods({"kind": "DaemonSet", "status": {"desiredNumberScheduled": 4}}) == 4
+
+
+def test_a_statefulset_pod_replaced_under_the_same_name_counts() -> None:
+    old = pod("db-0", "sts1", True)
+    old["metadata"]["uid"] = "old-uid"
+    new = pod("db-0", "sts1", True)
+    new["metadata"]["uid"] = "new-uid"
+    # Before the replacement shows up, the old pod still listed does not count ...
+    assert rs.back_to_strength([old], "sts1", "db-0", 1, "old-uid").state == rs.PENDING
+    # ... and its replacement, with the same name, does.
+    assert rs.back_to_strength([new], "sts1", "db-0", 1, "old-uid").state == rs.DONE
