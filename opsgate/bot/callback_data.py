@@ -1,12 +1,15 @@
 """Compact, versioned callback data, far below Telegram's 64 bytes.
 
-``v1:ap:<approval-id>`` / ``v1:rj:<approval-id>`` on alert cards; ``v1:pg:<view>:<offset>``
-on paged lists.
+``v1:ap:<approval-id>`` / ``v1:rj:<approval-id>`` on alert cards; ``v1:pg:inc:<offset>`` under
+/incidents and ``v1:pg:tl:<incident-id>:<offset>`` under /timeline.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
+
+from opsgate.services.ids import INCIDENT_ID
 
 VERSION = "v1"
 APPROVE = "ap"
@@ -14,7 +17,12 @@ REJECT = "rj"
 PAGE = "pg"
 WRONG_DIAGNOSIS = "wd"
 MAX_BYTES = 64
-PAGED_VIEWS = frozenset({"inc"})
+MAX_OFFSET_DIGITS = 9
+
+
+class PagedView(StrEnum):
+    INCIDENTS = "inc"
+    TIMELINE = "tl"
 
 
 @dataclass(frozen=True)
@@ -32,19 +40,25 @@ class FeedbackAction:
 
 @dataclass(frozen=True)
 class PageAction:
-    view: str
+    view: PagedView
     offset: int
+    # The incident whose timeline is paged; empty for /incidents.
+    subject: str = ""
 
 
 def encode(action: CardAction | PageAction | FeedbackAction) -> str:
     if isinstance(action, PageAction):
-        data = f"{VERSION}:{PAGE}:{action.view}:{action.offset}"
+        where = f"{action.subject}:" if action.view == PagedView.TIMELINE else ""
+        data = f"{VERSION}:{PAGE}:{action.view}:{where}{action.offset}"
     elif isinstance(action, FeedbackAction):
         data = f"{VERSION}:{WRONG_DIAGNOSIS}:{action.approval_id}"
     else:
         data = f"{VERSION}:{APPROVE if action.approve else REJECT}:{action.approval_id}"
     if len(data.encode()) > MAX_BYTES:
         raise ValueError(f"callback data over {MAX_BYTES} bytes: {data!r}")
+    # A button whose data we would refuse on the tap is a bug here, not a stale button there.
+    if decode(data) != action:
+        raise ValueError(f"callback data that would not decode: {data!r}")
     return data
 
 
@@ -53,11 +67,8 @@ def decode(data: str | None) -> CardAction | PageAction | FeedbackAction | None:
     if not data:
         return None
     parts = data.split(":")
-    if len(parts) == 4 and parts[:2] == [VERSION, PAGE]:
-        view, offset = parts[2], parts[3]
-        if view in PAGED_VIEWS and offset.isdigit() and len(offset) <= 6:
-            return PageAction(view, int(offset))
-        return None
+    if len(parts) >= 4 and parts[:2] == [VERSION, PAGE]:
+        return _page(parts[2:])
     if len(parts) != 3 or parts[0] != VERSION or parts[1] not in (APPROVE, REJECT, WRONG_DIAGNOSIS):
         return None
     approval_id = parts[2]
@@ -66,3 +77,17 @@ def decode(data: str | None) -> CardAction | PageAction | FeedbackAction | None:
     if parts[1] == WRONG_DIAGNOSIS:
         return FeedbackAction(approval_id)
     return CardAction(parts[1] == APPROVE, approval_id)
+
+
+def _page(parts: list[str]) -> PageAction | None:
+    match parts:
+        case [PagedView.INCIDENTS, offset]:
+            view, subject = PagedView.INCIDENTS, ""
+        case [PagedView.TIMELINE, subject, offset] if INCIDENT_ID.match(subject):
+            view = PagedView.TIMELINE
+        case _:
+            return None
+    # isdigit alone also accepts digits int() refuses, such as "²".
+    if not (offset.isascii() and offset.isdigit()) or len(offset) > MAX_OFFSET_DIGITS:
+        return None
+    return PageAction(view, int(offset), subject)

@@ -2,7 +2,7 @@
 
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup
 
-from opsgate.bot.callback_data import CardAction, FeedbackAction, PageAction, encode
+from opsgate.bot.callback_data import CardAction, FeedbackAction, PageAction, PagedView, encode
 
 
 def approval_keyboard(approval_id: str) -> InlineKeyboardMarkup:
@@ -18,17 +18,29 @@ def approval_keyboard(approval_id: str) -> InlineKeyboardMarkup:
     )
 
 
-def pager_keyboard(
-    view: str, offset: int, page_size: int, total: int
-) -> InlineKeyboardMarkup | None:
-    """Prev / Next, only where there is somewhere to go."""
+def incidents_keyboard(offset: int, page_size: int, total: int) -> InlineKeyboardMarkup | None:
+    """Prev / Next under /incidents, only where there is somewhere to go."""
     buttons = []
     if offset > 0:
-        previous = PageAction(view, max(0, offset - page_size))
+        previous = PageAction(PagedView.INCIDENTS, max(0, offset - page_size))
         buttons.append(InlineKeyboardButton("◀ Prev", callback_data=encode(previous)))
     if offset + page_size < total:
-        following = PageAction(view, offset + page_size)
+        following = PageAction(PagedView.INCIDENTS, offset + page_size)
         buttons.append(InlineKeyboardButton("Next ▶", callback_data=encode(following)))
+    return InlineKeyboardMarkup([buttons]) if buttons else None
+
+
+def timeline_keyboard(
+    incident_id: str, offset: int, page_size: int, total: int
+) -> InlineKeyboardMarkup | None:
+    """Older / Newer under /timeline, which lists newest first: older is further down."""
+    buttons = []
+    if offset + page_size < total:
+        older = PageAction(PagedView.TIMELINE, offset + page_size, incident_id)
+        buttons.append(InlineKeyboardButton("⬅️ Older", callback_data=encode(older)))
+    if offset > 0:
+        newer = PageAction(PagedView.TIMELINE, max(0, offset - page_size), incident_id)
+        buttons.append(InlineKeyboardButton("Newer ➡️", callback_data=encode(newer)))
     return InlineKeyboardMarkup([buttons]) if buttons else None
 
 

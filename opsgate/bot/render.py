@@ -7,13 +7,15 @@ Every field of a card has its own budget, so whatever an alert carries, the card
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from datetime import UTC, datetime
 from html import escape
 
-from opsgate.services.chat import AttemptLine, CardView, MessageRef, ResultView, TimelineLine
+from opsgate.services.chat import AttemptLine, CardView, MessageRef, ResultView
 
 MAX_MESSAGE = 4096
+# One command's answer never costs a group more than this many sends of its rate budget.
+MAX_MESSAGES = 3
+CUT = "…"
 CARD_BUDGET = 3900
 MAX_SUMMARY = 400
 MAX_LABEL_VALUE = 120
@@ -42,19 +44,25 @@ def units(text: str) -> int:
 
 
 def clip(value: object, limit: int) -> str:
-    """``value`` escaped, in at most ``limit`` units of HTML; cut with "…" when longer."""
+    """``value`` escaped, in at most ``limit`` units; cut text ends with the marker."""
     text = str(value)
-    html = escape(text)
-    if units(html) <= limit:
-        return html
-    low, high = 0, len(text)
-    while low < high:  # the longest prefix that fits with the marker
-        mid = (low + high + 1) // 2
-        if units(escape(text[:mid])) + 1 <= limit:
-            low = mid
-        else:
-            high = mid - 1
-    return escape(text[:low]) + "…"
+    escaped = e(text)
+    if units(escaped) <= limit:
+        return escaped
+    kept: list[str] = []
+    used = units(CUT)
+    for char in text:
+        # Escaping is per character, so the kept prefix is cut between entities, never inside.
+        piece = e(char)
+        used += units(piece)
+        if used > limit:
+            break
+        kept.append(piece)
+    return "".join(kept) + CUT
+
+
+def status_icon(status: str) -> str:
+    return _STATUS_ICON.get(status, "•")
 
 
 def card_html(card: CardView) -> str:
@@ -244,30 +252,43 @@ def message_link(ref: MessageRef) -> str | None:
     return f"https://t.me/c/{chat.removeprefix('-100')}/{ref.message_id}"
 
 
-def timeline_messages(incident_id: str, events: Iterable[TimelineLine]) -> list[str]:
-    header = f"🗒 <b>Timeline</b> <code>{e(incident_id)}</code>"
-    lines = [
-        f"{clock(ev.at, seconds=True)} {_STATUS_ICON.get(ev.status, '•')} "
-        f"<b>{e(ev.kind)}</b> · {e(ev.actor)}: {e(ev.summary[:1000])}"
-        for ev in events
-    ]
-    return pack(header, lines, empty="No events recorded.")
-
-
-def pack(header: str, lines: list[str], *, empty: str = "Nothing to show.") -> list[str]:
+def pack(
+    header: str, lines: list[str], *, empty: str = "Nothing to show.", rest: str = ""
+) -> list[str]:
     """Lines under a header, split at line boundaries so every message stays under the limit
-    and is valid HTML on its own (no line carries an open tag into the next)."""
+    and is valid HTML on its own (no line carries an open tag into the next).
+
+    At most MAX_MESSAGES messages: the lines that do not fit are left out, and the last message
+    ends with how many, then ``rest`` (HTML: how to see them). Renderers clip their values so
+    that each line fits a message with the header.
+    """
     if not lines:
         return [f"{header}\n{e(empty)}"]
-    messages: list[str] = []
-    current = header
+    messages: list[list[str]] = [[header]]
+    size = units(header)
+    room = MAX_MESSAGE - units(f"{header} (continued)")
+    shown = 0
     for line in lines:
-        if len(current) + 1 + len(line) > MAX_MESSAGE:
-            messages.append(current)
-            current = f"{header} (continued)"
-        current += "\n" + line
-    messages.append(current)
-    return messages
+        cost = 1 + units(line)
+        if cost > room:
+            continue  # a renderer's bug must not cost the whole answer: count it as not shown
+        if size + cost > MAX_MESSAGE:
+            if len(messages) == MAX_MESSAGES:
+                break
+            messages.append([f"{header} (continued)"])
+            size = units(messages[-1][0])
+        messages[-1].append(line)
+        size += cost
+        shown += 1
+    last = messages[-1]
+    while shown < len(lines):
+        note = f"<i>{CUT} {len(lines) - shown:,} more not shown{f'; {rest}' if rest else ''}</i>"
+        if size + 1 + units(note) <= MAX_MESSAGE or len(last) == 1:
+            last.append(note)
+            break
+        size -= 1 + units(last.pop())
+        shown -= 1
+    return ["\n".join(message) for message in messages]
 
 
 def clock(at: datetime, *, seconds: bool = False) -> str:

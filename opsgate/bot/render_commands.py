@@ -4,13 +4,23 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from opsgate.bot.render import clock, e, pack, took
+from opsgate.bot.render import CUT, MAX_MESSAGE, clip, clock, e, pack, status_icon, took, units
 from opsgate.services.health import HealthReport
 from opsgate.services.knowledge import SearchHit
 from opsgate.services.playbooks import PlaybookLine
 from opsgate.services.queries import AuditRow, IncidentPage, PendingRow
+from opsgate.services.timeline import TimelinePage
 
 INCIDENTS_PAGE_SIZE = 8
+TIMELINE_PAGE_SIZE = 30
+STATUS_CHATS_SHOWN = 10
+# Caps, in Telegram's units of escaped text, on values that come from outside: alert labels,
+# API error texts, user names. They keep every line short enough for ``pack``.
+NAME = 80
+ACTION = 300
+DETAIL = 300
+KIND = 32
+ACTOR = 40
 
 COMMANDS = [
     ("incidents", "Open incidents, newest first"),
@@ -51,23 +61,31 @@ def incidents_page(page: IncidentPage, now: datetime | None = None) -> str:
     first, last = page.offset + 1, page.offset + len(page.rows)
     lines = [f"🔥 <b>Open incidents</b> {first}-{last} of {page.total}"]
     for row in page.rows:
-        where = " · ".join(e(p) for p in (row.service, row.namespace) if p)
+        where = " · ".join(clip(p, NAME) for p in (row.service, row.namespace) if p)
         lines.append(
-            f"<code>{e(row.id)}</code> {e(row.severity or '?')} <b>{e(row.alertname or '?')}</b>"
-            f"{f' · {where}' if where else ''} · {age(row.created_at, now)} · {e(row.approval)}"
+            f"<code>{e(row.id)}</code> {clip(row.severity or '?', KIND)} "
+            f"<b>{clip(row.alertname or '?', NAME)}</b>"
+            f"{f' · {where}' if where else ''} · {age(row.created_at, now)} · "
+            f"{clip(row.approval, KIND)}"
         )
     return "\n".join(lines)
 
 
 def pending_messages(rows: list[PendingRow], now: datetime | None = None) -> list[str]:
     lines = [
-        f"<code>{e(r.incident_id)}</code> <b>{e(r.alertname or '?')}</b> · risk {e(r.risk)}\n"
-        f"  <code>{e(r.action)}</code>\n"
-        f"  signed {len(r.approvers)}/{r.required}: {', '.join(e(a) for a in r.approvers) or '—'}"
+        f"<code>{e(r.incident_id)}</code> <b>{clip(r.alertname or '?', NAME)}</b>"
+        f" · risk {clip(r.risk, KIND)}\n"
+        f"  <code>{clip(r.action, ACTION)}</code>\n"
+        f"  signed {len(r.approvers)}/{r.required}: {_names(r.approvers)}"
         f" · closes {clock(r.expires_at)} ({_left(r.expires_at, now)} left)"
         for r in rows
     ]
-    return pack("⏳ <b>Pending approvals</b>", lines, empty="Nothing is waiting for a decision.")
+    return pack(
+        "⏳ <b>Pending approvals</b>",
+        lines,
+        empty="Nothing is waiting for a decision.",
+        rest="each has its card in the chat; /pending again once these are decided",
+    )
 
 
 def audit_messages(rows: list[AuditRow], incident_id: str | None) -> list[str]:
@@ -78,26 +96,32 @@ def audit_messages(rows: list[AuditRow], incident_id: str | None) -> list[str]:
     )
     icon = {"succeeded": "✅", "failed": "❌"}
     lines = [
-        f"{icon.get(r.status, '⚙️')} <code>{e(r.incident_id)}</code> <code>{e(r.action)}</code>\n"
-        f"  {e(r.status)} · approved by {', '.join(e(a) for a in r.approvers) or '—'}"
+        f"{icon.get(r.status, '⚙️')} <code>{e(r.incident_id)}</code> "
+        f"<code>{clip(r.action, ACTION)}</code>\n"
+        f"  {clip(r.status, KIND)} · approved by {_names(r.approvers)}"
         f" · {r.attempts} attempt(s){took(r.duration_seconds)}"
         + (f" · {clock(r.finished_at)}" if r.finished_at else "")
-        + (f"\n  {e(r.detail[:300])}" if r.detail else "")
-        + (f"\n  verification {e(r.verification[:300])}" if r.verification else "")
+        + (f"\n  {clip(r.detail, DETAIL)}" if r.detail else "")
+        + (f"\n  verification {clip(r.verification, DETAIL)}" if r.verification else "")
         for r in rows
     ]
-    return pack(header, lines, empty="Nothing has run.")
+    rest = (
+        f"<code>/timeline {e(incident_id)}</code> has every step"
+        if incident_id
+        else "<code>/audit INC-…</code> shows one incident"
+    )
+    return pack(header, lines, empty="Nothing has run.", rest=rest)
 
 
 def knowledge_html(words: str, hits: list[SearchHit]) -> str:
-    header = f"📚 <b>Knowledge</b> for <i>{e(words[:100])}</i>"
+    header = f"📚 <b>Knowledge</b> for <i>{clip(words, 100)}</i>"
     if not hits:
         return f"{header}\nNothing found."
     lines = [header]
     for hit in hits:
         lines.append(
-            f"<b>{e(hit.title[:200])}</b>\n  <code>{e(hit.incident_id)}</code> · {e(hit.status)}"
-            f"\n  {e(hit.snippet[:300])}"
+            f"<b>{clip(hit.title, 200)}</b>\n  <code>{clip(hit.incident_id, KIND)}</code>"
+            f" · {clip(hit.status, KIND)}\n  {clip(hit.snippet, DETAIL)}"
         )
     return "\n".join(lines)
 
@@ -105,12 +129,14 @@ def knowledge_html(words: str, hits: list[SearchHit]) -> str:
 def playbooks_messages(lines: list[PlaybookLine]) -> list[str]:
     icon = {"draft": "📝", "approved": "✅"}
     rendered = [
-        f"{icon.get(p.status, '•')} <b>#{p.id}</b> {e(p.status)} · <b>{e(p.alertname)}</b> "
-        f"({e(p.match_key)})\n  <code>{e(p.action)}</code> · {e(p.record)}"
+        f"{icon.get(p.status, '•')} <b>#{p.id}</b> {clip(p.status, KIND)} · "
+        f"<b>{clip(p.alertname, NAME)}</b> ({clip(p.match_key, ACTION)})\n"
+        f"  <code>{clip(p.action, ACTION)}</code> · {clip(p.record, DETAIL)}"
         for p in lines
     ]
     header = "📒 <b>Playbooks</b> (admins: /playbook approve N, /playbook retire N)"
-    return pack(header, rendered, empty="None learned yet.")
+    rest = "those are the newest; retiring unused ones (/playbook retire N) shortens the list"
+    return pack(header, rendered, empty="None learned yet.", rest=rest)
 
 
 def status_html(report: HealthReport) -> str:
@@ -122,16 +148,17 @@ def status_html(report: HealthReport) -> str:
     lines = [
         f"🩺 <b>opsgate</b> {e(report.version)}",
         f"uptime: {duration(report.uptime_seconds)}",
-        f"database: {e(report.database)}",
-        f"Kubernetes API: {e(report.kubernetes)}",
+        f"database: {clip(report.database, DETAIL)}",
+        f"Kubernetes API: {clip(report.kubernetes, DETAIL)}",
         f"job queue: {report.queue_depth if report.queue_depth is not None else 'unknown'}",
         f"last alert received: {last}",
     ]
     if report.inactive_chats:
         lines.append("inactive chats:")
-        lines.extend(
-            f"  <code>{c.chat_id}</code>: {e(c.reason[:200])}" for c in report.inactive_chats
-        )
+        shown = report.inactive_chats[:STATUS_CHATS_SHOWN]
+        lines.extend(f"  <code>{c.chat_id}</code>: {clip(c.reason, 200)}" for c in shown)
+        if left := len(report.inactive_chats) - len(shown):
+            lines.append(f"  {CUT} {left:,} more; the log names each one (chat_inactive)")
     else:
         lines.append("inactive chats: none")
     return "\n".join(lines)
@@ -167,6 +194,41 @@ def whoami_html(user_id: int, username: str | None, roles: list[str]) -> str:
         "Policy entry: "
         f"<code>- {{id: {user_id}, name: {e(username or 'you')}, roles: [...]}}</code>"
     )
+
+
+def timeline_page(page: TimelinePage) -> str:
+    """One message whatever the events say: the page's summaries share what the limit leaves,
+    and only the longest are cut."""
+    title = f"🗒 <b>Timeline</b> <code>{e(page.incident_id)}</code>"
+    if not page.events:
+        return f"{title}\nNo events recorded."
+    first, last = page.offset + 1, page.offset + len(page.events)
+    header = f"{title} · events {first:,}-{last:,} of {page.total:,}, newest first"
+    prefixes = [
+        f"{clock(ev.at, seconds=True)} {status_icon(ev.status)} <b>{clip(ev.kind, KIND)}</b>"
+        f" · {clip(ev.actor, ACTOR)}: "
+        for ev in page.events
+    ]
+    room = MAX_MESSAGE - units(header) - sum(1 + units(p) for p in prefixes)
+    cap = _fair_share([units(e(ev.summary)) for ev in page.events], room)
+    lines = [p + clip(ev.summary, cap) for p, ev in zip(prefixes, page.events, strict=True)]
+    return "\n".join([header, *lines])
+
+
+def _fair_share(sizes: list[int], room: int) -> int:
+    """The largest cap such that every size, cut to it, still fits ``room`` in sum."""
+    low, high = 0, max(sizes, default=0)
+    while low < high:
+        middle = (low + high + 1) // 2
+        if sum(min(size, middle) for size in sizes) <= room:
+            low = middle
+        else:
+            high = middle - 1
+    return low
+
+
+def _names(names: list[str]) -> str:
+    return clip(", ".join(names), DETAIL) if names else "—"
 
 
 def _left(until: datetime, now: datetime | None) -> str:

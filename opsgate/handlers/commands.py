@@ -7,11 +7,12 @@ from dataclasses import dataclass
 from telegram import InlineKeyboardMarkup, Message, Update, User
 from telegram.ext import ContextTypes
 
-from opsgate.bot.callback_data import PageAction
-from opsgate.bot.keyboards import pager_keyboard
-from opsgate.bot.render import e, timeline_messages
+from opsgate.bot.callback_data import PageAction, PagedView
+from opsgate.bot.keyboards import incidents_keyboard, timeline_keyboard
+from opsgate.bot.render import e
 from opsgate.bot.render_commands import (
     INCIDENTS_PAGE_SIZE,
+    TIMELINE_PAGE_SIZE,
     audit_messages,
     help_html,
     incidents_page,
@@ -19,16 +20,20 @@ from opsgate.bot.render_commands import (
     pending_messages,
     playbooks_messages,
     status_html,
+    timeline_page,
     whoami_html,
 )
 from opsgate.bot.sender import TelegramSender
-from opsgate.handlers.callback_actions import expect
+from opsgate.handlers.callback_actions import STALE, expect
 from opsgate.services.chats import ChatDirectory
 from opsgate.services.health import HealthService
+from opsgate.services.ids import INCIDENT_ID
 from opsgate.services.knowledge import KnowledgeService
 from opsgate.services.playbooks import PlaybookService
 from opsgate.services.policy import Policy
-from opsgate.services.queries import INCIDENT_ID, IncidentQueries
+from opsgate.services.queries import IncidentQueries
+
+Answer = tuple[str, InlineKeyboardMarkup | None]
 
 TIMELINE_USAGE = "Usage: /timeline INC-XXXXXXXX (or reply /timeline to an alert card)"
 AUDIT_USAGE = "Usage: /audit [INC-XXXXXXXX]"
@@ -93,12 +98,23 @@ class ChatCommands:
         asked = await self._member(update)
         if asked is None:
             return
-        page = await self.queries.open_incidents(0, INCIDENTS_PAGE_SIZE)
-        markup = pager_keyboard("inc", page.offset, INCIDENTS_PAGE_SIZE, page.total)
-        await self._answer(asked[0], incidents_page(page), markup)
+        await self._answer(asked[0], *await self._incidents(0))
+
+    async def _incidents(self, offset: int) -> Answer:
+        page = await self.queries.open_incidents(offset, INCIDENTS_PAGE_SIZE)
+        markup = incidents_keyboard(page.offset, INCIDENTS_PAGE_SIZE, page.total)
+        return incidents_page(page), markup
+
+    async def _timeline(self, incident_id: str, offset: int) -> Answer | None:
+        page = await self.queries.timeline(incident_id, offset, TIMELINE_PAGE_SIZE)
+        if page is None:
+            return None
+        markup = timeline_keyboard(incident_id, page.offset, TIMELINE_PAGE_SIZE, page.total)
+        return timeline_page(page), markup
 
     async def on_page(self, update: Update, _context: ContextTypes.DEFAULT_TYPE) -> None:
-        """Prev / Next under /incidents: the same message is edited, nothing new is posted."""
+        """Prev / Next under /incidents, Older / Newer under /timeline: the same message is
+        edited, nothing new is posted."""
         query = update.callback_query
         if query is None or query.message is None:
             return
@@ -108,12 +124,16 @@ class ChatCommands:
         if not self.policy.is_member(query.from_user.id):
             await self.sender.answer_callback(query.id, NOT_MEMBER, alert=True)
             return
-        page = await self.queries.open_incidents(action.offset, INCIDENTS_PAGE_SIZE)
+        match action.view:
+            case PagedView.INCIDENTS:
+                shown: Answer | None = await self._incidents(action.offset)
+            case PagedView.TIMELINE:
+                shown = await self._timeline(action.subject, action.offset)
+        if shown is None:
+            await self.sender.answer_callback(query.id, STALE, alert=True)
+            return
         await self.sender.answer_callback(query.id, "", alert=False)
-        markup = pager_keyboard("inc", page.offset, INCIDENTS_PAGE_SIZE, page.total)
-        await self.sender.edit_html(
-            query.message.chat.id, query.message.message_id, incidents_page(page), markup
-        )
+        await self.sender.edit_html(query.message.chat.id, query.message.message_id, *shown)
 
     async def on_pending(self, update: Update, _context: ContextTypes.DEFAULT_TYPE) -> None:
         asked = await self._member(update)
@@ -155,12 +175,11 @@ class ChatCommands:
         if incident_id is None:
             await self._answer(message, TIMELINE_USAGE)
             return
-        events = await self.queries.timeline(incident_id)
-        if events is None:
+        shown = await self._timeline(incident_id, 0)
+        if shown is None:
             await self._answer(message, f"No incident {e(incident_id)} is known.")
             return
-        for html in timeline_messages(incident_id, events):
-            await self._answer(message, html)
+        await self._answer(message, *shown)
 
     async def _incident_argument(self, message: Message, args: list[str] | None) -> str | None:
         if args:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -10,7 +9,6 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from opsgate.services import timeline
-from opsgate.services.chat import TimelineLine
 from opsgate.services.execution import approver_names
 from opsgate.services.storage.db import Database
 from opsgate.services.storage.models import (
@@ -21,7 +19,6 @@ from opsgate.services.storage.models import (
     utcnow,
 )
 
-INCIDENT_ID = re.compile(r"^INC-[0-9A-Z]{4,12}$")
 AUDIT_RECENT = 10
 
 
@@ -72,12 +69,15 @@ class IncidentQueries:
     def __init__(self, db: Database) -> None:
         self._db = db
 
-    async def timeline(self, incident_id: str) -> list[TimelineLine] | None:
-        """The incident's events in order, or None when there is no such incident."""
+    async def timeline(
+        self, incident_id: str, offset: int, limit: int
+    ) -> timeline.TimelinePage | None:
+        """A page of the incident's events, newest first, or None when there is no such
+        incident."""
         async with self._db.transaction() as session:
             if await session.get(Incident, incident_id) is None:
                 return None
-            return await timeline.events(session, incident_id)
+            return await timeline.page(session, incident_id, offset, limit)
 
     async def incident_for_card(self, chat_id: int, message_id: int) -> str | None:
         async with self._db.transaction() as session:

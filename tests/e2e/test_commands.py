@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
-import pytest
+import re
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
+import pytest
+from sqlalchemy import insert
+
+from opsgate.services.storage.db import Database
+from opsgate.services.storage.models import Approval, Execution, Incident, TimelineEvent
 from tests.builders import ALICE, BOB, MALLORY, VIEWER, alert, am_payload
 from tests.e2e.rig import CHAT_ID, Rig
 from tests.e2e.test_approval_loop import approve_data
 from tests.fakes.telegram_api import FakeMessage
+
+BUSY = "INC-BUSY0001"
+T0 = datetime(2026, 3, 1, tzinfo=UTC)
+EVENT = re.compile(r"event (\d{4})")
 
 
 async def ask(rig: Rig, chat_id: int, user_id: int, name: str, text: str) -> FakeMessage:
@@ -184,3 +195,128 @@ async def test_every_command_answers_in_private_and_in_the_group(rig: Rig, where
         text = f"{name}{suffix} {rest}".strip()
         answer = await ask(rig, chat, BOB, "bob", text)
         assert needle in answer.plain_text, (text, answer.plain_text)
+
+
+async def store(rig: Rig, *batches: tuple[type[Any], list[dict[str, Any]]]) -> None:
+    """Rows written straight to the database, in bulk, beside a quiet resolved incident."""
+    incident = {
+        "id": BUSY,
+        "group_key": "bulk",
+        "source": "test",
+        "status": "resolved",
+        "chat_id": CHAT_ID,
+        "created_at": T0,
+        "updated_at": T0,
+        "resolved_at": T0,
+    }
+    db = Database(rig.database_url)
+    try:
+        async with db.transaction() as session:
+            for model, rows in ((Incident, [incident]), *batches):
+                await session.execute(insert(model), rows)
+    finally:
+        await db.dispose()
+
+
+async def tap_and_wait_edit(rig: Rig, message: FakeMessage, label: str) -> FakeMessage:
+    edits = message.edit_count
+    data = dict(message.buttons)[label] or ""
+    query = rig.telegram.tap(CHAT_ID, message.message_id, rig.telegram.user(VIEWER, "vic"), data)
+    assert (await rig.telegram.wait_answer(query)).text in (None, "")
+    await rig.telegram.wait_for(lambda: message.edit_count > edits)
+    return message
+
+
+def shown_events(message: FakeMessage) -> list[int]:
+    return [int(n) for n in EVENT.findall(message.plain_text)]
+
+
+async def test_a_timeline_of_thousands_pages_in_place(rig: Rig) -> None:
+    events = [
+        {
+            "incident_id": BUSY,
+            "at": T0 + timedelta(seconds=i // 2),  # pairs share a time: the id breaks the tie
+            "kind": "alerts_updated",
+            "status": "info",
+            "actor": "alertmanager",
+            "summary": f"event {i:04d}",
+        }
+        for i in range(5000)
+    ]
+    events[-1]["summary"] = "event 4999 " + "<b>&amp; 😀 " * 2000
+    await store(rig, (TimelineEvent, events))
+    before = len(rig.bot_messages())
+
+    first = await ask(rig, CHAT_ID, VIEWER, "vic", f"/timeline {BUSY}")
+    assert len(rig.bot_messages()) == before + 1
+    assert f"Timeline {BUSY} · events 1-30 of 5,000, newest first" in first.plain_text
+    assert shown_events(first) == list(range(4999, 4969, -1))
+    assert "…" in first.plain_text and len(first.plain_text) < 4096
+    assert [text for text, _ in first.buttons] == ["⬅️ Older"]
+
+    second = await tap_and_wait_edit(rig, first, "⬅️ Older")
+    assert "events 31-60 of 5,000" in second.plain_text
+    assert shown_events(second) == list(range(4969, 4939, -1))
+    assert [text for text, _ in second.buttons] == ["⬅️ Older", "Newer ➡️"]
+    back = await tap_and_wait_edit(rig, second, "Newer ➡️")
+    assert "events 1-30 of 5,000" in back.plain_text
+    assert shown_events(back)[1:] == list(range(4998, 4969, -1))
+
+    # Down to the oldest: every event shows up exactly once, in order, and nothing new is sent.
+    seen = shown_events(back)
+    page = back
+    while "⬅️ Older" in dict(page.buttons):
+        page = await tap_and_wait_edit(rig, page, "⬅️ Older")
+        seen += shown_events(page)
+    assert seen == list(range(4999, -1, -1))
+    assert "events 4,981-5,000 of 5,000" in page.plain_text
+    assert [text for text, _ in page.buttons] == ["Newer ➡️"]
+    assert len(rig.bot_messages()) == before + 1
+
+
+async def test_an_answer_that_would_be_long_is_three_messages_at_most(rig: Rig) -> None:
+    approvals = [
+        {
+            "id": f"bulk{i:04d}",
+            "incident_id": BUSY,
+            "action": f"kubectl rollout restart deployment/checkout-{i} -n shop",
+            "operation": {},
+            "risk": "medium",
+            "requested_by": "opsgate",
+            "status": "approved",
+            "required_approvals": 1,
+            "created_at": T0,
+            "expires_at": T0,
+        }
+        for i in range(200)
+    ]
+    executions = [
+        {
+            "approval_id": a["id"],
+            "status": "failed",
+            "attempts": 3,
+            "max_attempts": 3,
+            "retry_delay_seconds": 1.0,
+            "result_detail": "403: " + "forbidden " * 100,
+            "created_at": T0 + timedelta(seconds=i),
+        }
+        for i, a in enumerate(approvals)
+    ]
+    await store(rig, (Approval, approvals), (Execution, executions))
+    asked = rig.telegram.send_text(CHAT_ID, rig.telegram.user(VIEWER, "vic"), f"/audit {BUSY}")
+
+    def answers() -> list[FakeMessage]:
+        return [m for m in rig.bot_messages() if m.reply_to_message_id == asked.message_id]
+
+    await rig.telegram.wait_for(
+        lambda: "more not shown" in answers()[-1].plain_text if answers() else False
+    )
+    parts = answers()
+    assert len(parts) == 3
+    assert all(len(m.plain_text) <= 4096 for m in parts)
+    left = re.search(
+        r"… (\d+) more not shown; /timeline INC-BUSY0001 has every step", parts[-1].plain_text
+    )
+    assert left is not None
+    shown = sum(m.plain_text.count("checkout-") for m in parts)
+    assert shown + int(left.group(1)) == 200

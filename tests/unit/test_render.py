@@ -2,8 +2,8 @@ from datetime import UTC, datetime, timedelta
 from html.parser import HTMLParser
 
 from opsgate.bot.callback_data import CardAction, decode, encode
-from opsgate.bot.render import MAX_MESSAGE, card_html, result_html, timeline_messages
-from opsgate.services.chat import AttemptLine, CardView, ResultView, TimelineLine
+from opsgate.bot.render import MAX_MESSAGE, card_html, result_html
+from opsgate.services.chat import AttemptLine, CardView, ResultView
 
 NOW = datetime(2026, 11, 28, 3, 0, tzinfo=UTC)
 
@@ -112,16 +112,6 @@ def test_result_reply() -> None:
     )
     assert html.startswith("❌ <b>Failed</b>")
     assert "403: &lt;no&gt;" in html and "1 attempt in 0.5 s" in html
-
-
-def test_long_timelines_split_into_valid_messages() -> None:
-    events = [
-        TimelineLine(NOW, "alertmanager", "alerts_updated", "info", "<x> " * 100) for _ in range(80)
-    ]
-    messages = timeline_messages("INC-X", events)
-    assert len(messages) > 1
-    for message in messages:
-        assert len(message) <= MAX_MESSAGE and balanced(message)
 
 
 def test_callback_data_round_trip_and_rejects_foreign_data() -> None:

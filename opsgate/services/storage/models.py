@@ -12,6 +12,7 @@ from sqlalchemy import (
     DateTime,
     Float,
     ForeignKey,
+    Index,
     Integer,
     MetaData,
     String,
@@ -195,9 +196,11 @@ class ExecutionAttempt(Base):
 
 class TimelineEvent(Base):
     __tablename__ = "timeline_events"
+    # /timeline reads one page newest first; the index also serves lookups by incident alone.
+    __table_args__ = (Index("ix_timeline_events_incident_id_at_id", "incident_id", "at", "id"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    incident_id: Mapped[str] = mapped_column(ForeignKey("incidents.id"), index=True)
+    incident_id: Mapped[str] = mapped_column(ForeignKey("incidents.id"))
     at: Mapped[datetime]
     kind: Mapped[str] = mapped_column(String(32))
     status: Mapped[str] = mapped_column(String(16), default="info")
