@@ -23,9 +23,11 @@ from kubernetes_asyncio.config.config_exception import ConfigException
 from sqlalchemy.exc import SQLAlchemyError
 from telegram import Update
 from telegram.error import InvalidToken, NetworkError
-from telegram.ext import AIORateLimiter, Application, ApplicationBuilder
+from telegram.ext import Application, ApplicationBuilder
 
+from opsgate.bot.outbound import OutboundScheduler
 from opsgate.bot.render_commands import COMMANDS
+from opsgate.bot.send_budget import FloodLimits, SendBudget, redis_storage
 from opsgate.bot.sender import TelegramSender
 from opsgate.handlers.card_buttons import CardButtons
 from opsgate.handlers.chat_members import ChatMembers
@@ -128,13 +130,6 @@ def build_telegram(settings: Settings) -> Application:  # type: ignore[type-arg]
         .write_timeout(settings.telegram_read_timeout)
         .connect_timeout(settings.telegram_connect_timeout)
         .pool_timeout(settings.telegram_connect_timeout)
-        .rate_limiter(
-            AIORateLimiter(
-                overall_max_rate=settings.telegram_overall_rate_per_second,
-                group_max_rate=settings.telegram_group_rate_per_minute,
-                max_retries=1,
-            )
-        )
     )
     if settings.telegram_webhook_url is not None:
         builder = builder.updater(None)
@@ -142,6 +137,18 @@ def build_telegram(settings: Settings) -> Application:  # type: ignore[type-arg]
         # Polled updates are handled side by side: a long answer never holds up a tap.
         builder = builder.concurrent_updates(settings.update_concurrency)
     return builder.build()
+
+
+def build_outbound(settings: Settings) -> OutboundScheduler:
+    """Telegram's flood limits, per bot token: in Redis when configured, so replicas share them."""
+    limits = FloodLimits.telegram(
+        chat_per_second=settings.telegram_chat_rate_per_second,
+        group_per_minute=settings.telegram_group_rate_per_minute,
+        overall_per_second=settings.telegram_overall_rate_per_second,
+    )
+    storage = redis_storage(settings.redis_url) if settings.redis_url else None
+    bot_id = settings.telegram_token.get_secret_value().partition(":")[0]
+    return OutboundScheduler(SendBudget(limits, storage=storage, scope=bot_id))
 
 
 def open_database(url: str) -> Database:
@@ -169,7 +176,9 @@ def build_app(settings: Settings, *, policy: Policy, kube: ApiClient) -> OpsGate
     db = open_database(settings.database_url)
     telegram = build_telegram(settings)
     chats = ChatDirectory(db)
-    sender = TelegramSender(telegram.bot, chats, on_error=metrics.telegram_error)
+    sender = TelegramSender(
+        telegram.bot, chats, on_error=metrics.telegram_error, outbound=build_outbound(settings)
+    )
     http = httpx.AsyncClient(timeout=settings.notifier_timeout_seconds)
 
     approvals = ApprovalService(
@@ -454,6 +463,7 @@ class Runtime:
             await og.telegram.updater.stop()
         if og.telegram.running:
             await og.telegram.stop()
+        await og.sender.close()
         await og.telegram.shutdown()
         with contextlib.suppress(Exception):
             await og.kube.close()

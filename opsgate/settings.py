@@ -65,8 +65,11 @@ class Settings(BaseSettings):
     job_retention_seconds: float = Field(default=7 * 24 * 3600.0, gt=0)
     update_concurrency: int = Field(default=16, ge=1)
 
+    telegram_chat_rate_per_second: int = Field(default=1, ge=1)
     telegram_group_rate_per_minute: int = Field(default=20, ge=1)
     telegram_overall_rate_per_second: int = Field(default=30, ge=1)
+    # Shared by every replica: one bot token has one Telegram budget, however many send with it.
+    redis_url: str | None = None
     # A loaded Bot API answers a send in more than PTB's default 5 s; giving up earlier turns a
     # delivered message into one whose outcome is unknown.
     telegram_read_timeout: float = Field(default=30.0, gt=0)
@@ -90,6 +93,13 @@ class Settings(BaseSettings):
         if not value.startswith(("http://", "https://")):
             raise ValueError("must be an http(s) URL, the root of a Bot API server")
         return value.rstrip("/")
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("redis://", "rediss://")):
+            raise ValueError("must be a redis:// or rediss:// URL")
+        return value
 
     @field_validator("policy_file")
     @classmethod

@@ -1,10 +1,12 @@
 """The one way out to Telegram. Every outbound call passes here, so rate limits, 429s,
 "not modified" edits, supergroup migrations, removed bots and error mapping are handled in
-one place.
+one place. Sends and edits take their turn in :mod:`opsgate.bot.outbound`; callback answers
+and the bot's own settings go straight out.
 """
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
@@ -31,7 +33,9 @@ from telegram.error import (
 )
 
 from opsgate.bot.keyboards import approval_keyboard, feedback_keyboard
+from opsgate.bot.outbound import OutboundScheduler, Priority
 from opsgate.bot.render import card_html, duplicate_card_html, result_html
+from opsgate.bot.send_budget import FloodLimits, SendBudget
 from opsgate.services.chat import (
     CardView,
     ChatGone,
@@ -72,8 +76,13 @@ def may_have_been_carried_out(exc: NetworkError) -> bool:
     return not isinstance(cause, NOT_SENT)
 
 
+class MessageUnchanged(ChatRejected):
+    """An edit asked for what the message already shows: done, not an error."""
+
+
 class TelegramSender:
-    """Implements the domain's ChatPort on top of PTB's Bot."""
+    """Implements the domain's ChatPort on top of PTB's Bot; every send and edit waits for its
+    turn in the outbound scheduler, at the priority of the method that made it."""
 
     def __init__(
         self,
@@ -81,10 +90,15 @@ class TelegramSender:
         chats: ChatDirectory,
         *,
         on_error: Callable[[str, str], None] | None = None,
+        outbound: OutboundScheduler | None = None,
     ) -> None:
         self._bot = bot
         self._chats = chats
         self._on_error = on_error or (lambda _method, _kind: None)
+        self._outbound = outbound or OutboundScheduler(SendBudget(FloodLimits.telegram()))
+
+    async def close(self) -> None:
+        await self._outbound.close()
 
     async def _call(
         self, method: str, call: Callable[[], Awaitable[T]], *, changes_chat: bool = False
@@ -102,6 +116,8 @@ class TelegramSender:
             self._on_error(method, "forbidden")
             raise ChatGone(f"{method}: {exc.message}") from exc
         except BadRequest as exc:
+            if NOT_MODIFIED in exc.message.lower():
+                raise MessageUnchanged(f"{method}: {exc.message}") from exc
             self._on_error(method, "rejected")
             raise ChatRejected(f"{method}: {exc.message}") from exc
         except NetworkError as exc:
@@ -114,7 +130,7 @@ class TelegramSender:
             self._on_error(method, "rejected")
             raise ChatRejected(f"{method}: {exc.message}") from exc
 
-    async def _to_chat(self, method: str, chat_id: int, call: Callable[[int], Awaitable[T]]) -> T:
+    async def _in_chat(self, method: str, chat_id: int, call: Callable[[int], Awaitable[T]]) -> T:
         """Post or edit in the chat's current id; follow a migration once; remember a removed
         bot."""
         current = self._chats.resolve(chat_id)
@@ -122,19 +138,36 @@ class TelegramSender:
         if reason is not None:
             raise ChatGone(f"{method}: chat {current} is inactive ({reason})")
         try:
-            return await self._call(method, lambda: call(current), changes_chat=True)
+            return await call(current)
         except ChatMoved as moved:
             new_id = moved.new_chat_id
             await self._chats.migrated(current, new_id)
-            return await self._call(method, lambda: call(new_id), changes_chat=True)
+            return await call(new_id)
         except ChatGone as gone:
             await self._chats.deactivate(current, str(gone))
             raise
 
+    async def _send(
+        self,
+        chat_id: int,
+        priority: Priority,
+        call: Callable[[int], Awaitable[Message]],
+    ) -> Message:
+        method = "sendMessage"
+
+        async def in_turn(current: int) -> Message:
+            return await self._outbound.send(
+                current,
+                priority,
+                lambda: self._call(method, lambda: call(current), changes_chat=True),
+            )
+
+        return await self._in_chat(method, chat_id, in_turn)
+
     async def post_card(self, target: ChatTarget, card: CardView) -> MessageRef:
-        message = await self._to_chat(
-            "sendMessage",
+        message = await self._send(
             target.chat_id,
+            Priority.NEW_CARD,
             lambda chat_id: self._bot.send_message(
                 chat_id=chat_id,
                 message_thread_id=target.thread_id,
@@ -147,10 +180,17 @@ class TelegramSender:
         return _ref(message, target.thread_id)
 
     async def edit_card(self, ref: MessageRef, card: CardView) -> None:
-        await self.edit_html(ref.chat_id, ref.message_id, card_html(card), _markup(card))
+        await self.edit_html(
+            ref.chat_id, ref.message_id, card_html(card), _markup(card), priority=Priority.CARD_EDIT
+        )
 
     async def mark_duplicate(self, ref: MessageRef, incident_id: str, live: MessageRef) -> None:
-        await self.edit_html(ref.chat_id, ref.message_id, duplicate_card_html(incident_id, live))
+        await self.edit_html(
+            ref.chat_id,
+            ref.message_id,
+            duplicate_card_html(incident_id, live),
+            priority=Priority.CARD_EDIT,
+        )
 
     async def edit_html(
         self,
@@ -158,25 +198,35 @@ class TelegramSender:
         message_id: int,
         html: str,
         markup: InlineKeyboardMarkup | None = None,
+        *,
+        priority: Priority = Priority.COMMAND_ANSWER,
     ) -> None:
-        """Replace a message's text; no markup removes its keyboard; no change is no error."""
-        try:
-            await self._to_chat(
-                "editMessageText",
-                chat_id,
-                lambda current: self._bot.edit_message_text(
-                    chat_id=current,
-                    message_id=message_id,
-                    text=html,
-                    parse_mode=ParseMode.HTML,
-                    reply_markup=markup,
-                    link_preview_options=NO_PREVIEW,
+        """Replace a message's text; no markup removes its keyboard; no change is no error.
+
+        While it waits for its turn, a later edit of the same message replaces it."""
+        method = "editMessageText"
+
+        async def in_turn(current: int) -> None:
+            await self._outbound.edit(
+                current,
+                message_id,
+                priority,
+                lambda: self._call(
+                    method,
+                    lambda: self._bot.edit_message_text(
+                        chat_id=current,
+                        message_id=message_id,
+                        text=html,
+                        parse_mode=ParseMode.HTML,
+                        reply_markup=markup,
+                        link_preview_options=NO_PREVIEW,
+                    ),
+                    changes_chat=True,
                 ),
             )
-        except ChatRejected as exc:
-            if NOT_MODIFIED in str(exc).lower():
-                return
-            raise
+
+        with contextlib.suppress(MessageUnchanged):
+            await self._in_chat(method, chat_id, in_turn)
 
     async def send_result(
         self, target: ChatTarget, reply_to: int | None, result: ResultView
@@ -193,6 +243,15 @@ class TelegramSender:
             thread_id=target.thread_id,
             reply_to=reply_to,
             markup=markup,
+            priority=Priority.RESULT_REPLY,
+        )
+
+    async def send_result_copy(self, target: ChatTarget, result: ResultView) -> MessageRef:
+        return await self.send_html(
+            target.chat_id,
+            result_html(result),
+            thread_id=target.thread_id,
+            priority=Priority.FANOUT_COPY,
         )
 
     async def send_html(
@@ -203,6 +262,7 @@ class TelegramSender:
         thread_id: int | None = None,
         reply_to: int | None = None,
         markup: InlineKeyboardMarkup | None = None,
+        priority: Priority = Priority.COMMAND_ANSWER,
     ) -> MessageRef:
         # A reply never fails for want of its original: the text matters more than the link.
         reply = (
@@ -210,9 +270,9 @@ class TelegramSender:
             if reply_to is not None
             else None
         )
-        message = await self._to_chat(
-            "sendMessage",
+        message = await self._send(
             chat_id,
+            priority,
             lambda current: self._bot.send_message(
                 chat_id=current,
                 message_thread_id=thread_id,

@@ -150,3 +150,8 @@ class ChatPort(Protocol):
     ) -> MessageRef:
         """Post the result, as a reply to the card when there is one (same forum topic)."""
         ...
+
+    async def send_result_copy(self, target: ChatTarget, result: ResultView) -> MessageRef:
+        """A copy of the result for a chat that follows the service: it waits behind every
+        other message to that chat."""
+        ...

@@ -67,7 +67,7 @@ class ResultFanout:
     async def _deliver(self, destination: str, result: ResultView) -> None:
         if destination.startswith(TELEGRAM):
             chat_id = int(destination.removeprefix(TELEGRAM))
-            await self._chat.send_result(ChatTarget(chat_id), None, result)
+            await self._chat.send_result_copy(ChatTarget(chat_id), result)
             return
         name = destination.removeprefix(NOTIFIER)
         notifier = self._notifiers.get(name)

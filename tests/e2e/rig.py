@@ -40,6 +40,7 @@ def stand_in_settings(
         "retry_delay_seconds": 0.3,
         "job_poll_interval": 0.05,
         "approval_sweep_seconds": 0.2,
+        "telegram_chat_rate_per_second": 10_000,
         "telegram_group_rate_per_minute": 10_000,
         "telegram_overall_rate_per_second": 10_000,
     }

@@ -1,6 +1,6 @@
 """A send Telegram carried out but answered too late is reported as of unknown outcome.
 
-opsgate's own Telegram wiring (build_telegram: PTB, its rate limiter, the configured timeouts)
+opsgate's own Telegram wiring (build_telegram: PTB, the configured timeouts, the sender's scheduler)
 against the fake Bot API, which carries the call out at once and answers after the client has
 given up.
 """
