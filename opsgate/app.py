@@ -10,12 +10,14 @@ import socket
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from importlib.metadata import version
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
 import structlog
 import uvicorn
+import yaml
 from fastapi import FastAPI
 from kubernetes_asyncio import config as kube_config
 from kubernetes_asyncio.client import ApiClient, Configuration
@@ -45,7 +47,7 @@ from opsgate.metrics import Metrics
 from opsgate.services import jobs
 from opsgate.services.approvals import ApprovalService, RetryPolicy
 from opsgate.services.cards import CardPublisher
-from opsgate.services.chat import ChatError, ChatTarget
+from opsgate.services.chat import ChatError, ChatTarget, ChatUnavailable
 from opsgate.services.chats import ChatDirectory
 from opsgate.services.execution import ExecutionService
 from opsgate.services.fanout import ResultFanout
@@ -84,22 +86,52 @@ POLLING_LOCK = "telegram-polling"
 async def load_kube_client(settings: Settings) -> ApiClient:
     """kubeconfig (``KUBECONFIG`` or ~/.kube/config), else the in-cluster service account."""
     cfg = Configuration()
-    try:
-        explicit = settings.kubeconfig or os.environ.get("KUBECONFIG")
-        if os.environ.get("KUBERNETES_SERVICE_HOST") and not explicit:
+    explicit = settings.kubeconfig or os.environ.get("KUBECONFIG")
+    if os.environ.get("KUBERNETES_SERVICE_HOST") and not explicit:
+        try:
             load_incluster = kube_config.load_incluster_config
             load_incluster(client_configuration=cfg)  # type: ignore[no-untyped-call]
-        else:
-            await kube_config.load_kube_config(
-                config_file=explicit,
-                context=settings.kube_context,
-                client_configuration=cfg,
-            )
-    except (ConfigException, OSError, TypeError) as exc:
-        raise SettingsError(
-            f"no Kubernetes access: {exc} (set KUBECONFIG or run in a cluster)"
-        ) from None
+        except (ConfigException, OSError) as exc:
+            raise SettingsError(f"no Kubernetes access in the cluster: {exc}") from None
+        return ApiClient(configuration=cfg)
+    setting = "OPSGATE_KUBECONFIG" if settings.kubeconfig else "KUBECONFIG"
+    path = explicit or "~/.kube/config"
+    where = f"{setting}={explicit}" if explicit else path
+    problem = await asyncio.to_thread(_kubeconfig_problem, path, settings.kube_context)
+    if problem is not None:
+        hint = "" if explicit else " (set KUBECONFIG or run in a cluster)"
+        raise SettingsError(f"no Kubernetes access: {where}: {problem}{hint}")
+    try:
+        await kube_config.load_kube_config(
+            config_file=path, context=settings.kube_context, client_configuration=cfg
+        )
+    except (ConfigException, OSError, TypeError, ValueError) as exc:
+        raise SettingsError(f"no Kubernetes access: {where}: {exc}") from None
     return ApiClient(configuration=cfg)
+
+
+def _kubeconfig_problem(path: str, context: str | None) -> str | None:
+    """What kubernetes-asyncio would say in a traceback or a vague line, said plainly."""
+    try:
+        data = yaml.safe_load(Path(path).expanduser().read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return "the file does not exist"
+    except OSError as exc:
+        return f"cannot read the file: {exc.strerror}"
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f"line {mark.line + 1}: " if mark is not None else ""
+        return f"{line}not valid YAML: {getattr(exc, 'problem', None) or exc}"
+    if not isinstance(data, dict):
+        return "not a kubeconfig (expected a mapping with clusters, users and contexts)"
+    names = [c.get("name") for c in data.get("contexts") or [] if isinstance(c, dict)]
+    wanted = context or data.get("current-context")
+    if not wanted:
+        return "no current-context is set (set OPSGATE_KUBE_CONTEXT, or kubectl config use-context)"
+    if wanted not in names:
+        known = ", ".join(str(n) for n in names) or "none"
+        return f"context {wanted!r} is not defined (contexts: {known})"
+    return None
 
 
 @dataclass
@@ -118,6 +150,7 @@ class OpsGate:
     # What uvicorn serves: the API behind the token and body-size gate.
     http_app: RequestGate
     webhook_secret: str | None
+    routed_chats: tuple[int, ...] = ()
 
 
 def build_telegram(settings: Settings) -> Application:  # type: ignore[type-arg]
@@ -328,6 +361,7 @@ def build_app(settings: Settings, *, policy: Policy, kube: ApiClient) -> OpsGate
         api=api,
         http_app=RequestGate(api, token=token),
         webhook_secret=webhook_secret,
+        routed_chats=router.chats(),
     )
 
 
@@ -380,6 +414,7 @@ class Runtime:
                 f"OPSGATE_TELEGRAM_API_URL: cannot reach {settings.telegram_api_url}: {exc}"
             ) from None
         await og.chats.load()
+        await self._check_chats()
         try:
             await og.sender.set_commands(COMMANDS)
         except ChatError as exc:
@@ -405,7 +440,11 @@ class Runtime:
             tasks.add(asyncio.create_task(self.polling.run(polling_stop), name="polling-leader"))
         log.info(
             "opsgate_started",
+            listen=f"http://{settings.http_host}:{self.port}",
             http_port=self.port,
+            bot=f"@{og.telegram.bot.username}",
+            database=og.db.engine.dialect.name,
+            updates="webhook" if og.webhook_secret is not None else "polling",
             webhook=og.webhook_secret is not None,
             instance_id=settings.instance_id,
         )
@@ -421,6 +460,26 @@ class Runtime:
             polling_stop.set()
             stop_task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _check_chats(self) -> None:
+        """A wrong alert chat would otherwise show only as a rejected first card."""
+        settings = self.og.settings
+        try:
+            reason = await self.og.sender.check_chat(settings.alert_chat_id)
+        except ChatUnavailable as exc:
+            log.warning("chat_check_failed", chat_id=settings.alert_chat_id, error=str(exc))
+            return
+        if reason is not None:
+            raise SettingsError(f"OPSGATE_ALERT_CHAT_ID={settings.alert_chat_id}: {reason}")
+        for chat_id in self.og.routed_chats:
+            if chat_id == settings.alert_chat_id:
+                continue
+            try:
+                reason = await self.og.sender.check_chat(chat_id)
+            except ChatUnavailable as exc:
+                reason = str(exc)
+            if reason is not None:
+                log.warning("routed_chat_unusable", chat_id=chat_id, reason=reason)
 
     async def _claim_instance_id(self) -> None:
         """Two live processes under one id would each take the other's jobs as a dead

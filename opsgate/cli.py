@@ -53,7 +53,8 @@ def main(argv: list[str] | None = None) -> int:
         asyncio.run(_serve(settings))
         return 0
     except (SettingsError, PolicyError) as exc:
-        print(f"opsgate: {exc}", file=sys.stderr)
+        for line in str(exc).splitlines():
+            print(f"opsgate: {line}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

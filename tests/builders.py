@@ -7,6 +7,8 @@ from typing import Any
 from opsgate.services.policy import Policy, PolicyDocument
 
 ALICE, BOB, CAROL, MALLORY, VIEWER = 1001, 1002, 1003, 6666, 1009
+# A second admin, so that every quorum of the test policy can be reached.
+DAVE = 1004
 
 
 def alert(
@@ -88,6 +90,7 @@ def policy_document(quorum: dict[str, int] | None = None, **extra: Any) -> dict[
             {"id": ALICE, "name": "alice", "roles": ["oncall"]},
             {"id": BOB, "name": "bob", "roles": ["oncall"]},
             {"id": CAROL, "name": "carol", "roles": ["admin"]},
+            {"id": DAVE, "name": "dave", "roles": ["admin"]},
             {"id": VIEWER, "name": "vic", "roles": ["viewer"]},
         ],
         "quorum": quorum or {"low": 1, "medium": 1, "high": 2, "critical": 2},

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 
 from opsgate.bot.render import CUT, MAX_MESSAGE, clip, clock, e, pack, status_icon, took, units
@@ -186,14 +187,34 @@ def help_html(*, member: bool, approver: bool) -> str:
     return "\n".join(lines)
 
 
-def whoami_html(user_id: int, username: str | None, roles: list[str]) -> str:
+def whoami_html(
+    user_id: int,
+    username: str | None,
+    roles: list[str],
+    *,
+    chat_id: int | None = None,
+    topic: int | None = None,
+) -> str:
+    """``chat_id``: asked in a group, whose id is what OPSGATE_ALERT_CHAT_ID wants."""
     name = f"@{e(username)}" if username else "(no username)"
     role_text = ", ".join(e(r) for r in roles) if roles else "none — not in the policy"
-    return (
-        f"👤 {name}\nTelegram id: <code>{user_id}</code>\nroles: {role_text}\n"
-        "Policy entry: "
-        f"<code>- {{id: {user_id}, name: {e(username or 'you')}, roles: [...]}}</code>"
-    )
+    # JSON quoting is valid YAML, so any name pastes as is.
+    entry = f"- {{id: {user_id}, name: {json.dumps(username or 'you')}, roles: []}}"
+    lines = [
+        f"👤 {name}",
+        f"Telegram id: <code>{user_id}</code>",
+        f"roles: {role_text}",
+        f"Policy entry (under <code>users:</code>; pick the roles): <code>{e(entry)}</code>",
+    ]
+    if chat_id is not None:
+        lines.append(f"This chat's id: <code>{chat_id}</code>")
+        lines.append(f"Alert cards here: <code>OPSGATE_ALERT_CHAT_ID={chat_id}</code>")
+    if chat_id is not None and topic is not None:
+        lines.append(
+            f"This topic's id: <code>{topic}</code> "
+            f"(<code>OPSGATE_ALERT_THREAD_ID={topic}</code>)"
+        )
+    return "\n".join(lines)
 
 
 def timeline_page(page: TimelinePage) -> str:

@@ -17,12 +17,14 @@ import structlog
 from telegram import (
     Bot,
     BotCommand,
+    ChatMemberAdministrator,
+    ChatMemberRestricted,
     InlineKeyboardMarkup,
     LinkPreviewOptions,
     Message,
     ReplyParameters,
 )
-from telegram.constants import ParseMode
+from telegram.constants import ChatMemberStatus, ChatType, ParseMode
 from telegram.error import (
     BadRequest,
     ChatMigrated,
@@ -296,6 +298,32 @@ class TelegramSender:
         except (ChatRejected, ChatUnavailable, ChatRetryLater) as exc:
             # The user sees a spinner time out; the decision itself is already stored.
             log.warning("callback_answer_failed", query_id=query_id, error=str(exc))
+
+    async def check_chat(self, chat_id: int) -> str | None:
+        """Why the bot cannot post in ``chat_id``, or None when it can. Network trouble raises
+        ChatUnavailable: it says nothing about the chat."""
+        try:
+            chat = await self._call("getChat", lambda: self._bot.get_chat(chat_id))
+            if chat.type == ChatType.PRIVATE:
+                return None
+            member = await self._call(
+                "getChatMember", lambda: self._bot.get_chat_member(chat_id, self._bot.id)
+            )
+        except ChatRejected as exc:
+            return str(exc)
+        if member.status in (ChatMemberStatus.LEFT, ChatMemberStatus.BANNED):
+            return f"the bot is not a member of the {chat.type} (add @{self._bot.username})"
+        if isinstance(member, ChatMemberAdministrator) or member.status == ChatMemberStatus.OWNER:
+            if chat.type == ChatType.CHANNEL and not getattr(member, "can_post_messages", True):
+                return "the bot is an administrator of the channel but may not post"
+            return None
+        if chat.type == ChatType.CHANNEL:
+            return "the bot must be an administrator of the channel to post"
+        if isinstance(member, ChatMemberRestricted) and not member.can_send_messages:
+            return "the bot is restricted and may not send messages"
+        if chat.permissions is not None and chat.permissions.can_send_messages is False:
+            return "members may not send messages; make the bot an administrator"
+        return None
 
     async def set_commands(self, commands: list[tuple[str, str]]) -> None:
         await self._call(

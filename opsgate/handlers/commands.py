@@ -91,7 +91,11 @@ class ChatCommands:
         asked = await self._asked(update)
         if asked is not None:
             message, user = asked
-            html = whoami_html(user.id, user.username, self.policy.roles_of(user.id))
+            group = None if message.chat.type == "private" else message.chat_id
+            topic = message.message_thread_id if message.is_topic_message else None
+            html = whoami_html(
+                user.id, user.username, self.policy.roles_of(user.id), chat_id=group, topic=topic
+            )
             await self._answer(message, html)
 
     async def on_incidents(self, update: Update, _context: ContextTypes.DEFAULT_TYPE) -> None:

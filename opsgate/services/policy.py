@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -14,17 +15,31 @@ from pydantic import (
     Field,
     ValidationError,
     field_validator,
-    model_validator,
 )
 
 from opsgate.services.operations import Operation, OperationKind
-from opsgate.services.risk import Risk
+from opsgate.services.risk import DEFAULT_RISK, Risk
 
 ANY = "*"
+# Nodes belong to no namespace: only a role over every namespace may touch them.
+NODE_OPERATIONS = frozenset({OperationKind.CORDON, OperationKind.UNCORDON})
 
 
 class PolicyError(Exception):
-    """The policy file cannot be used; the message says where and why."""
+    """The policy file cannot be used; one line per problem, each saying where and why."""
+
+    def __init__(self, *lines: str) -> None:
+        super().__init__("\n".join(lines))
+        self.lines = list(lines)
+
+
+@dataclass(frozen=True)
+class PolicyProblem:
+    where: str  # the path in the document, e.g. "users.1.id"; empty for the whole file
+    message: str
+
+    def line(self, source: str) -> str:
+        return ": ".join(part for part in (source, self.where, self.message) if part)
 
 
 class RoleRule(BaseModel):
@@ -112,14 +127,6 @@ class PolicyDocument(BaseModel):
     result_notifiers: list[str] = Field(default_factory=list)
     notifiers: dict[str, NotifierRule] = Field(default_factory=dict)
 
-    @model_validator(mode="after")
-    def _notifiers_exist(self) -> PolicyDocument:
-        named = set(self.result_notifiers) | {n for r in self.routes for n in r.notifiers}
-        missing = named - set(self.notifiers)
-        if missing:
-            raise ValueError(f"undefined notifiers: {sorted(missing)}")
-        return self
-
     @field_validator("quorum")
     @classmethod
     def _positive(cls, value: dict[Risk, int]) -> dict[Risk, int]:
@@ -138,11 +145,133 @@ class Decision:
     reason: str = ""
 
 
+def reference_problems(doc: PolicyDocument) -> list[PolicyProblem]:
+    """What makes the document unusable: names that point nowhere, one id twice."""
+    problems: list[PolicyProblem] = []
+    first_seen: dict[int, int] = {}
+    for i, user in enumerate(doc.users):
+        if user.id in first_seen:
+            problems.append(
+                PolicyProblem(f"users.{i}.id", f"{user.id} is already users.{first_seen[user.id]}")
+            )
+        first_seen.setdefault(user.id, i)
+        for j, role in enumerate(user.roles):
+            if role not in doc.roles:
+                problems.append(
+                    PolicyProblem(
+                        f"users.{i}.roles.{j}", f"undefined role {role!r}{_known(doc.roles)}"
+                    )
+                )
+    for i, route in enumerate(doc.routes):
+        problems.extend(_notifier_problems(f"routes.{i}.notifiers", route.notifiers, doc))
+        if route.chat_id is None and route.thread_id is not None:
+            problems.append(
+                PolicyProblem(f"routes.{i}.thread_id", "a forum topic needs the route's chat_id")
+            )
+        if route.chat_id is None and not route.subscribers and not route.notifiers:
+            # A match without a destination still wins, so later routes never see its alerts.
+            problems.append(
+                PolicyProblem(f"routes.{i}", "sends nowhere; set chat_id, subscribers or notifiers")
+            )
+    problems.extend(_notifier_problems("result_notifiers", doc.result_notifiers, doc))
+    return problems
+
+
+def quorum_problems(doc: PolicyDocument) -> list[PolicyProblem]:
+    """Quorums no set of policy users can reach, over the namespaces, operations and risk
+    levels the policy names (``*`` standing for the ones it does not name)."""
+    quorum = {**DEFAULT_QUORUM, **doc.quorum}
+    roles = doc.roles.values()
+    namespaces = sorted({n for r in roles for n in r.namespaces})
+    named = {o for r in roles for o in r.operations}
+    operations = [k for k in OperationKind if k in named or ANY in named]
+    risks = [k for k in Risk if k in doc.quorum or any(k in r.risk_levels for r in roles)]
+    problems: list[PolicyProblem] = []
+    for risk in risks:
+        # (where, approvers) -> operations, so one line covers every operation alike.
+        short: dict[tuple[str, tuple[str, ...]], list[OperationKind]] = defaultdict(list)
+        for op in operations:
+            if DEFAULT_RISK[op].rank > risk.rank:
+                continue  # the operation never runs at this risk: its floor is higher
+            spaces = [ANY] if op in NODE_OPERATIONS else namespaces
+            for namespace in spaces:
+                approvers = _approvers(doc, op, namespace, risk)
+                if len(approvers) < quorum[risk]:
+                    where = "on nodes" if op in NODE_OPERATIONS else f"in namespace {namespace}"
+                    short[(where, approvers)].append(op)
+        for (where, approvers), ops in short.items():
+            who = (
+                f"only {_count(len(approvers), 'user')} ({', '.join(approvers)})"
+                if approvers
+                else "no user"
+            )
+            problems.append(
+                PolicyProblem(
+                    f"quorum.{risk.value}",
+                    f"{_count(quorum[risk], 'approval')} needed, but {who} may approve "
+                    f"{', '.join(ops)} {where} at {risk.value} risk",
+                )
+            )
+    return problems
+
+
+def check_document(doc: PolicyDocument) -> list[PolicyProblem]:
+    """Every problem of a schema-valid document, for ``check-policy`` and ``serve``."""
+    if not doc.users:
+        return [PolicyProblem("users", "no users are defined, so nobody may approve anything")]
+    return [*reference_problems(doc), *quorum_problems(doc)]
+
+
+def schema_problems(exc: ValidationError) -> list[PolicyProblem]:
+    problems = []
+    for error in exc.errors():
+        # Dict keys are reported under a trailing "[key]": the key itself names the place.
+        where = ".".join(str(p) for p in error["loc"] if p != "[key]")
+        message = error["msg"].removeprefix("Value error, ")
+        problems.append(PolicyProblem(where, message))
+    return problems
+
+
+def _approvers(
+    doc: PolicyDocument, op: OperationKind, namespace: str, risk: Risk
+) -> tuple[str, ...]:
+    first: dict[int, PolicyUser] = {}
+    for user in doc.users:
+        first.setdefault(user.id, user)  # a repeated id is reported; count the person once
+    return tuple(
+        user.name or str(user.id)
+        for user in first.values()
+        if any(
+            rule is not None
+            and (ANY in rule.operations or op in rule.operations)
+            and risk in rule.risk_levels
+            and (ANY in rule.namespaces or namespace in rule.namespaces)
+            for rule in (doc.roles.get(name) for name in user.roles)
+        )
+    )
+
+
+def _notifier_problems(where: str, names: list[str], doc: PolicyDocument) -> list[PolicyProblem]:
+    return [
+        PolicyProblem(f"{where}.{i}", f"undefined notifier {name!r}{_known(doc.notifiers)}")
+        for i, name in enumerate(names)
+        if name not in doc.notifiers
+    ]
+
+
+def _known(defined: dict[str, Any]) -> str:
+    return f"; defined: {', '.join(sorted(defined))}" if defined else "; none is defined"
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
 class Policy:
     def __init__(self, document: PolicyDocument) -> None:
-        missing = {r for u in document.users for r in u.roles} - set(document.roles)
-        if missing:
-            raise PolicyError(f"users refer to undefined roles: {sorted(missing)}")
+        problems = reference_problems(document)
+        if problems:
+            raise PolicyError(*(p.line("policy") for p in problems))
         self._doc = document
         self._users = {u.id: u for u in document.users}
         self._quorum = {**DEFAULT_QUORUM, **document.quorum}
@@ -153,16 +282,25 @@ class Policy:
 
     @classmethod
     def from_file(cls, path: Path) -> Policy:
+        """The policy in ``path``, or PolicyError with every problem the file has."""
         try:
-            raw: Any = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except (OSError, yaml.YAMLError) as exc:
-            raise PolicyError(f"{path}: cannot read: {exc}") from None
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise PolicyError(f"{path}: cannot read: {exc.strerror}") from None
         try:
-            return cls(PolicyDocument.model_validate(raw))
+            raw: Any = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise PolicyError(f"{path}: {_yaml_error(exc)}") from None
+        if raw is None or raw == {}:
+            raise PolicyError(f"{path}: the file is empty; a policy needs roles and users")
+        try:
+            document = PolicyDocument.model_validate(raw)
         except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(p) for p in first["loc"])
-            raise PolicyError(f"{path}: {where}: {first['msg']}") from None
+            raise PolicyError(*(p.line(str(path)) for p in schema_problems(exc))) from None
+        problems = check_document(document)
+        if problems:
+            raise PolicyError(*(p.line(str(path)) for p in problems))
+        return cls(document)
 
     def quorum(self, risk: Risk) -> int:
         return self._quorum[risk]
@@ -233,3 +371,12 @@ class Policy:
             return True
         # Nodes belong to no namespace: only a role over every namespace may touch them.
         return op.namespace is not None and op.namespace in rule.namespaces
+
+
+def _yaml_error(exc: yaml.YAMLError) -> str:
+    """``line N: <problem>``, without PyYAML's multi-line excerpt of the file."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc)
+    if mark is None:
+        return f"cannot parse YAML: {problem}"
+    return f"line {mark.line + 1}: cannot parse YAML: {problem}"

@@ -39,3 +39,10 @@ class Router:
         ]
         name = (rule.name or "route") if rule else "default"
         return Route(name, target, tuple(dict.fromkeys(destinations)))
+
+    def chats(self) -> tuple[int, ...]:
+        """Every chat the routes may post to besides the default: cards and result copies."""
+        routes = self._policy.routes
+        cards = [r.chat_id for r in routes if r.chat_id is not None]
+        copies = [c for r in routes for c in r.subscribers]
+        return tuple(dict.fromkeys([*cards, *copies, *self._policy.result_subscribers]))

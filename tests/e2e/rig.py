@@ -75,7 +75,8 @@ class Rig:
         )
         if self.task in done:
             started.cancel()
-            self.task.result()
+            failed, self.task, self.runtime = self.task, None, None
+            failed.result()
         assert started in done, "opsgate did not start"
         self.http = httpx.AsyncClient(
             base_url=f"http://127.0.0.1:{self.runtime.port}",

@@ -10,6 +10,7 @@ import httpx
 import pytest
 from sqlalchemy import select
 
+from opsgate.services.policy import PolicyError
 from opsgate.services.storage.db import Database
 from opsgate.services.storage.models import Chat, Incident
 from tests.builders import ALICE, CAROL, VIEWER, alert, am_payload, policy
@@ -212,7 +213,7 @@ async def _incident_of(rig: Rig, message_id: int) -> str:
 
 
 async def test_notifier_config_errors_are_named() -> None:
-    with pytest.raises(ValueError, match="undefined notifiers"):
+    with pytest.raises(PolicyError, match=r"routes\.0\.notifiers\.0: undefined notifier 'ghost'"):
         policy(routes=[{"notifiers": ["ghost"]}])
     with pytest.raises(ValueError, match="url"):
         policy(notifiers={"x": {"type": "slack", "url": "ftp://x"}})

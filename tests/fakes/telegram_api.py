@@ -706,6 +706,8 @@ class _Chat:
     messages: dict[int, FakeMessage] = field(default_factory=dict)
     next_message_id: int = 1
     recent_sends: deque[float] = field(default_factory=deque)
+    bot_status: str = "member"  # the bot's getChatMember status: member, administrator, left
+    members_can_post: bool = True  # the group's default permission can_send_messages
 
     def to_api(self) -> JsonDict:
         payload: JsonDict = {"id": self.id, "type": self.type}
@@ -783,6 +785,8 @@ class FakeTelegram(LoopbackServer):
         self._root_url: str | None = None
         handlers: dict[str, _Handler] = {
             "getMe": self._get_me,
+            "getChat": self._get_chat,
+            "getChatMember": self._get_chat_member,
             "getUpdates": self._get_updates,
             "setWebhook": self._set_webhook,
             "deleteWebhook": self._delete_webhook,
@@ -847,17 +851,36 @@ class FakeTelegram(LoopbackServer):
     # -- arranging the world --------------------------------------------------------------------
 
     def add_chat(
-        self, chat_id: int, type: str = "supergroup", title: str = "On-call", is_forum: bool = False
+        self,
+        chat_id: int,
+        type: str = "supergroup",
+        title: str = "On-call",
+        is_forum: bool = False,
+        *,
+        bot_status: str = "member",
+        members_can_post: bool = True,
     ) -> None:
         """Make a chat known; any other chat_id is "chat not found". For a private chat the title
-        is the user's first name."""
+        is the user's first name. ``bot_status`` "left" (the bot was added, then left) or a group
+        whose members may not post make sends fail as on Telegram; a channel needs the bot to be
+        an administrator."""
         if chat_id in self._chats:
             raise ValueError(f"chat {chat_id} already exists")
         if type not in _CHAT_TYPES:
             raise ValueError(f"chat type must be one of {sorted(_CHAT_TYPES)}, not {type!r}")
         if is_forum and type != "supergroup":
             raise ValueError("only supergroups can be forums")
-        self._chats[chat_id] = _Chat(chat_id, type, title, is_forum, created=int(time.time()))
+        if bot_status not in ("member", "administrator", "left"):
+            raise ValueError(f"bot_status: member, administrator or left, not {bot_status!r}")
+        self._chats[chat_id] = _Chat(
+            chat_id,
+            type,
+            title,
+            is_forum,
+            created=int(time.time()),
+            bot_status=bot_status,
+            members_can_post=members_can_post,
+        )
 
     def add_topic(self, chat_id: int, thread_id: int, name: str | None = None) -> None:
         """Register a forum topic. Its id is the id of its creation message, so later message ids
@@ -1277,6 +1300,20 @@ class FakeTelegram(LoopbackServer):
         return chat
 
     def _writable_chat(self, params: JsonDict) -> _Chat:
+        chat = self._visible_chat(params)
+        if chat.type == "private" or chat.bot_status == "administrator":
+            return chat
+        if chat.bot_status == "left":
+            raise BotApiError(
+                HTTPStatus.FORBIDDEN, f"Forbidden: bot is not a member of the {chat.type} chat"
+            )
+        if chat.type == "channel":
+            raise bad_request("need administrator rights in the channel chat")
+        if not chat.members_can_post:
+            raise bad_request("not enough rights to send text messages to the chat")
+        return chat
+
+    def _visible_chat(self, params: Mapping[str, Any]) -> _Chat:
         chat = self._resolve_chat(params)
         if chat.blocked:
             raise BotApiError(HTTPStatus.FORBIDDEN, _FORBIDDEN[chat.type])
@@ -1312,6 +1349,42 @@ class FakeTelegram(LoopbackServer):
             "can_connect_to_business": False,
             "has_main_web_app": False,
         }
+
+    async def _get_chat(self, params: JsonDict) -> JsonDict:
+        """ChatFullInfo, as far as opsgate reads it: type, title and the members' permissions."""
+        chat = self._visible_chat(params)
+        payload = {**chat.to_api(), "accent_color_id": 0, "max_reaction_count": 11}
+        if chat.type in ("group", "supergroup"):
+            payload["permissions"] = {"can_send_messages": chat.members_can_post}
+        return payload
+
+    async def _get_chat_member(self, params: JsonDict) -> JsonDict:
+        chat = self._visible_chat(params)
+        user_id = params.get("user_id")
+        if not isinstance(user_id, int):
+            raise bad_request("invalid user_id specified")
+        if user_id != self.bot_user.id:
+            # Users who never joined are "left"; the stand-in models no members but the bot.
+            user = {"id": user_id, "is_bot": False, "first_name": str(user_id)}
+            return {"status": "left", "user": user}
+        member: JsonDict = {"status": chat.bot_status, "user": self.bot_user.to_api()}
+        if chat.bot_status == "administrator":
+            rights = [
+                "can_manage_chat",
+                "can_delete_messages",
+                "can_manage_video_chats",
+                "can_restrict_members",
+                "can_promote_members",
+                "can_change_info",
+                "can_invite_users",
+                "can_post_stories",
+                "can_edit_stories",
+                "can_delete_stories",
+                "can_post_messages",
+            ]
+            member |= {"can_be_edited": False, "is_anonymous": False}
+            member |= dict.fromkeys(rights, True)
+        return member
 
     async def _get_updates(self, params: JsonDict) -> list[JsonDict]:
         """Long polling with Telegram's confirm-by-offset semantics.

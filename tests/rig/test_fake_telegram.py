@@ -1091,3 +1091,51 @@ async def test_webhook_retries_until_acknowledged_and_never_loses_an_update() ->
         assert [i for i in acknowledged if i in in_chat] == in_chat  # per-chat order kept
     assert info["result"]["pending_update_count"] == 0
     assert info["result"]["last_error_message"].startswith("Connection failed")
+
+
+@pytest.mark.asyncio
+async def test_get_chat_and_the_bots_membership(tg: FakeTelegram, api: httpx.AsyncClient) -> None:
+    assert await call(api, "getChat", chat_id=-1) == bad("chat not found")
+    status, body = await call(api, "getChat", chat_id=GROUP)
+    assert status == 200 and body["result"]["type"] == "supergroup"
+    assert body["result"]["permissions"] == {"can_send_messages": True}
+    status, body = await call(api, "getChatMember", chat_id=GROUP, user_id=tg.bot_user.id)
+    assert (status, body["result"]["status"]) == (200, "member")
+    status, body = await call(api, "getChatMember", chat_id=GROUP, user_id=ALICE_ID)
+    assert body["result"]["status"] == "left"
+
+    tg.add_chat(-1001, bot_status="left")
+    status, body = await call(api, "sendMessage", chat_id=-1001, text="x")
+    assert (status, body["description"]) == (
+        403,
+        "Forbidden: bot is not a member of the supergroup chat",
+    )
+    tg.add_chat(-1002, members_can_post=False)
+    assert await call(api, "sendMessage", chat_id=-1002, text="x") == bad(
+        "not enough rights to send text messages to the chat"
+    )
+    tg.add_chat(-1003, type="channel")
+    assert await call(api, "sendMessage", chat_id=-1003, text="x") == bad(
+        "need administrator rights in the channel chat"
+    )
+    tg.add_chat(-1004, type="channel", bot_status="administrator")
+    assert (await call(api, "sendMessage", chat_id=-1004, text="x"))[0] == 200
+    tg.block_chat(GROUP)
+    status, body = await call(api, "getChat", chat_id=GROUP)
+    assert (status, body["description"]) == (
+        403,
+        "Forbidden: bot was kicked from the supergroup chat",
+    )
+
+
+@pytest.mark.asyncio
+async def test_ptb_reads_get_chat_and_get_chat_member(tg: FakeTelegram) -> None:
+    tg.add_chat(-1005, bot_status="administrator", members_can_post=False)
+    bot = ApplicationBuilder().token(tg.token).base_url(f"{tg.root_url}/bot").build().bot
+    async with bot:
+        chat = await bot.get_chat(-1005)
+        assert chat.permissions is not None and chat.permissions.can_send_messages is False
+        member = await bot.get_chat_member(-1005, bot.id)
+        assert member.status == "administrator" and getattr(member, "can_post_messages", None)
+        with pytest.raises(BadRequest, match="Chat not found"):
+            await bot.get_chat(-1)

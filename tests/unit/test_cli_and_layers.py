@@ -28,6 +28,24 @@ def test_bad_policy_file_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert err.startswith("opsgate: ") and err.count("\n") == 1 and "users.0.id" in err
 
 
+def test_check_policy_reports_every_problem(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = tmp_path / "policy.yaml"
+    bad.write_text(
+        "roles: {a: {namespaces: ['*'], operations: ['*'], risk_levels: [high]}}\n"
+        "users: [{id: 1, roles: [a]}, {id: 1, roles: [a]}]\nquorum: {high: 5}\n"
+    )
+    assert main(["check-policy", str(bad)]) == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0] == f"opsgate: {bad}: users.1.id: 1 is already users.0"
+    assert len(lines) == 3 and all(
+        line.startswith(f"opsgate: {bad}: quorum.high: 5 approvals needed") for line in lines[1:]
+    )
+    good = Path(__file__).resolve().parents[2] / "deploy" / "policy.example.yaml"
+    assert main(["check-policy", str(good)]) == 0
+
+
 def test_unreachable_kubernetes_is_one_line(tmp_path: Path) -> None:
     env = {
         "PATH": "/usr/bin:/bin",
