@@ -211,8 +211,7 @@ def whoami_html(
         lines.append(f"Alert cards here: <code>OPSGATE_ALERT_CHAT_ID={chat_id}</code>")
     if chat_id is not None and topic is not None:
         lines.append(
-            f"This topic's id: <code>{topic}</code> "
-            f"(<code>OPSGATE_ALERT_THREAD_ID={topic}</code>)"
+            f"This topic's id: <code>{topic}</code> (<code>OPSGATE_ALERT_THREAD_ID={topic}</code>)"
         )
     return "\n".join(lines)
 
