@@ -24,7 +24,8 @@ from opsgate.bot.render_commands import (
     whoami_html,
 )
 from opsgate.bot.sender import TelegramSender
-from opsgate.handlers.callback_actions import STALE, expect
+from opsgate.handlers.callback_actions import STALE, expect, offers_tapped_button
+from opsgate.services.approvals import NOT_HERE
 from opsgate.services.chats import ChatDirectory
 from opsgate.services.health import HealthService
 from opsgate.services.ids import INCIDENT_ID
@@ -124,6 +125,11 @@ class ChatCommands:
             return
         action = await expect(self.sender, query, PageAction)
         if action is None:
+            return
+        if not offers_tapped_button(query):
+            # Paging data copied onto another message (an alert card, a result) must not
+            # turn that message into a list and take its buttons away.
+            await self.sender.answer_callback(query.id, NOT_HERE, alert=True)
             return
         if not self.policy.is_member(query.from_user.id):
             await self.sender.answer_callback(query.id, NOT_MEMBER, alert=True)

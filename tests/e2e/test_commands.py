@@ -92,6 +92,15 @@ async def test_incidents_are_paged_in_place(rig: Rig) -> None:
     answer = await rig.telegram.wait_answer(stranger)
     assert answer.show_alert and "not in the opsgate policy" in (answer.text or "")
 
+    # Paging data copied onto an alert card changes nothing there: the card keeps its buttons.
+    card = rig.cards()[0]
+    forged = rig.telegram.tap_forged(
+        CHAT_ID, card.message_id, rig.telegram.user(VIEWER, "vic"), first.buttons[0][1] or ""
+    )
+    answer = await rig.telegram.wait_answer(forged)
+    assert answer.show_alert and "does not belong here" in (answer.text or "")
+    assert rig.telegram.message(CHAT_ID, card.message_id).buttons == card.buttons
+
 
 async def test_no_open_incidents(rig: Rig) -> None:
     answer = await ask(rig, CHAT_ID, VIEWER, "vic", "/incidents")
