@@ -1,15 +1,22 @@
 """Webhook ingest throughput: opsgate's HTTP app against a bare endpoint that only parses JSON.
 
     .venv/bin/python -m bench.ingest [--requests 2000] [--rounds 4] [--database-url URL]
+                                     [--client raw|httpx]
 
 Two servers run as subprocesses, each on one loopback socket: opsgate's real FastAPI app (from
 ``build_app``, served by uvicorn the way ``Runtime`` serves it, with the Telegram and
-Kubernetes stand-ins from tests/fakes) and a bare FastAPI+uvicorn endpoint that parses the
-body and answers. This process fires the payloads with httpx at a fixed concurrency, in
-blocks interleaved A B A B over the rounds, so both see the same machine noise: first new
-alert groups, then re-sends of one group that change nothing. It prints req/s, p50/p99,
-server CPU per request and the ratio opsgate/bare. The job runner is not started: what is
-measured is the HTTP answer, which only enqueues the card work.
+Kubernetes stand-ins from tests/fakes, logging JSON at opsgate's default level) and a bare
+FastAPI+uvicorn endpoint that parses the body and answers. This process fires the payloads at
+concurrency 50, in blocks interleaved A B A B over the rounds, so both see the same machine
+noise: first new alert groups, then re-sends of one group that change nothing. It prints
+req/s, p50/p99, server CPU per request, the load generator's own CPU share, and the ratio
+opsgate/bare. The job runner is not started: what is measured is the HTTP answer, which only
+enqueues the card work.
+
+SQLite (a fresh file) by default. For PostgreSQL give a scratch database, e.g.
+``createdb -h 127.0.0.1 -U postgres opsgate_bench`` and
+``--database-url postgresql+asyncpg://postgres@127.0.0.1:5432/opsgate_bench``; each run uses
+new group keys, so a database can be reused, and dropped afterwards.
 
 Figures, not assertions: these machines are shared, so compare runs on the same machine only.
 """
