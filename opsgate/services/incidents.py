@@ -147,7 +147,7 @@ class IncidentService:
     async def _create(
         self, session: AsyncSession, payload: AmPayload, digest: str | None
     ) -> IngestResult:
-        """A group the read found no incident for, written without reading anything back.
+        """A group the read found no incident for: its rows are inserted, none looked up first.
 
         Should another request create it meanwhile, the unique group key refuses this one.
         """
