@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 import structlog
-from sqlalchemy import and_, or_, select
+from sqlalchemy import and_, insert, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -50,6 +52,17 @@ class IngestResult:
 
 
 @dataclass(frozen=True)
+class _Choice:
+    """The action an incident's alerts call for, and on whose word."""
+
+    action: str
+    requested_by: str
+    description: str
+    risk: str
+    playbook_id: int | None = None
+
+
+@dataclass(frozen=True)
 class ApiProposal:
     proposal: Proposal
     incident_id: str | None = None
@@ -82,14 +95,33 @@ class IncidentService:
 
     async def ingest_alertmanager(self, payload: AmPayload) -> IngestResult:
         self.last_received_at = utcnow()
-        try:
-            async with self._db.transaction() as session:
-                result = await self._ingest(session, payload)
-        except IntegrityError:
-            # Two first payloads of one new group raced to create its incident; the loser
-            # now finds the winner's row and updates it instead.
-            async with self._db.transaction() as session:
-                result = await self._ingest(session, payload)
+        digest = ingest_digest(payload.alerts)
+        # Alertmanager re-sends every group on each repeat interval; most of what arrives
+        # changes nothing. That is recognised with one read, without the write lock.
+        async with self._db.read() as session:
+            stored = (
+                await session.execute(
+                    select(
+                        Incident.id,
+                        Incident.ingest_digest,
+                        Incident.status,
+                        Incident.firing_count,
+                    ).where(Incident.group_key == payload.groupKey)
+                )
+            ).first()
+        if stored is None and not _any_firing(payload):
+            # A resolve for a group we never saw: nothing to close.
+            result = IngestResult(None, False, False)
+        elif (
+            stored is not None
+            and digest is not None
+            and stored.ingest_digest == digest
+            # The write path would settle a status that disagrees with the counts.
+            and (stored.status == "firing") == (stored.firing_count > 0)
+        ):
+            result = IngestResult(stored.id, False, False)
+        else:
+            result = await self._write(payload, digest, new_group=stored is None)
         log.info(
             "alertmanager_ingested",
             group_key=payload.groupKey,
@@ -100,35 +132,76 @@ class IncidentService:
         )
         return result
 
-    async def _ingest(self, session: AsyncSession, payload: AmPayload) -> IngestResult:
+    async def _write(self, payload: AmPayload, digest: str | None, new_group: bool) -> IngestResult:
+        try:
+            async with self._db.transaction() as session:
+                if new_group:
+                    return await self._create(session, payload, digest)
+                return await self._ingest(session, payload, digest)
+        except IntegrityError:
+            # Two first payloads of one new group raced to create its incident; the loser
+            # now finds the winner's row and updates it instead.
+            async with self._db.transaction() as session:
+                return await self._ingest(session, payload, digest)
+
+    async def _create(
+        self, session: AsyncSession, payload: AmPayload, digest: str | None
+    ) -> IngestResult:
+        """A group the read found no incident for: its rows are inserted, none looked up first.
+
+        Should another request create it meanwhile, the unique group key refuses this one.
+        """
+        incident = self._new_incident(payload.groupKey, "alertmanager", payload.commonLabels)
+        incident.external_url = payload.externalURL
+        alerts = _alert_rows(payload.alerts)
+        incident.firing_count = sum(1 for a in alerts.values() if a["status"] == "firing")
+        incident.alert_count = len(alerts)
+        incident.status = "firing" if incident.firing_count > 0 else "resolved"
+        incident.ingest_digest = digest
+        _describe_from(incident, payload)
+        choice = await self._choose_action(session, incident, payload)
+        incident.proposed_action = choice.action
+        session.add(incident)
+        # First and on its own, with its final values: without relationships the unit of
+        # work orders its inserts by class, not by foreign key, and the approval would go
+        # before its incident.
+        await session.flush()
+        timeline.record(
+            session,
+            incident.id,
+            "alert_received",
+            f"{incident.alertname or 'alert'} firing ({payload.receiver or 'alertmanager'})",
+            actor="alertmanager",
+        )
+        if choice.action:
+            # A new incident has no open approval to wait for.
+            await self._propose(session, incident, choice)
+        # One statement for all the alerts; the ORM would insert them one by one.
+        await session.execute(
+            insert(Alert),
+            [{"incident_id": incident.id, "fingerprint": k, **v} for k, v in alerts.items()],
+        )
+        await enqueue(session, SYNC_CARD, IncidentJob(incident_id=incident.id))
+        return IngestResult(incident.id, True, True)
+
+    async def _ingest(
+        self, session: AsyncSession, payload: AmPayload, digest: str | None
+    ) -> IngestResult:
         incident = await session.scalar(
             select(Incident).where(Incident.group_key == payload.groupKey).with_for_update()
         )
-        created = incident is None
         if incident is None:
-            if not any(a.status == "firing" for a in payload.alerts):
-                # A resolve for a group we never saw: nothing to close.
+            if not _any_firing(payload):
                 return IngestResult(None, False, False)
-            incident = self._new_incident(payload.groupKey, "alertmanager", payload.commonLabels)
-            incident.external_url = payload.externalURL
-            session.add(incident)
-            await session.flush()
-            timeline.record(
-                session,
-                incident.id,
-                "alert_received",
-                f"{incident.alertname or 'alert'} firing ({payload.receiver or 'alertmanager'})",
-                actor="alertmanager",
-            )
+            return await self._create(session, payload, digest)
         changed = await self._upsert_alerts(session, incident, payload.alerts)
-        if created or changed:
+        incident.ingest_digest = digest
+        if changed:
             _describe_from(incident, payload)
         was_firing = incident.status == "firing"
         firing = incident.firing_count > 0
         incident.status = "firing" if firing else "resolved"
-        if created:
-            await self._propose_from_annotations(session, incident, payload)
-        elif was_firing and not firing:
+        if was_firing and not firing:
             incident.resolved_at = utcnow()
             timeline.record(
                 session,
@@ -161,10 +234,10 @@ class IncidentService:
                 f"{incident.firing_count} of {incident.alert_count} alerts firing",
                 actor="alertmanager",
             )
-        if created or changed:
+        if changed:
             incident.updated_at = utcnow()
             await enqueue(session, SYNC_CARD, IncidentJob(incident_id=incident.id))
-        return IngestResult(incident.id, created, created or changed)
+        return IngestResult(incident.id, False, changed)
 
     def _new_incident(self, group_key: str, source: str, labels: dict[str, str]) -> Incident:
         now = utcnow()
@@ -198,29 +271,24 @@ class IncidentService:
             a.fingerprint: a
             for a in await session.scalars(select(Alert).where(Alert.incident_id == incident.id))
         }
+        added: dict[str, dict[str, Any]] = {}
         changed = False
-        for am in alerts:
-            key = am.key()
+        for key, values in ((am.key(), _alert_values(am)) for am in alerts):
             row = existing.get(key)
-            values: dict[str, Any] = {
-                "status": am.status,
-                "labels": am.labels,
-                "annotations": am.annotations,
-                "starts_at": am.startsAt,
-                "ends_at": am.endsAt,
-                "generator_url": am.generatorURL,
-            }
             if row is None:
-                row = Alert(incident_id=incident.id, fingerprint=key, **values)
-                session.add(row)
-                existing[key] = row
+                added[key] = values
                 changed = True
                 continue
             for name, value in values.items():
                 if getattr(row, name) != value:
                     setattr(row, name, value)
                     changed = True
-        statuses = [a.status for a in existing.values()]
+        if added:
+            await session.execute(
+                insert(Alert),
+                [{"incident_id": incident.id, "fingerprint": k, **v} for k, v in added.items()],
+            )
+        statuses = [a.status for a in existing.values()] + [a["status"] for a in added.values()]
         incident.firing_count = statuses.count("firing")
         incident.alert_count = len(statuses)
         return changed
@@ -228,31 +296,42 @@ class IncidentService:
     async def _propose_from_annotations(
         self, session: AsyncSession, incident: Incident, payload: AmPayload
     ) -> None:
+        choice = await self._choose_action(session, incident, payload)
+        incident.proposed_action = choice.action
+        incident.action_refusal = ""
+        if choice.action and not await _has_open_approval(session, incident.id):
+            await self._propose(session, incident, choice)
+
+    async def _choose_action(
+        self, session: AsyncSession, incident: Incident, payload: AmPayload
+    ) -> _Choice:
         """The alert's own ``opsgate_action``, else an approved playbook's action."""
         annotations = _first_firing_annotations(payload)
+        risk = annotations.get(RISK_ANNOTATION, "").strip()
         action = annotations.get(ACTION_ANNOTATION, "").strip()
-        requested_by, description = "alertmanager", annotations.get("description", "")
-        playbook = None
-        if not action:
-            playbook = await self._playbooks.find_for(session, incident)
-            if playbook is not None:
-                action = playbook.action
-                requested_by = f"{PLAYBOOK_REQUESTER}{playbook.id}"
-                description = f"playbook #{playbook.id}, learned from {playbook.source_incident_id}"
-        incident.proposed_action = action
-        incident.action_refusal = ""
-        if not action or await _has_open_approval(session, incident.id):
-            return
+        if action:
+            return _Choice(action, "alertmanager", annotations.get("description", ""), risk)
+        playbook = await self._playbooks.find_for(session, incident)
+        if playbook is None:
+            return _Choice("", "alertmanager", annotations.get("description", ""), risk)
+        return _Choice(
+            playbook.action,
+            f"{PLAYBOOK_REQUESTER}{playbook.id}",
+            f"playbook #{playbook.id}, learned from {playbook.source_incident_id}",
+            risk,
+            playbook.id,
+        )
+
+    async def _propose(self, session: AsyncSession, incident: Incident, choice: _Choice) -> None:
         try:
-            risk_text = annotations.get(RISK_ANNOTATION, "").strip()
-            declared = parse_risk(risk_text) if risk_text else None
+            declared = parse_risk(choice.risk) if choice.risk else None
             approval = self._approvals.propose(
                 session,
                 incident,
                 Proposal(
-                    action=action,
-                    requested_by=requested_by,
-                    description=description,
+                    action=choice.action,
+                    requested_by=choice.requested_by,
+                    description=choice.description,
                     declared_risk=declared,
                 ),
             )
@@ -262,12 +341,12 @@ class IncidentService:
                 session,
                 incident.id,
                 "action_refused",
-                f"{action!r} refused: {exc}",
+                f"{choice.action!r} refused: {exc}",
                 status="warning",
             )
             return
-        if playbook is not None:
-            await self._maybe_auto_approve(session, incident, approval, playbook.id)
+        if choice.playbook_id is not None:
+            await self._maybe_auto_approve(session, incident, approval, choice.playbook_id)
 
     async def _maybe_auto_approve(
         self, session: AsyncSession, incident: Incident, approval: Approval, playbook_id: int
@@ -318,6 +397,40 @@ class IncidentService:
             incident_id = incident.id
         log.info("approval_proposed", incident_id=incident_id, approval_id=approval.id)
         return ProposalResult(approval, incident_id)
+
+
+def _alert_values(am: AmAlert) -> dict[str, Any]:
+    """The columns of an alert's row that a payload writes."""
+    return {
+        "status": am.status,
+        "labels": am.labels,
+        "annotations": am.annotations,
+        "starts_at": am.startsAt,
+        "ends_at": am.endsAt,
+        "generator_url": am.generatorURL,
+    }
+
+
+def _alert_rows(alerts: list[AmAlert]) -> dict[str, dict[str, Any]]:
+    """By key; of two alerts with one key the later wins, as it does when upserted in turn."""
+    return {am.key(): _alert_values(am) for am in alerts}
+
+
+def ingest_digest(alerts: list[AmAlert]) -> str | None:
+    """A digest of what these alerts write: equal digests, equal rows.
+
+    None when two alerts share a key: written in turn, such alerts change their row every
+    time, so a repeat of them is never one that changes nothing.
+    """
+    rows = _alert_rows(alerts)
+    if len(rows) != len(alerts):
+        return None
+    canon = json.dumps(sorted(rows.items()), sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(canon.encode()).hexdigest()
+
+
+def _any_firing(payload: AmPayload) -> bool:
+    return any(a.status == "firing" for a in payload.alerts)
 
 
 def _first_firing_annotations(payload: AmPayload) -> dict[str, str]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import httpx
 
 from tests.builders import ALICE, alert, am_payload
@@ -89,6 +91,23 @@ async def test_a_429_delays_the_card_but_does_not_lose_it(rig: Rig) -> None:
     await rig.post_alert(am_payload())
     card = await rig.wait_card(timeout=15)
     assert "CheckoutErrors" in card.plain_text
+
+
+async def test_the_webhook_answers_while_the_card_is_still_being_posted(rig: Rig) -> None:
+    held = rig.telegram.hold("sendMessage", chat_id=CHAT_ID)
+    payload = am_payload("g-held", alert())
+    first = (await rig.post_alert(payload)).json()
+    assert first["created"] and first["changed"]
+    await held.wait_arrived()
+    # Alertmanager repeats the group while the card job is stuck on Telegram.
+    for _ in range(3):
+        repeat = await rig.post_alert(payload)
+        assert repeat.json() == {**first, "created": False, "changed": False}
+    held.release()
+    card = await rig.wait_card()
+    assert "CheckoutErrors" in card.plain_text
+    await asyncio.sleep(0.5)
+    assert len(rig.cards()) == 1
 
 
 async def test_forum_topic_is_kept_for_card_and_reply(rig_factory: Rig) -> None:

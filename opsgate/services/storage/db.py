@@ -46,6 +46,9 @@ class Database:
         if self.is_sqlite:
             _serialise_sqlite_writers(self.engine)
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+        self._read_sessions = async_sessionmaker(
+            self.engine.execution_options(**{_READ_ONLY: True}), expire_on_commit=False
+        )
         self._commit_listeners: dict[str, list[Callable[[], None]]] = {}
 
     @asynccontextmanager
@@ -61,6 +64,18 @@ class Database:
             for topic in session.info.pop(_AFTER_COMMIT, ()):
                 for listener in self._commit_listeners.get(topic, ()):
                     listener()
+
+    @asynccontextmanager
+    async def read(self) -> AsyncIterator[AsyncSession]:
+        """A session for reads only, in one transaction that ends without a commit.
+
+        On SQLite it begins deferred, not with ``BEGIN IMMEDIATE``: WAL gives it a snapshot
+        without the write lock, so a check that finds nothing to do never queues behind
+        writers, nor makes them wait. Nothing written in it is kept.
+        """
+        # Closing, unlike rolling back, leaves what was loaded readable after the block.
+        async with self._read_sessions() as session:
+            yield session
 
     def on_commit(self, topic: str, listener: Callable[[], None]) -> None:
         """Call ``listener`` after every committed transaction marked with ``topic``."""
@@ -119,6 +134,8 @@ class Database:
 
 
 _AFTER_COMMIT = "opsgate_after_commit"
+# The execution option that marks the connections of ``Database.read``.
+_READ_ONLY = "opsgate_read_only"
 
 
 def after_commit(session: AsyncSession, topic: str) -> None:
@@ -128,11 +145,12 @@ def after_commit(session: AsyncSession, topic: str) -> None:
 
 
 def _serialise_sqlite_writers(engine: AsyncEngine) -> None:
-    """Start every SQLite transaction with BEGIN IMMEDIATE.
+    """Start every SQLite transaction with BEGIN IMMEDIATE, except those of ``Database.read``.
 
     pysqlite begins lazily and upgrades a read lock to a write lock on the first write; two
     such transactions deadlock and one fails at once with "database is locked". Taking the
-    write lock up front makes concurrent approvals queue on the busy timeout instead.
+    write lock up front makes concurrent approvals queue on the busy timeout instead. A
+    transaction that never writes cannot deadlock so, and begins deferred.
     """
 
     @event.listens_for(engine.sync_engine, "connect")
@@ -145,7 +163,8 @@ def _serialise_sqlite_writers(engine: AsyncEngine) -> None:
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(conn: Connection) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        read_only = conn.get_execution_options().get(_READ_ONLY, False)
+        conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
 
 def _lock_file(path: Path) -> int:

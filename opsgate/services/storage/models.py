@@ -85,6 +85,9 @@ class Incident(Base):
     result_destinations: Mapped[list[Any]] = mapped_column(default=list)
     # A past case shown on the card, looked up once when the card is first posted.
     related_case: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    # A digest of what the last Alertmanager payload wrote to this incident's alerts, so a
+    # repeat that would change nothing is recognised with one read (see services/incidents.py).
+    ingest_digest: Mapped[str | None] = mapped_column(String(64), nullable=True)
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
     resolved_at: Mapped[datetime | None] = mapped_column(nullable=True)
