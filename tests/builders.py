@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from opsgate.services.chat import CardView
 from opsgate.services.policy import Policy, PolicyDocument
 
 ALICE, BOB, CAROL, MALLORY, VIEWER = 1001, 1002, 1003, 6666, 1009
@@ -95,3 +96,24 @@ def policy_document(quorum: dict[str, int] | None = None, **extra: Any) -> dict[
         ],
         "quorum": quorum or {"low": 1, "medium": 1, "high": 2, "critical": 2},
     }
+
+
+def pending_card(incident_id: str = "INC-TEST") -> CardView:
+    """A card as opsgate renders it for a fresh alert with a restart waiting for approval."""
+    return CardView(
+        incident_id=incident_id,
+        incident_status="firing",
+        severity="critical",
+        alertname="CheckoutErrors",
+        summary="checkout 5xx above 5%",
+        service="checkout",
+        namespace="shop",
+        firing_count=1,
+        alert_count=1,
+        labels={},
+        action="kubectl rollout restart deployment/checkout -n shop",
+        risk="medium",
+        approval_id="ap1",
+        approval_status="pending",
+        required_approvals=1,
+    )

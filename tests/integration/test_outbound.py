@@ -30,29 +30,14 @@ from opsgate.services.chat import CardView, ChatRetryLater, ChatTarget, ResultVi
 from opsgate.services.chats import ChatDirectory
 from opsgate.services.storage.db import Database
 from opsgate.settings import Settings
+from tests.builders import pending_card
 from tests.fakes.telegram_api import ApiCall, FakeTelegram
 
 GROUP = -1001234567890
 OTHER_GROUP = -1005555555555
 ALICE_ID = 4242
 REDIS_URL = os.environ.get("OPSGATE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
-CARD = CardView(
-    incident_id="INC-FLOOD",
-    incident_status="firing",
-    severity="critical",
-    alertname="CheckoutErrors",
-    summary="checkout 5xx above 5%",
-    service="checkout",
-    namespace="shop",
-    firing_count=1,
-    alert_count=1,
-    labels={},
-    action="kubectl rollout restart deployment/checkout -n shop",
-    risk="medium",
-    approval_id="ap1",
-    approval_status="pending",
-    required_approvals=1,
-)
+CARD = pending_card("INC-FLOOD")
 RESULT = ResultView(
     incident_id="INC-RES",
     action="kubectl rollout restart deployment/checkout -n shop",

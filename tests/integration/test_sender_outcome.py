@@ -18,7 +18,6 @@ from telegram.ext import Application
 from opsgate.app import build_telegram
 from opsgate.bot.sender import TelegramSender
 from opsgate.services.chat import (
-    CardView,
     ChatOutcomeUnknown,
     ChatTarget,
     ChatUnavailable,
@@ -26,29 +25,14 @@ from opsgate.services.chat import (
 from opsgate.services.chats import ChatDirectory
 from opsgate.services.storage.db import Database
 from opsgate.settings import Settings
+from tests.builders import pending_card
 from tests.fakes.telegram_api import FakeTelegram
 
 CHAT_ID = -1001234567890
 # Long enough for a prompt answer on a busy machine, far below the fake's answer delay.
 READ_TIMEOUT = 3.0
 ANSWER_DELAY = 300.0
-CARD = CardView(
-    incident_id="INC-LOST",
-    incident_status="firing",
-    severity="critical",
-    alertname="CheckoutErrors",
-    summary="checkout 5xx above 5%",
-    service="checkout",
-    namespace="shop",
-    firing_count=1,
-    alert_count=1,
-    labels={},
-    action="kubectl rollout restart deployment/checkout -n shop",
-    risk="medium",
-    approval_id="ap1",
-    approval_status="pending",
-    required_approvals=1,
-)
+CARD = pending_card("INC-LOST")
 
 App = Application[Any, Any, Any, Any, Any, Any]
 
