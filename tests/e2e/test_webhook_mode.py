@@ -2,19 +2,12 @@
 
 from __future__ import annotations
 
-import socket
-
 import httpx
 
 from tests.builders import ALICE, am_payload
 from tests.e2e.rig import CHAT_ID, Rig
 from tests.e2e.test_approval_loop import approve_data
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from tests.procs import free_port
 
 
 async def test_updates_arrive_by_webhook_and_forged_ones_are_refused(rig_factory: Rig) -> None:
