@@ -17,7 +17,7 @@ import pytest
 from tests.builders import ALICE
 from tests.e2e.rig import CHAT_ID, WEBHOOK_TOKEN, Rig
 from tests.e2e.test_approval_loop import approve_data
-from tests.e2e.test_webhook_mode import free_port
+from tests.procs import free_port
 
 BINARY = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
 
