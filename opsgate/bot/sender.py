@@ -7,13 +7,13 @@ and the bot's own settings go straight out.
 from __future__ import annotations
 
 import contextlib
+import time
 import warnings
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import TypeVar
 
 import httpx
-import structlog
 from telegram import (
     Bot,
     BotCommand,
@@ -34,6 +34,7 @@ from telegram.error import (
     TelegramError,
 )
 
+from opsgate.bot.callback_answers import AnswerWindow, answer_in_window
 from opsgate.bot.keyboards import approval_keyboard, feedback_keyboard
 from opsgate.bot.outbound import OutboundScheduler, Priority
 from opsgate.bot.render import card_html, duplicate_card_html, result_html
@@ -51,8 +52,6 @@ from opsgate.services.chat import (
     ResultView,
 )
 from opsgate.services.chats import ChatDirectory
-
-log = structlog.get_logger(__name__)
 
 T = TypeVar("T")
 
@@ -287,17 +286,24 @@ class TelegramSender:
         )
         return _ref(message, thread_id)
 
-    async def answer_callback(self, query_id: str, text: str, *, alert: bool) -> None:
-        try:
-            await self._call(
+    async def answer_callback(
+        self, query_id: str, text: str, *, alert: bool, arrived: float | None = None
+    ) -> None:
+        """Answer a tap straight away, never behind the message budget, retrying lost answers
+        while Telegram's window is open. ``arrived``: when the tap reached us, on
+        :func:`time.monotonic`; the window counts from then (from now when not given)."""
+        now = time.monotonic
+        window = AnswerWindow(now() if arrived is None else arrived, now)
+        await answer_in_window(
+            query_id,
+            lambda: self._call(
                 "answerCallbackQuery",
                 lambda: self._bot.answer_callback_query(
                     query_id, text=text[:200] or None, show_alert=alert
                 ),
-            )
-        except (ChatRejected, ChatUnavailable, ChatRetryLater) as exc:
-            # The user sees a spinner time out; the decision itself is already stored.
-            log.warning("callback_answer_failed", query_id=query_id, error=str(exc))
+            ),
+            window,
+        )
 
     async def check_chat(self, chat_id: int) -> str | None:
         """Why the bot cannot post in ``chat_id``, or None when it can. Network trouble raises

@@ -14,12 +14,17 @@ A = TypeVar("A", CardAction, PageAction, FeedbackAction)
 STALE = "This button is not valid any more."
 
 
-async def expect(sender: TelegramSender, query: CallbackQuery, kind: type[A]) -> A | None:
-    """The tap's action if it is a ``kind``; otherwise the tap is answered and None returned."""
+async def expect(
+    sender: TelegramSender, query: CallbackQuery, kind: type[A], *, arrived: float
+) -> A | None:
+    """The tap's action if it is a ``kind``; otherwise the tap is answered and None returned.
+
+    ``arrived``: when the tap reached the handler (:func:`time.monotonic`), which opens the
+    window for its answer."""
     action = decode(query.data)
     if isinstance(action, kind):
         return action
-    await sender.answer_callback(query.id, STALE, alert=True)
+    await sender.answer_callback(query.id, STALE, alert=True, arrived=arrived)
     return None
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import structlog
@@ -23,10 +24,11 @@ class CardButtons:
     sender: TelegramSender
 
     async def on_tap(self, update: Update, _context: ContextTypes.DEFAULT_TYPE) -> None:
+        arrived = time.monotonic()
         query = update.callback_query
         if query is None:
             return
-        action = await expect(self.sender, query, CardAction)
+        action = await expect(self.sender, query, CardAction, arrived=arrived)
         if action is None:
             return
         user = query.from_user
@@ -37,7 +39,9 @@ class CardButtons:
             origin=tapped_message(query),
             origin_offers_it=offers_tapped_button(query),
         )
-        await self.sender.answer_callback(query.id, outcome.text, alert=outcome.alert)
+        await self.sender.answer_callback(
+            query.id, outcome.text, alert=outcome.alert, arrived=arrived
+        )
         if outcome.duplicate is not None:
             await self._point_to_live_card(outcome.duplicate)
 

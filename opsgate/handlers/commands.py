@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 from telegram import InlineKeyboardMarkup, Message, Update, User
@@ -120,19 +121,20 @@ class ChatCommands:
     async def on_page(self, update: Update, _context: ContextTypes.DEFAULT_TYPE) -> None:
         """Prev / Next under /incidents, Older / Newer under /timeline: the same message is
         edited, nothing new is posted."""
+        arrived = time.monotonic()
         query = update.callback_query
         if query is None or query.message is None:
             return
-        action = await expect(self.sender, query, PageAction)
+        action = await expect(self.sender, query, PageAction, arrived=arrived)
         if action is None:
             return
         if not offers_tapped_button(query):
             # Paging data copied onto another message (an alert card, a result) must not
             # turn that message into a list and take its buttons away.
-            await self.sender.answer_callback(query.id, NOT_HERE, alert=True)
+            await self.sender.answer_callback(query.id, NOT_HERE, alert=True, arrived=arrived)
             return
         if not self.policy.is_member(query.from_user.id):
-            await self.sender.answer_callback(query.id, NOT_MEMBER, alert=True)
+            await self.sender.answer_callback(query.id, NOT_MEMBER, alert=True, arrived=arrived)
             return
         match action.view:
             case PagedView.INCIDENTS:
@@ -140,9 +142,9 @@ class ChatCommands:
             case PagedView.TIMELINE:
                 shown = await self._timeline(action.subject, action.offset)
         if shown is None:
-            await self.sender.answer_callback(query.id, STALE, alert=True)
+            await self.sender.answer_callback(query.id, STALE, alert=True, arrived=arrived)
             return
-        await self.sender.answer_callback(query.id, "", alert=False)
+        await self.sender.answer_callback(query.id, "", alert=False, arrived=arrived)
         await self.sender.edit_html(query.message.chat.id, query.message.message_id, *shown)
 
     async def on_pending(self, update: Update, _context: ContextTypes.DEFAULT_TYPE) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 from telegram import Update
@@ -23,15 +24,16 @@ class FeedbackButtons:
     sender: TelegramSender
 
     async def on_tap(self, update: Update, _context: ContextTypes.DEFAULT_TYPE) -> None:
+        arrived = time.monotonic()
         query = update.callback_query
         if query is None:
             return
-        action = await expect(self.sender, query, FeedbackAction)
+        action = await expect(self.sender, query, FeedbackAction, arrived=arrived)
         if action is None:
             return
         user = query.from_user
         if not self.policy.is_member(user.id):
-            await self.sender.answer_callback(query.id, NOT_MEMBER, alert=True)
+            await self.sender.answer_callback(query.id, NOT_MEMBER, alert=True, arrived=arrived)
             return
         who = f"@{user.username}" if user.username else f"id {user.id}"
         answer = await self.learning.record_feedback(
@@ -40,4 +42,6 @@ class FeedbackButtons:
             origin=tapped_message(query),
             origin_offers_it=offers_tapped_button(query),
         )
-        await self.sender.answer_callback(query.id, answer, alert=answer == NOT_HERE)
+        await self.sender.answer_callback(
+            query.id, answer, alert=answer == NOT_HERE, arrived=arrived
+        )

@@ -7,16 +7,19 @@ as well as the sender's reading of it.
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
 import pytest
+from structlog.testing import capture_logs
 from telegram import Bot
 from telegram.error import NetworkError, TimedOut
 from telegram.request import HTTPXRequest
 
 from opsgate.app import build_telegram
+from opsgate.bot.callback_answers import ANSWER_WINDOW_SECONDS
 from opsgate.bot.sender import TelegramSender, may_have_been_carried_out
 from opsgate.services.chat import (
     CardView,
@@ -151,7 +154,11 @@ async def test_a_server_error_answer_is_safe_to_repeat(chats: ChatDirectory) -> 
 
 async def test_answering_a_tap_never_raises_on_a_lost_answer(chats: ChatDirectory) -> None:
     sender = await sender_over(FailingNetwork(httpx.ReadTimeout), chats)
-    await sender.answer_callback("1", "Approved", alert=False)
+    # A tap near the end of its window: one retry at most, then the answer is given up.
+    nearly_too_old = time.monotonic() - ANSWER_WINDOW_SECONDS + 0.5
+    with capture_logs() as logs:
+        await sender.answer_callback("1", "Approved", alert=False, arrived=nearly_too_old)
+    assert [entry["event"] for entry in logs][-1] == "callback_answer_failed"
 
 
 def test_the_bot_waits_for_a_loaded_bot_api() -> None:

@@ -1,0 +1,43 @@
+"""A tap's answer survives a flaky Bot API: 5xx and 429 are retried inside Telegram's window,
+so the spinner on the user's phone stops with the answer."""
+
+from __future__ import annotations
+
+from tests.builders import ALICE, am_payload
+from tests.e2e.rig import CHAT_ID, Rig
+from tests.e2e.test_approval_loop import approve_data
+from tests.fakes.telegram_api import ApiCall
+
+
+def answer_calls(rig: Rig) -> list[ApiCall]:
+    return [call for call in rig.telegram.calls if call.method == "answerCallbackQuery"]
+
+
+async def tap_approve(rig: Rig) -> str:
+    await rig.post_alert(am_payload())
+    card = await rig.wait_card()
+    alice = rig.telegram.user(ALICE, "alice")
+    return rig.telegram.tap(CHAT_ID, card.message_id, alice, approve_data(card))
+
+
+async def test_an_answer_refused_with_502_is_sent_again(rig: Rig) -> None:
+    rig.telegram.inject_error("answerCallbackQuery", status=502)
+    query = await tap_approve(rig)
+
+    answer = await rig.telegram.wait_answer(query)
+
+    assert "executing" in answer.text and not answer.show_alert
+    assert [call.status for call in answer_calls(rig)] == [502, 200]
+
+
+async def test_an_answer_told_to_wait_waits_as_long_as_told(rig: Rig) -> None:
+    rig.telegram.inject_error("answerCallbackQuery", retry_after=1)
+    query = await tap_approve(rig)
+
+    answer = await rig.telegram.wait_answer(query)
+
+    assert "executing" in answer.text
+    refused, taken = answer_calls(rig)
+    assert (refused.status, taken.status) == (429, 200)
+    # A lower bound: sooner would ignore what Telegram asked for.
+    assert taken.at - refused.at >= 1.0
