@@ -72,7 +72,8 @@ def decode(data: str | None) -> CardAction | PageAction | FeedbackAction | None:
     if len(parts) != 3 or parts[0] != VERSION or parts[1] not in (APPROVE, REJECT, WRONG_DIAGNOSIS):
         return None
     approval_id = parts[2]
-    if not approval_id.isalnum() or len(approval_id) > 32:
+    # ASCII only: str.isalnum also takes letters and digits of every script.
+    if not (approval_id.isascii() and approval_id.isalnum()) or len(approval_id) > 32:
         return None
     if parts[1] == WRONG_DIAGNOSIS:
         return FeedbackAction(approval_id)

@@ -6,7 +6,8 @@ import secrets
 # Crockford's alphabet: no I, L, O or U to misread at 3 a.m.
 _ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 # What a user may type or a button may carry as an incident id.
-INCIDENT_ID = re.compile(r"^INC-[0-9A-Z]{4,12}$")
+# `\Z`, not `$`: an id followed by a newline is not an id.
+INCIDENT_ID = re.compile(r"^INC-[0-9A-Z]{4,12}\Z")
 
 
 def _token(length: int) -> str:

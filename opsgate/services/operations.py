@@ -35,8 +35,9 @@ WORKLOAD_KINDS = {
 SCALABLE = {"deployment", "statefulset"}
 MAX_REPLICAS = 1000
 # RFC 1123 subdomain names (the rule for deployments, pods and nodes) and DNS label namespaces.
-_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
-_NAMESPACE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+# Matched whole: `$` would also let a name end in a newline.
+_NAME = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+_NAMESPACE = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 
 
 class OperationRefused(ValueError):
@@ -163,13 +164,14 @@ def _split_flags(words: list[str]) -> tuple[str | None, int | None, list[str]]:
 
 
 def _check_namespace(value: str) -> str:
-    if not _NAMESPACE.match(value) or len(value) > 63:
+    if not _NAMESPACE.fullmatch(value) or len(value) > 63:
         raise OperationRefused(f"'{value}' is not a valid namespace name")
     return value
 
 
 def _check_replicas(value: str) -> int:
-    if not value.isdigit():
+    # isdigit alone also takes digits int() refuses ("²") or other scripts' digits.
+    if not (value.isascii() and value.isdigit()):
         raise OperationRefused(f"--replicas must be a whole number, not '{value}'")
     replicas = int(value)
     if replicas > MAX_REPLICAS:
@@ -178,7 +180,7 @@ def _check_replicas(value: str) -> int:
 
 
 def _check_name(value: str) -> str:
-    if not _NAME.match(value) or len(value) > 253:
+    if not _NAME.fullmatch(value) or len(value) > 253:
         raise OperationRefused(f"'{value}' is not a valid resource name")
     return value
 
