@@ -17,7 +17,8 @@ from opsgate.services.incidents import IncidentService
 from opsgate.services.job_kinds import SYNC_CARD, IncidentJob, JobKind
 from opsgate.services.jobs import ClaimedJob, JobRunner, enqueue
 from opsgate.services.playbooks import PlaybookService
-from opsgate.services.policy import AutoApproveRule, Policy, PolicyDocument
+from opsgate.services.policy import Policy, PolicyDocument
+from opsgate.services.policy_source import PolicySource
 from opsgate.services.routing import Router
 from opsgate.services.storage.db import Database
 from opsgate.services.storage.models import (
@@ -29,7 +30,15 @@ from opsgate.services.storage.models import (
     TimelineEvent,
     is_mapped_schema_object,
 )
-from tests.builders import ALICE, BOB, CAROL, alert, am_payload, policy, policy_document
+from tests.builders import (
+    ALICE,
+    BOB,
+    CAROL,
+    alert,
+    am_payload,
+    policy_document,
+    policy_source,
+)
 
 # The incident's chat, and a message in it: the first tap makes it the incident's card.
 CARD = MessageRef(-100123, 1)
@@ -40,16 +49,16 @@ def services(
 ) -> tuple[ApprovalService, IncidentService]:
     approvals = ApprovalService(
         db,
-        policy(quorum),
+        policy_source(quorum),
         ttl=timedelta(hours=2),
         retry=RetryPolicy(2, 30.0),
     )
     incidents = IncidentService(
         db,
         approvals,
-        router=Router(policy(), ChatTarget(CARD.chat_id, None)),
+        router=Router(policy_source(), ChatTarget(CARD.chat_id, None)),
         playbooks=PlaybookService(db),
-        auto_approve=AutoApproveRule(),
+        policy=policy_source(),
     )
     return approvals, incidents
 
@@ -58,7 +67,7 @@ async def test_migrate_is_idempotent(database: Database) -> None:
     await database.migrate()
     async with database.transaction() as session:
         version = await session.scalar(text("SELECT version_num FROM alembic_version"))
-    assert version == "0009"
+    assert version == "0010"
 
 
 async def test_datetimes_come_back_as_aware_utc(database: Database) -> None:
@@ -215,7 +224,7 @@ async def test_a_signature_of_someone_the_policy_no_longer_allows_does_not_count
     document["users"] = [u for u in document["users"] if u["id"] != ALICE]
     after = ApprovalService(
         database,
-        Policy(PolicyDocument.model_validate(document)),
+        PolicySource(Policy(PolicyDocument.model_validate(document))),
         ttl=timedelta(hours=2),
         retry=RetryPolicy(2, 30.0),
     )
