@@ -208,7 +208,11 @@ class ApprovalService:
         op = Operation.from_dict(approval.operation)
         # One policy for the whole decision, even if a reload swaps it meanwhile.
         policy = self._policy.current()
-        approval.required_approvals = policy.quorum(Risk(approval.risk))
+        required = policy.quorum(Risk(approval.risk))
+        if approval.required_approvals != required:
+            # A restart with an edited policy: the card's tally changes even if this tap fails.
+            approval.required_approvals = required
+            await enqueue(session, SYNC_CARD, IncidentJob(incident_id=approval.incident_id))
         verdict = policy.authorize(tapper.user_id, op, Risk(approval.risk))
         if not verdict.allowed:
             timeline.record(

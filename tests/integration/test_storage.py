@@ -246,3 +246,23 @@ async def test_a_signature_of_someone_the_policy_no_longer_allows_does_not_count
             select(TimelineEvent.summary).where(TimelineEvent.kind == "signature_lapsed")
         )
     assert status == "approved" and lapsed is not None and "@alice" in lapsed
+
+
+async def test_a_tap_judges_by_the_quorum_of_the_policy_in_force(database: Database) -> None:
+    _, incidents = services(database, quorum={"medium": 1})
+    await incidents.ingest_alertmanager(AmPayload.model_validate(am_payload()))
+    async with database.transaction() as session:
+        approval = await session.scalar(select(Approval))
+    assert approval is not None and approval.required_approvals == 1
+
+    # opsgate restarts with a policy that wants two approvals at medium risk.
+    after = ApprovalService(
+        database, policy_source({"medium": 2}), ttl=timedelta(hours=2), retry=RetryPolicy(2, 30.0)
+    )
+    outcome = await after.decide(
+        approval.id, Tapper(ALICE, "alice"), True, origin=CARD, origin_offers_it=True
+    )
+    assert "(1/2)" in outcome.text
+    async with database.transaction() as session:
+        stored = await session.get(Approval, approval.id)
+    assert stored is not None and (stored.status, stored.required_approvals) == ("pending", 2)
