@@ -347,7 +347,10 @@ class ApprovalService:
         checked = resynced = approved = 0
         async with self._db.transaction() as session:
             pending = await session.scalars(
-                select(Approval).where(Approval.status == PENDING).with_for_update()
+                # The expiry sweep closes the ones past their window; none of those may run.
+                select(Approval)
+                .where(Approval.status == PENDING, Approval.expires_at > utcnow())
+                .with_for_update()
             )
             for approval in list(pending):
                 checked += 1

@@ -266,3 +266,27 @@ async def test_a_tap_judges_by_the_quorum_of_the_policy_in_force(database: Datab
     async with database.transaction() as session:
         stored = await session.get(Approval, approval.id)
     assert stored is not None and (stored.status, stored.required_approvals) == ("pending", 2)
+
+
+async def test_a_reload_never_approves_what_is_past_its_window(database: Database) -> None:
+    approvals, incidents = services(database, quorum={"medium": 2})
+    await incidents.ingest_alertmanager(AmPayload.model_validate(am_payload()))
+    async with database.transaction() as session:
+        approval = await session.scalar(select(Approval))
+    assert approval is not None
+    await approvals.decide(
+        approval.id, Tapper(ALICE, "alice"), True, origin=CARD, origin_offers_it=True
+    )
+    async with database.transaction() as session:
+        stored = await session.get(Approval, approval.id)
+        assert stored is not None
+        # Past its window, before the expiry sweep came round.
+        stored.expires_at = datetime.now(UTC) - timedelta(seconds=1)
+
+    reloaded = ApprovalService(
+        database, policy_source({"medium": 1}), ttl=timedelta(hours=2), retry=RetryPolicy(2, 30.0)
+    )
+    assert (await reloaded.recheck_pending()).approved == 0
+    async with database.transaction() as session:
+        executions = await session.scalar(select(func.count()).select_from(Execution))
+    assert executions == 0
