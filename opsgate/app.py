@@ -437,6 +437,7 @@ class Runtime:
             ) from None
         await og.chats.load()
         await self._check_chats()
+        await og.reloader.recheck_pending()
         try:
             await og.sender.set_commands(COMMANDS)
         except ChatError as exc:

@@ -338,7 +338,7 @@ class ApprovalService:
             await self._close(session, approval, CANCELLED, note)
 
     async def recheck_pending(self) -> PendingRecheck:
-        """After a reload: every pending approval judged by the policy now in force.
+        """At start and after a reload: every pending approval judged by the policy in force.
 
         A card whose quorum or counted signatures changed is re-synced; one whose quorum is
         met under the new policy is approved, as the next tap would have found.

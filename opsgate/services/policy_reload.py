@@ -91,9 +91,15 @@ class PolicyReloader:
                 generation=state.generation,
                 **state.sizes,
             )
-            try:
-                pending = await self._approvals.recheck_pending()
-            except (SQLAlchemyError, OSError) as exc:
-                log.warning("pending_recheck_failed", error=str(exc))
-                pending = None
+            pending = await self.recheck_pending()
         return Reloaded(state, pending)
+
+    async def recheck_pending(self) -> PendingRecheck | None:
+        """Pending approvals judged by the policy in force; at start too, since the policy
+        may have changed while the process was down. None when the database failed: every
+        tap re-checks anyway."""
+        try:
+            return await self._approvals.recheck_pending()
+        except (SQLAlchemyError, OSError) as exc:
+            log.warning("pending_recheck_failed", error=str(exc))
+            return None

@@ -7,6 +7,7 @@ from typing import Any
 
 import yaml
 
+from opsgate.services.policy import Policy, PolicyDocument
 from tests.builders import ALICE, BOB, CAROL, alert, am_payload, policy, policy_document
 from tests.e2e.rig import CHAT_ID, Rig
 from tests.e2e.test_approval_loop import approve_data, real_writes
@@ -125,3 +126,15 @@ async def test_reload_needs_the_token_and_a_policy_file(rig: Rig) -> None:
     response = await rig.client.post("/api/v1/policy/reload")
     assert response.status_code == 409
     assert "OPSGATE_POLICY_FILE" in response.json()["errors"][0]
+
+
+async def test_a_restart_with_an_edited_policy_updates_pending_cards(rig_factory: Rig) -> None:
+    rig = rig_factory
+    await rig.start()
+    card = await undo_card_signed_by_alice(rig)
+
+    await rig.stop()
+    rig.policy = Policy(PolicyDocument.model_validate(without_alice(policy_document())))
+    await rig.start()
+    card = await rig.wait_text(card.message_id, LAPSED)
+    assert "Approvals 0/2: none yet" in card.plain_text
