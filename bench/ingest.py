@@ -47,7 +47,7 @@ from fastapi import FastAPI, Request
 from opsgate.app import build_app, load_kube_client, migrate_database
 from opsgate.logs import configure_logging
 from opsgate.settings import Settings
-from tests.builders import alert, am_payload, policy
+from tests.builders import alert, am_payload, policy_source
 from tests.fakes.kube_api import FakeKube
 from tests.fakes.telegram_api import FakeTelegram
 
@@ -79,7 +79,7 @@ async def _serve_opsgate(sock: socket.socket, database_url: str, workdir: Path) 
         log_format="json",
     )
     configure_logging(settings.log_format, settings.log_level)
-    og = build_app(settings, policy=policy(), kube=await load_kube_client(settings))
+    og = build_app(settings, policy=policy_source(), kube=await load_kube_client(settings))
     await migrate_database(og.db)
     try:
         await _uvicorn(og.api).serve(sockets=[sock])

@@ -40,6 +40,7 @@ from opsgate.handlers.http_routes import (
     create_api,
     health_router,
     ingest_router,
+    policy_router,
     telegram_webhook_router,
 )
 from opsgate.handlers.telegram_updates import ALLOWED_UPDATES, register
@@ -60,9 +61,10 @@ from opsgate.services.knowledge import KnowledgeService
 from opsgate.services.kube_executor import KubeExecutor
 from opsgate.services.leadership import Leadership
 from opsgate.services.learning import LearningService
-from opsgate.services.notifiers import build_notifiers
+from opsgate.services.notifiers import PolicyNotifiers
 from opsgate.services.playbooks import PlaybookService
-from opsgate.services.policy import Policy
+from opsgate.services.policy_reload import PolicyReloader, ReloadRefused
+from opsgate.services.policy_source import PolicySource
 from opsgate.services.process_locks import LockUnavailable, ProcessLock, process_lock
 from opsgate.services.queries import IncidentQueries
 from opsgate.services.routing import Router
@@ -150,6 +152,7 @@ class OpsGate:
     # What uvicorn serves: the API behind the token and body-size gate.
     http_app: RequestGate
     webhook_secret: str | None
+    reloader: PolicyReloader
     routed_chats: tuple[int, ...] = ()
 
 
@@ -203,8 +206,11 @@ async def migrate_database(db: Database) -> None:
         ) from None
 
 
-def build_app(settings: Settings, *, policy: Policy, kube: ApiClient) -> OpsGate:
-    """Wire opsgate: every service gets what it needs here, and nowhere else."""
+def build_app(settings: Settings, *, policy: PolicySource, kube: ApiClient) -> OpsGate:
+    """Wire opsgate: every service gets what it needs here, and nowhere else.
+
+    Services hold ``policy``, the holder, and read the policy in force at each decision.
+    """
     metrics = Metrics()
     db = open_database(settings.database_url)
     telegram = build_telegram(settings)
@@ -227,7 +233,7 @@ def build_app(settings: Settings, *, policy: Policy, kube: ApiClient) -> OpsGate
         approvals,
         router=router,
         playbooks=playbooks,
-        auto_approve=policy.auto_approve,
+        policy=policy,
     )
     executor = KubeExecutor(kube, settings.kube_request_timeout)
     verification = VerificationService(
@@ -250,7 +256,7 @@ def build_app(settings: Settings, *, policy: Policy, kube: ApiClient) -> OpsGate
     fanout = ResultFanout(
         db,
         sender,
-        build_notifiers(policy.notifiers, http),
+        PolicyNotifiers(policy, http),
         on_failure=metrics.notify_failed,
     )
 
@@ -317,8 +323,10 @@ def build_app(settings: Settings, *, policy: Policy, kube: ApiClient) -> OpsGate
     )
 
     token = settings.webhook_token.get_secret_value() if settings.webhook_token else None
+    reloader = PolicyReloader(policy, settings.policy_file, approvals)
     routers = [
         ingest_router(incidents, db, on_alert=metrics.alerts_received.inc),
+        policy_router(reloader),
         health_router(db, metrics.registry),
     ]
     webhook_secret: str | None = None
@@ -361,6 +369,7 @@ def build_app(settings: Settings, *, policy: Policy, kube: ApiClient) -> OpsGate
         api=api,
         http_app=RequestGate(api, token=token),
         webhook_secret=webhook_secret,
+        reloader=reloader,
         routed_chats=router.chats(),
     )
 
@@ -390,6 +399,19 @@ class Runtime:
         self.port: int | None = None
         self.instance_lock: ProcessLock | None = None
         self.polling: Leadership | None = None
+        self._reload_wanted = asyncio.Event()
+
+    def request_reload(self) -> None:
+        """Reload the policy file soon; safe in a signal handler (SIGHUP)."""
+        self._reload_wanted.set()
+
+    async def _reload_on_request(self) -> None:
+        while True:
+            await self._reload_wanted.wait()
+            self._reload_wanted.clear()
+            # A refusal is logged by the reloader; the old policy stays in force.
+            with contextlib.suppress(ReloadRefused):
+                await self.og.reloader.reload("signal")
 
     async def run(self) -> None:
         try:
@@ -415,6 +437,7 @@ class Runtime:
             ) from None
         await og.chats.load()
         await self._check_chats()
+        await og.reloader.recheck_pending()
         try:
             await og.sender.set_commands(COMMANDS)
         except ChatError as exc:
@@ -433,7 +456,8 @@ class Runtime:
         ]
         server_task = asyncio.create_task(server.serve(sockets=[sock]), name="http-server")
         stop_task = asyncio.create_task(self.stop.wait(), name="stop-signal")
-        tasks = {server_task, stop_task, *runner_tasks}
+        reload_task = asyncio.create_task(self._reload_on_request(), name="policy-reload")
+        tasks = {server_task, stop_task, reload_task, *runner_tasks}
         polling_stop = asyncio.Event()
         if og.webhook_secret is None:
             self.polling = self._polling_leadership()
@@ -459,6 +483,7 @@ class Runtime:
             runner_stop.set()
             polling_stop.set()
             stop_task.cancel()
+            reload_task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _check_chats(self) -> None:

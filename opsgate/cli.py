@@ -16,6 +16,7 @@ from opsgate.app import Runtime, build_app, load_kube_client, migrate_database, 
 from opsgate.logs import configure_logging
 from opsgate.services.finetune_export import export_finetune
 from opsgate.services.policy import Policy, PolicyError
+from opsgate.services.policy_source import PolicySource
 from opsgate.settings import Settings, SettingsError, load_database_settings, load_settings
 
 log = structlog.get_logger(__name__)
@@ -87,7 +88,7 @@ def _utc_date(text: str) -> datetime:
 async def _serve(settings: Settings) -> None:
     policy = Policy.from_file(settings.policy_file) if settings.policy_file else Policy.empty()
     kube = await load_kube_client(settings)
-    runtime = Runtime(build_app(settings, policy=policy, kube=kube))
+    runtime = Runtime(build_app(settings, policy=PolicySource(policy), kube=kube))
     # Kubernetes stops a pod with SIGTERM. uvicorn catches it while it serves, but stops only
     # the HTTP server and then raises the signal again; with Python's default action that kills
     # the process before polling, the job runner and the database pool are shut down. With a
@@ -95,6 +96,7 @@ async def _serve(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, _stop_on_signal, runtime, signum)
+    loop.add_signal_handler(signal.SIGHUP, _reload_on_signal, runtime)
     await runtime.run()
 
 
@@ -102,6 +104,11 @@ def _stop_on_signal(runtime: Runtime, signum: signal.Signals) -> None:
     if not runtime.stop.is_set():
         log.info("stop_signal_received", signal=signum.name)
         runtime.stop.set()
+
+
+def _reload_on_signal(runtime: Runtime) -> None:
+    log.info("reload_signal_received", signal="SIGHUP")
+    runtime.request_reload()
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ from typing import Any
 
 from opsgate.services.chat import CardView
 from opsgate.services.policy import Policy, PolicyDocument
+from opsgate.services.policy_source import PolicySource
 
 ALICE, BOB, CAROL, MALLORY, VIEWER = 1001, 1002, 1003, 6666, 1009
 # A second admin, so that every quorum of the test policy can be reached.
@@ -68,6 +69,11 @@ def am_payload(
 def policy(quorum: dict[str, int] | None = None, **extra: Any) -> Policy:
     """The test policy; ``extra`` adds top-level sections (routes, notifiers, ...)."""
     return Policy(PolicyDocument.model_validate(policy_document(quorum, **extra)))
+
+
+def policy_source(quorum: dict[str, int] | None = None, **extra: Any) -> PolicySource:
+    """The test policy in the holder services read it from."""
+    return PolicySource(policy(quorum, **extra))
 
 
 def policy_document(quorum: dict[str, int] | None = None, **extra: Any) -> dict[str, Any]:

@@ -28,6 +28,7 @@ MAX_NOTE = 160
 MAX_DETAIL = 400
 MAX_ATTEMPT_ERROR = 120
 SHOWN_APPROVERS = 5
+SHOWN_LAPSED = 3
 SHOWN_FAILED_ATTEMPTS = 3
 
 _SEVERITY_ICON = {"critical": "🔴", "error": "🔴", "high": "🔴", "warning": "🟠", "info": "🔵"}
@@ -118,12 +119,13 @@ def _card_action(card: CardView) -> str:
 def _decision_lines(card: CardView) -> list[str]:
     signed = _names(card.approvers, "none yet")
     tally = f"Approvals {len(card.approvers)}/{card.required_approvals}: {signed}"
+    lapsed = _lapsed_lines(card.lapsed)
     match card.approval_status:
         case "pending":
             if card.expires_at is None:
-                return [tally]
+                return [tally, *lapsed]
             # An absolute time: a relative one would go stale on a card nobody re-renders.
-            return [tally, f"⏳ buttons close at {clock(card.expires_at)}"]
+            return [tally, *lapsed, f"⏳ buttons close at {clock(card.expires_at)}"]
         case "rejected":
             rejecter = clip(card.rejected_by or "an approver", MAX_SHORT)
             return [f"🚫 <b>Rejected</b> by {rejecter}. Nothing ran."]
@@ -135,7 +137,18 @@ def _decision_lines(card: CardView) -> list[str]:
             note = clip(card.decision_note.capitalize(), MAX_NOTE)
             return [f"🤖 <b>{note}</b>", *_execution_lines(card)]
         case _:
-            return [f"✅ Approved by {signed}", *_execution_lines(card)]
+            return [f"✅ Approved by {signed}", *lapsed, *_execution_lines(card)]
+
+
+def _lapsed_lines(lapsed: tuple[tuple[str, str], ...]) -> list[str]:
+    lines = [
+        f"⚠️ Signature of {clip(who, MAX_SHORT)} no longer counts ({clip(why, MAX_NOTE)})"
+        for who, why in lapsed[:SHOWN_LAPSED]
+    ]
+    more = len(lapsed) - len(lines)
+    if more > 0:
+        lines.append(f"⚠️ and {more} more signature(s) that no longer count")
+    return lines
 
 
 def _execution_lines(card: CardView) -> list[str]:

@@ -32,7 +32,7 @@ from opsgate.services.health import HealthService
 from opsgate.services.ids import INCIDENT_ID
 from opsgate.services.knowledge import KnowledgeService
 from opsgate.services.playbooks import PlaybookService
-from opsgate.services.policy import Policy
+from opsgate.services.policy_source import PolicySource
 from opsgate.services.queries import IncidentQueries
 
 Answer = tuple[str, InlineKeyboardMarkup | None]
@@ -51,7 +51,7 @@ class ChatCommands:
     health: HealthService
     knowledge: KnowledgeService
     playbooks: PlaybookService
-    policy: Policy
+    policy: PolicySource
     chats: ChatDirectory
     sender: TelegramSender
 
@@ -75,7 +75,7 @@ class ChatCommands:
         asked = await self._asked(update)
         if asked is None:
             return None
-        if not self.policy.is_member(asked[1].id):
+        if not self.policy.current().is_member(asked[1].id):
             await self._answer(asked[0], NOT_MEMBER)
             return None
         return asked
@@ -83,10 +83,8 @@ class ChatCommands:
     async def on_help(self, update: Update, _context: ContextTypes.DEFAULT_TYPE) -> None:
         asked = await self._asked(update)
         if asked is not None:
-            user_id = asked[1].id
-            html = help_html(
-                member=self.policy.is_member(user_id), approver=self.policy.can_approve(user_id)
-            )
+            user_id, policy = asked[1].id, self.policy.current()
+            html = help_html(member=policy.is_member(user_id), approver=policy.can_approve(user_id))
             await self._answer(asked[0], html)
 
     async def on_whoami(self, update: Update, _context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -95,9 +93,8 @@ class ChatCommands:
             message, user = asked
             group = None if message.chat.type == "private" else message.chat_id
             topic = message.message_thread_id if message.is_topic_message else None
-            html = whoami_html(
-                user.id, user.username, self.policy.roles_of(user.id), chat_id=group, topic=topic
-            )
+            roles = self.policy.current().roles_of(user.id)
+            html = whoami_html(user.id, user.username, roles, chat_id=group, topic=topic)
             await self._answer(message, html)
 
     async def on_incidents(self, update: Update, _context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -133,7 +130,7 @@ class ChatCommands:
             # turn that message into a list and take its buttons away.
             await self.sender.answer_callback(query.id, NOT_HERE, alert=True, arrived=arrived)
             return
-        if not self.policy.is_member(query.from_user.id):
+        if not self.policy.current().is_member(query.from_user.id):
             await self.sender.answer_callback(query.id, NOT_MEMBER, alert=True, arrived=arrived)
             return
         match action.view:
@@ -151,7 +148,7 @@ class ChatCommands:
         asked = await self._member(update)
         if asked is None:
             return
-        if not self.policy.can_approve(asked[1].id):
+        if not self.policy.current().can_approve(asked[1].id):
             await self._answer(asked[0], NOT_APPROVER)
             return
         for html in pending_messages(await self.queries.pending_approvals()):
@@ -230,7 +227,7 @@ class ChatCommands:
         if len(args) != 2 or args[0] not in ("approve", "retire") or not args[1].isdigit():
             await self._answer(message, PLAYBOOK_USAGE)
             return
-        if not self.policy.is_admin(user.id):
+        if not self.policy.current().is_admin(user.id):
             await self._answer(message, "Only admins approve or retire playbooks.")
             return
         who = f"@{user.username}" if user.username else f"id {user.id}"

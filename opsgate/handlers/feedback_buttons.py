@@ -12,7 +12,7 @@ from opsgate.bot.callback_data import FeedbackAction
 from opsgate.bot.sender import TelegramSender
 from opsgate.handlers.callback_actions import expect, offers_tapped_button, tapped_message
 from opsgate.services.learning import NOT_HERE, LearningService
-from opsgate.services.policy import Policy
+from opsgate.services.policy_source import PolicySource
 
 NOT_MEMBER = "Only people in the opsgate policy can judge a diagnosis."
 
@@ -20,7 +20,7 @@ NOT_MEMBER = "Only people in the opsgate policy can judge a diagnosis."
 @dataclass
 class FeedbackButtons:
     learning: LearningService
-    policy: Policy
+    policy: PolicySource
     sender: TelegramSender
 
     async def on_tap(self, update: Update, _context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -32,7 +32,7 @@ class FeedbackButtons:
         if action is None:
             return
         user = query.from_user
-        if not self.policy.is_member(user.id):
+        if not self.policy.current().is_member(user.id):
             await self.sender.answer_callback(query.id, NOT_MEMBER, alert=True, arrived=arrived)
             return
         who = f"@{user.username}" if user.username else f"id {user.id}"

@@ -20,6 +20,7 @@ from opsgate.services.approvals import Proposal
 from opsgate.services.incidents import ApiProposal, Conflict, IncidentService, NotFound
 from opsgate.services.input_bounds import check_storable, printable
 from opsgate.services.operations import OperationRefused
+from opsgate.services.policy_reload import PolicyReloader, PolicyState, ReloadRefused
 from opsgate.services.risk import Risk
 from opsgate.services.storage.db import Database
 from opsgate.services.storage.models import Approval
@@ -135,6 +136,66 @@ def _status(approval: Approval) -> ApprovalStatus:
         risk=approval.risk,
         required_approvals=approval.required_approvals,
         expires_at=approval.expires_at,
+    )
+
+
+class PolicyStatus(BaseModel):
+    file: str | None
+    generation: int
+    loaded_at: datetime
+    users: int
+    roles: int
+    routes: int
+    notifiers: int
+
+
+class PendingRechecked(BaseModel):
+    checked: int
+    resynced: int
+    approved: int
+
+
+class PolicyReloaded(PolicyStatus):
+    status: Literal["reloaded"] = "reloaded"
+    # None when the database could not be reached for the re-check.
+    pending: PendingRechecked | None
+
+
+def policy_router(reloader: PolicyReloader) -> APIRouter:
+    """The policy in force in this process, and its reload; behind the bearer token."""
+    router = APIRouter()
+
+    @router.get("/api/v1/policy")
+    async def show_policy() -> PolicyStatus:
+        return _policy_status(reloader.state())
+
+    @router.post("/api/v1/policy/reload", response_model=None)
+    async def reload_policy() -> PolicyReloaded | JSONResponse:
+        try:
+            done = await reloader.reload("api")
+        except ReloadRefused as exc:
+            status = 409 if exc.nothing_to_read else 422
+            body = {
+                "detail": "policy not reloaded; the one in force stays",
+                "errors": [printable(line) for line in exc.lines],
+            }
+            return JSONResponse(body, status)
+        pending = done.pending
+        return PolicyReloaded(
+            **_policy_status(done.state).model_dump(),
+            pending=PendingRechecked(
+                checked=pending.checked, resynced=pending.resynced, approved=pending.approved
+            )
+            if pending is not None
+            else None,
+        )
+
+    return router
+
+
+def _policy_status(state: PolicyState) -> PolicyStatus:
+    return PolicyStatus(
+        file=state.file, generation=state.generation, loaded_at=state.loaded_at, **state.sizes
     )
 
 

@@ -8,7 +8,7 @@ from enum import StrEnum
 from typing import Any
 
 import structlog
-from sqlalchemy import func, select, update
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from opsgate.services import timeline
@@ -18,6 +18,7 @@ from opsgate.services.job_kinds import EXECUTE, LEARN, SYNC_CARD, ApprovalJob, I
 from opsgate.services.jobs import enqueue
 from opsgate.services.operations import Operation, parse_operation
 from opsgate.services.policy import Policy
+from opsgate.services.policy_source import PolicySource
 from opsgate.services.risk import Risk, effective_risk
 from opsgate.services.storage.db import Database
 from opsgate.services.storage.models import Approval, Execution, Incident, Signature, utcnow
@@ -81,6 +82,15 @@ DUPLICATE = "This card is a duplicate; use the incident's card."
 
 
 @dataclass(frozen=True)
+class PendingRecheck:
+    """What a reload's re-check of the pending approvals did."""
+
+    checked: int
+    resynced: int
+    approved: int
+
+
+@dataclass(frozen=True)
 class RetryPolicy:
     max_retries: int
     delay_seconds: float
@@ -90,7 +100,7 @@ class ApprovalService:
     def __init__(
         self,
         db: Database,
-        policy: Policy,
+        policy: PolicySource,
         *,
         ttl: timedelta,
         retry: RetryPolicy,
@@ -116,7 +126,7 @@ class ApprovalService:
             requester_user_id=proposal.requester_user_id,
             evidence=proposal.evidence or {},
             status=PENDING,
-            required_approvals=self._policy.quorum(risk),
+            required_approvals=self._policy.current().quorum(risk),
             created_at=now,
             expires_at=now + self._ttl,
         )
@@ -196,7 +206,14 @@ class ApprovalService:
             await self._close(session, approval, EXPIRED, "approval window ran out")
             return TapOutcome("Too late: this request has expired.", True, True)
         op = Operation.from_dict(approval.operation)
-        verdict = self._policy.authorize(tapper.user_id, op, Risk(approval.risk))
+        # One policy for the whole decision, even if a reload swaps it meanwhile.
+        policy = self._policy.current()
+        required = policy.quorum(Risk(approval.risk))
+        if approval.required_approvals != required:
+            # A restart with an edited policy: the card's tally changes even if this tap fails.
+            approval.required_approvals = required
+            await enqueue(session, SYNC_CARD, IncidentJob(incident_id=approval.incident_id))
+        verdict = policy.authorize(tapper.user_id, op, Risk(approval.risk))
         if not verdict.allowed:
             timeline.record(
                 session,
@@ -221,13 +238,14 @@ class ApprovalService:
             )
         )
         if already is not None:
-            count = await _approvals_count(session, approval.id)
+            count, _ = await _recheck(session, approval, op, policy)
             return TapOutcome(
                 f"You already approved this ({count}/{approval.required_approvals}).", True, False
             )
         session.add(_signature(approval.id, tapper, "approve"))
         await session.flush()
-        count, lapsed = await self._valid_approvals(session, approval, op)
+        lapsed_before = await _lapsed_names(session, approval.id)
+        count, lapsed = await _recheck(session, approval, op, policy)
         timeline.record(
             session,
             approval.incident_id,
@@ -235,15 +253,7 @@ class ApprovalService:
             f"approved by {tapper.display} ({count}/{approval.required_approvals})",
             actor=tapper.display,
         )
-        if lapsed:
-            # The policy changed since they signed: their signatures no longer count.
-            timeline.record(
-                session,
-                approval.incident_id,
-                "signature_lapsed",
-                f"no longer counted (not allowed by the policy in force): {', '.join(lapsed)}",
-                status="warning",
-            )
+        _record_lapsed(session, approval.incident_id, lapsed_before, lapsed)
         if count < approval.required_approvals:
             await enqueue(session, SYNC_CARD, IncidentJob(incident_id=approval.incident_id))
             note = f"; no longer counted: {', '.join(lapsed)}" if lapsed else ""
@@ -254,23 +264,6 @@ class ApprovalService:
         if not claimed:
             return TapOutcome("Too late: this request was decided meanwhile.", True, False)
         return TapOutcome("Approved: quorum reached, executing now.", False, True)
-
-    async def _valid_approvals(
-        self, session: AsyncSession, approval: Approval, op: Operation
-    ) -> tuple[int, list[str]]:
-        """Approvals that still count under the policy in force, and who lost the right."""
-        signatures = await session.scalars(
-            select(Signature).where(
-                Signature.approval_id == approval.id, Signature.decision == "approve"
-            )
-        )
-        count, lapsed = 0, []
-        for sig in signatures:
-            if self._policy.authorize(sig.user_id, op, Risk(approval.risk)).allowed:
-                count += 1
-            else:
-                lapsed.append(Tapper(sig.user_id, sig.username).display)
-        return count, lapsed
 
     async def auto_approve(self, session: AsyncSession, approval: Approval, note: str) -> bool:
         """Approve without a human tap; callers decide when that is allowed."""
@@ -343,6 +336,41 @@ class ApprovalService:
         )
         for approval in pending:
             await self._close(session, approval, CANCELLED, note)
+
+    async def recheck_pending(self) -> PendingRecheck:
+        """At start and after a reload: every pending approval judged by the policy in force.
+
+        A card whose quorum or counted signatures changed is re-synced; one whose quorum is
+        met under the new policy is approved, as the next tap would have found.
+        """
+        policy = self._policy.current()
+        checked = resynced = approved = 0
+        async with self._db.transaction() as session:
+            pending = await session.scalars(
+                # The expiry sweep closes the ones past their window; none of those may run.
+                select(Approval)
+                .where(Approval.status == PENDING, Approval.expires_at > utcnow())
+                .with_for_update()
+            )
+            for approval in list(pending):
+                checked += 1
+                required_before = approval.required_approvals
+                lapsed_before = await _lapsed_names(session, approval.id)
+                approval.required_approvals = policy.quorum(Risk(approval.risk))
+                op = Operation.from_dict(approval.operation)
+                count, lapsed = await _recheck(session, approval, op, policy)
+                if (approval.required_approvals, lapsed) == (required_before, lapsed_before):
+                    continue
+                _record_recheck(session, approval, required_before, lapsed_before, lapsed)
+                if count >= approval.required_approvals and await self._claim(
+                    session, approval, "quorum reached under the reloaded policy"
+                ):
+                    approved += 1
+                    continue
+                await enqueue(session, SYNC_CARD, IncidentJob(incident_id=approval.incident_id))
+                resynced += 1
+        log.info("pending_rechecked", checked=checked, resynced=resynced, approved=approved)
+        return PendingRecheck(checked, resynced, approved)
 
     async def expire_due(self) -> int:
         """Close every pending approval whose window has run out, and say so on its card."""
@@ -431,10 +459,85 @@ def _is_requester(approval: Approval, tapper: Tapper) -> bool:
     return bool(tapper.username) and requested == tapper.username.lower()
 
 
-async def _approvals_count(session: AsyncSession, approval_id: str) -> int:
-    count = await session.scalar(
-        select(func.count())
-        .select_from(Signature)
-        .where(Signature.approval_id == approval_id, Signature.decision == "approve")
+def lapse_reason(policy: Policy, user_id: int, op: Operation, risk: Risk) -> str | None:
+    """Why a signature does not count under ``policy``; None when it does."""
+    if policy.authorize(user_id, op, risk).allowed:
+        return None
+    if not policy.is_member(user_id):
+        return "not in the policy any more"
+    return "not an approver for this action under the current policy"
+
+
+async def _recheck(
+    session: AsyncSession, approval: Approval, op: Operation, policy: Policy
+) -> tuple[int, list[str]]:
+    """The approvals that count under ``policy``, and who lost the right; each signature is
+    marked, so the card can say whose signature no longer counts and why."""
+    signatures = await session.scalars(
+        select(Signature)
+        .where(Signature.approval_id == approval.id, Signature.decision == "approve")
+        .order_by(Signature.created_at, Signature.id)
     )
-    return int(count or 0)
+    count, lapsed = 0, []
+    for sig in signatures:
+        sig.lapsed = lapse_reason(policy, sig.user_id, op, Risk(approval.risk))
+        if sig.lapsed is None:
+            count += 1
+        else:
+            lapsed.append(Tapper(sig.user_id, sig.username).display)
+    return count, lapsed
+
+
+async def _lapsed_names(session: AsyncSession, approval_id: str) -> list[str]:
+    """Who the last re-check found no longer counting, in signing order."""
+    signatures = await session.scalars(
+        select(Signature)
+        .where(
+            Signature.approval_id == approval_id,
+            Signature.decision == "approve",
+            Signature.lapsed.is_not(None),
+        )
+        .order_by(Signature.created_at, Signature.id)
+    )
+    return [Tapper(sig.user_id, sig.username).display for sig in signatures]
+
+
+def _record_lapsed(
+    session: AsyncSession, incident_id: str, before: list[str], after: list[str]
+) -> None:
+    newly = [name for name in after if name not in before]
+    if newly:
+        # The policy changed since they signed: their signatures no longer count.
+        timeline.record(
+            session,
+            incident_id,
+            "signature_lapsed",
+            f"no longer counted (not allowed by the policy in force): {', '.join(newly)}",
+            status="warning",
+        )
+    restored = [name for name in before if name not in after]
+    if restored:
+        timeline.record(
+            session,
+            incident_id,
+            "signature_restored",
+            f"counted again under the policy in force: {', '.join(restored)}",
+        )
+
+
+def _record_recheck(
+    session: AsyncSession,
+    approval: Approval,
+    required_before: int,
+    lapsed_before: list[str],
+    lapsed: list[str],
+) -> None:
+    if approval.required_approvals != required_before:
+        timeline.record(
+            session,
+            approval.incident_id,
+            "quorum_changed",
+            f"the reloaded policy needs {approval.required_approvals} approval(s), "
+            f"not {required_before}",
+        )
+    _record_lapsed(session, approval.incident_id, lapsed_before, lapsed)

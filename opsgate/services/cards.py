@@ -101,6 +101,7 @@ async def build_card(session: AsyncSession, incident: Incident) -> CardView:
         approval_status=approval.status,
         required_approvals=approval.required_approvals,
         approvers=tuple(await approver_names(session, approval.id)),
+        lapsed=await _lapsed(session, approval.id),
         rejected_by=f"@{rejecter.username}" if rejecter and rejecter.username else "",
         decision_note=approval.decision_note,
         expires_at=approval.expires_at,
@@ -116,6 +117,17 @@ async def build_card(session: AsyncSession, incident: Incident) -> CardView:
         record=await _record(session, incident, approval),
         related_case=_case_line(incident.related_case),
         auto_approved=approval.requested_by == AUTO_REQUESTER,
+    )
+
+
+async def _lapsed(session: AsyncSession, approval_id: str) -> tuple[tuple[str, str], ...]:
+    rows = await session.scalars(
+        select(Signature)
+        .where(Signature.approval_id == approval_id, Signature.lapsed.is_not(None))
+        .order_by(Signature.created_at, Signature.id)
+    )
+    return tuple(
+        (f"@{s.username}" if s.username else f"id {s.user_id}", s.lapsed or "") for s in rows
     )
 
 

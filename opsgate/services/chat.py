@@ -54,6 +54,8 @@ class CardView:
     approval_status: str | None = None
     required_approvals: int = 0
     approvers: tuple[str, ...] = ()
+    # (who, why) for each signature the last quorum check no longer counted.
+    lapsed: tuple[tuple[str, str], ...] = ()
     rejected_by: str = ""
     decision_note: str = ""
     expires_at: datetime | None = None

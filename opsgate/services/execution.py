@@ -379,7 +379,11 @@ async def load_execution(session: AsyncSession, approval_id: str) -> ExecutionRe
 async def approver_names(session: AsyncSession, approval_id: str) -> list[str]:
     rows = await session.scalars(
         select(Signature)
-        .where(Signature.approval_id == approval_id, Signature.decision == "approve")
+        .where(
+            Signature.approval_id == approval_id,
+            Signature.decision == "approve",
+            Signature.lapsed.is_(None),
+        )
         .order_by(Signature.created_at, Signature.id)
     )
     return [f"@{s.username}" if s.username else f"id {s.user_id}" for s in rows]

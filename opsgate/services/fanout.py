@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Protocol
 
 import structlog
 
@@ -23,12 +24,16 @@ class NotifierGone(Exception):
     pass
 
 
+class NotifierLookup(Protocol):
+    def get(self, name: str) -> Notifier | None: ...
+
+
 class ResultFanout:
     def __init__(
         self,
         db: Database,
         chat: ChatPort,
-        notifiers: dict[str, Notifier],
+        notifiers: NotifierLookup,
         *,
         on_failure: Callable[[str], None] | None = None,
     ) -> None:

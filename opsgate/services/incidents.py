@@ -25,7 +25,7 @@ from opsgate.services.learning import AUTO_REQUESTER, record_in, signature
 from opsgate.services.operations import OperationRefused
 from opsgate.services.playbooks import REQUESTER_PREFIX as PLAYBOOK_REQUESTER
 from opsgate.services.playbooks import PlaybookService
-from opsgate.services.policy import AutoApproveRule
+from opsgate.services.policy_source import PolicySource
 from opsgate.services.risk import Risk, parse_risk
 from opsgate.services.routing import Router
 from opsgate.services.storage.db import Database
@@ -84,13 +84,13 @@ class IncidentService:
         *,
         router: Router,
         playbooks: PlaybookService,
-        auto_approve: AutoApproveRule,
+        policy: PolicySource,
     ) -> None:
         self._db = db
         self._approvals = approvals
         self._router = router
         self._playbooks = playbooks
-        self._auto_approve = auto_approve
+        self._policy = policy
         self.last_received_at: datetime | None = None
 
     async def ingest_alertmanager(self, payload: AmPayload) -> IngestResult:
@@ -352,7 +352,7 @@ class IncidentService:
         self, session: AsyncSession, incident: Incident, approval: Approval, playbook_id: int
     ) -> None:
         """Only when switched on, only low risk, only above the trust threshold."""
-        rule = self._auto_approve
+        rule = self._policy.current().auto_approve
         if not rule.enabled or approval.risk != Risk.LOW.value:
             return
         record = await record_in(session, signature(incident), approval.action)

@@ -19,6 +19,7 @@ from tenacity import (
 
 from opsgate.services.chat import ResultView
 from opsgate.services.policy import NotifierRule
+from opsgate.services.policy_source import PolicySource
 
 log = structlog.get_logger(__name__)
 
@@ -107,7 +108,13 @@ def _describe(exc: httpx.HTTPError) -> str:
     return type(exc).__name__
 
 
-def build_notifiers(
-    rules: dict[str, NotifierRule], client: httpx.AsyncClient
-) -> dict[str, Notifier]:
-    return {name: WebhookNotifier(name, rule, client) for name, rule in rules.items()}
+class PolicyNotifiers:
+    """The notifiers the policy in force defines, looked up when a result goes out."""
+
+    def __init__(self, policy: PolicySource, client: httpx.AsyncClient) -> None:
+        self._policy = policy
+        self._client = client
+
+    def get(self, name: str) -> Notifier | None:
+        rule = self._policy.current().notifiers.get(name)
+        return WebhookNotifier(name, rule, self._client) if rule is not None else None

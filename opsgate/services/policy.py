@@ -287,6 +287,8 @@ class Policy:
             text = path.read_text(encoding="utf-8")
         except OSError as exc:
             raise PolicyError(f"{path}: cannot read: {exc.strerror}") from None
+        except UnicodeDecodeError as exc:
+            raise PolicyError(f"{path}: not UTF-8 text (byte {exc.start})") from None
         try:
             raw: Any = yaml.safe_load(text)
         except yaml.YAMLError as exc:
@@ -304,6 +306,16 @@ class Policy:
 
     def quorum(self, risk: Risk) -> int:
         return self._quorum[risk]
+
+    def sizes(self) -> dict[str, int]:
+        """How many of each the policy defines: enough to tell two policies apart at a glance."""
+        doc = self._doc
+        return {
+            "users": len(self._users),
+            "roles": len(doc.roles),
+            "routes": len(doc.routes),
+            "notifiers": len(doc.notifiers),
+        }
 
     def roles_of(self, user_id: int) -> list[str]:
         user = self._users.get(user_id)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from opsgate.services.chat import ChatTarget
-from opsgate.services.policy import Policy
+from opsgate.services.policy_source import PolicySource
 
 TELEGRAM = "tg:"
 NOTIFIER = "notifier:"
@@ -19,19 +19,20 @@ class Route:
 
 
 class Router:
-    def __init__(self, policy: Policy, default_target: ChatTarget) -> None:
+    def __init__(self, policy: PolicySource, default_target: ChatTarget) -> None:
         self._policy = policy
         self._default = default_target
 
     def route(self, labels: dict[str, str]) -> Route:
         """The first matching route wins; no match means the default chat."""
-        rule = next((r for r in self._policy.routes if r.matches(labels)), None)
+        policy = self._policy.current()
+        rule = next((r for r in policy.routes if r.matches(labels)), None)
         if rule is None or rule.chat_id is None:
             target = self._default
         else:
             target = ChatTarget(rule.chat_id, rule.thread_id)
-        subscribers = [*(rule.subscribers if rule else []), *self._policy.result_subscribers]
-        notifiers = [*(rule.notifiers if rule else []), *self._policy.result_notifiers]
+        subscribers = [*(rule.subscribers if rule else []), *policy.result_subscribers]
+        notifiers = [*(rule.notifiers if rule else []), *policy.result_notifiers]
         destinations = [
             # The card's own chat already gets the reply in the alert thread.
             *(f"{TELEGRAM}{c}" for c in subscribers if c != target.chat_id),
@@ -42,7 +43,8 @@ class Router:
 
     def chats(self) -> tuple[int, ...]:
         """Every chat the routes may post to besides the default: cards and result copies."""
-        routes = self._policy.routes
+        policy = self._policy.current()
+        routes = policy.routes
         cards = [r.chat_id for r in routes if r.chat_id is not None]
         copies = [c for r in routes for c in r.subscribers]
-        return tuple(dict.fromkeys([*cards, *copies, *self._policy.result_subscribers]))
+        return tuple(dict.fromkeys([*cards, *copies, *policy.result_subscribers]))

@@ -13,6 +13,7 @@ from sqlalchemy import select
 
 from opsgate.app import Runtime, build_app, load_kube_client
 from opsgate.services.policy import Policy
+from opsgate.services.policy_source import PolicySource
 from opsgate.services.storage.db import Database
 from opsgate.services.storage.models import Incident
 from opsgate.settings import Settings
@@ -67,7 +68,7 @@ class Rig:
     async def start(self) -> None:
         settings = self.settings()
         kube = await load_kube_client(settings)
-        self.runtime = Runtime(build_app(settings, policy=self.policy, kube=kube))
+        self.runtime = Runtime(build_app(settings, policy=PolicySource(self.policy), kube=kube))
         self.task = asyncio.create_task(self.runtime.run())
         started = asyncio.create_task(self.runtime.started.wait())
         done, _ = await asyncio.wait(

@@ -19,12 +19,11 @@ from opsgate.services.incidents import IncidentService
 from opsgate.services.job_kinds import EXECUTE, ApprovalJob, JobKind
 from opsgate.services.kube_executor import KubeExecutor
 from opsgate.services.playbooks import PlaybookService
-from opsgate.services.policy import AutoApproveRule
 from opsgate.services.routing import Router
 from opsgate.services.storage.db import Database
 from opsgate.services.storage.models import Approval, Execution, ExecutionAttempt, Job
 from opsgate.settings import Settings
-from tests.builders import ALICE, am_payload, policy
+from tests.builders import ALICE, am_payload, policy_source
 from tests.fakes.kube_api import FakeKube
 from tests.job_helpers import held_job
 
@@ -53,16 +52,16 @@ async def test_an_attempt_cut_short_in_its_dry_run_runs_again(
     fake, executor = kube
     approvals = ApprovalService(
         database,
-        policy(),
+        policy_source(),
         ttl=timedelta(hours=1),
         retry=RetryPolicy(2, 0.1),
     )
     incidents = IncidentService(
         database,
         approvals,
-        router=Router(policy(), ChatTarget(-1)),
+        router=Router(policy_source(), ChatTarget(-1)),
         playbooks=PlaybookService(database),
-        auto_approve=AutoApproveRule(),
+        policy=policy_source(),
     )
     await incidents.ingest_alertmanager(AmPayload.model_validate(am_payload()))
     async with database.transaction() as session:

@@ -17,7 +17,8 @@ from opsgate.services.incidents import IncidentService
 from opsgate.services.job_kinds import SYNC_CARD, IncidentJob, JobKind
 from opsgate.services.jobs import ClaimedJob, JobRunner, enqueue
 from opsgate.services.playbooks import PlaybookService
-from opsgate.services.policy import AutoApproveRule, Policy, PolicyDocument
+from opsgate.services.policy import Policy, PolicyDocument
+from opsgate.services.policy_source import PolicySource
 from opsgate.services.routing import Router
 from opsgate.services.storage.db import Database
 from opsgate.services.storage.models import (
@@ -29,7 +30,15 @@ from opsgate.services.storage.models import (
     TimelineEvent,
     is_mapped_schema_object,
 )
-from tests.builders import ALICE, BOB, CAROL, alert, am_payload, policy, policy_document
+from tests.builders import (
+    ALICE,
+    BOB,
+    CAROL,
+    alert,
+    am_payload,
+    policy_document,
+    policy_source,
+)
 
 # The incident's chat, and a message in it: the first tap makes it the incident's card.
 CARD = MessageRef(-100123, 1)
@@ -40,16 +49,16 @@ def services(
 ) -> tuple[ApprovalService, IncidentService]:
     approvals = ApprovalService(
         db,
-        policy(quorum),
+        policy_source(quorum),
         ttl=timedelta(hours=2),
         retry=RetryPolicy(2, 30.0),
     )
     incidents = IncidentService(
         db,
         approvals,
-        router=Router(policy(), ChatTarget(CARD.chat_id, None)),
+        router=Router(policy_source(), ChatTarget(CARD.chat_id, None)),
         playbooks=PlaybookService(db),
-        auto_approve=AutoApproveRule(),
+        policy=policy_source(),
     )
     return approvals, incidents
 
@@ -58,7 +67,7 @@ async def test_migrate_is_idempotent(database: Database) -> None:
     await database.migrate()
     async with database.transaction() as session:
         version = await session.scalar(text("SELECT version_num FROM alembic_version"))
-    assert version == "0009"
+    assert version == "0010"
 
 
 async def test_datetimes_come_back_as_aware_utc(database: Database) -> None:
@@ -215,7 +224,7 @@ async def test_a_signature_of_someone_the_policy_no_longer_allows_does_not_count
     document["users"] = [u for u in document["users"] if u["id"] != ALICE]
     after = ApprovalService(
         database,
-        Policy(PolicyDocument.model_validate(document)),
+        PolicySource(Policy(PolicyDocument.model_validate(document))),
         ttl=timedelta(hours=2),
         retry=RetryPolicy(2, 30.0),
     )
@@ -237,3 +246,47 @@ async def test_a_signature_of_someone_the_policy_no_longer_allows_does_not_count
             select(TimelineEvent.summary).where(TimelineEvent.kind == "signature_lapsed")
         )
     assert status == "approved" and lapsed is not None and "@alice" in lapsed
+
+
+async def test_a_tap_judges_by_the_quorum_of_the_policy_in_force(database: Database) -> None:
+    _, incidents = services(database, quorum={"medium": 1})
+    await incidents.ingest_alertmanager(AmPayload.model_validate(am_payload()))
+    async with database.transaction() as session:
+        approval = await session.scalar(select(Approval))
+    assert approval is not None and approval.required_approvals == 1
+
+    # opsgate restarts with a policy that wants two approvals at medium risk.
+    after = ApprovalService(
+        database, policy_source({"medium": 2}), ttl=timedelta(hours=2), retry=RetryPolicy(2, 30.0)
+    )
+    outcome = await after.decide(
+        approval.id, Tapper(ALICE, "alice"), True, origin=CARD, origin_offers_it=True
+    )
+    assert "(1/2)" in outcome.text
+    async with database.transaction() as session:
+        stored = await session.get(Approval, approval.id)
+    assert stored is not None and (stored.status, stored.required_approvals) == ("pending", 2)
+
+
+async def test_a_reload_never_approves_what_is_past_its_window(database: Database) -> None:
+    approvals, incidents = services(database, quorum={"medium": 2})
+    await incidents.ingest_alertmanager(AmPayload.model_validate(am_payload()))
+    async with database.transaction() as session:
+        approval = await session.scalar(select(Approval))
+    assert approval is not None
+    await approvals.decide(
+        approval.id, Tapper(ALICE, "alice"), True, origin=CARD, origin_offers_it=True
+    )
+    async with database.transaction() as session:
+        stored = await session.get(Approval, approval.id)
+        assert stored is not None
+        # Past its window, before the expiry sweep came round.
+        stored.expires_at = datetime.now(UTC) - timedelta(seconds=1)
+
+    reloaded = ApprovalService(
+        database, policy_source({"medium": 1}), ttl=timedelta(hours=2), retry=RetryPolicy(2, 30.0)
+    )
+    assert (await reloaded.recheck_pending()).approved == 0
+    async with database.transaction() as session:
+        executions = await session.scalar(select(func.count()).select_from(Execution))
+    assert executions == 0

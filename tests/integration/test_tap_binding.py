@@ -21,11 +21,10 @@ from opsgate.services.chat import ChatTarget, MessageRef
 from opsgate.services.incidents import IncidentService
 from opsgate.services.job_kinds import JobKind
 from opsgate.services.playbooks import PlaybookService
-from opsgate.services.policy import AutoApproveRule
 from opsgate.services.routing import Router
 from opsgate.services.storage.db import Database
 from opsgate.services.storage.models import Approval, Incident, Job, Signature, TimelineEvent
-from tests.builders import ALICE, BOB, am_payload, policy
+from tests.builders import ALICE, BOB, am_payload, policy_source
 
 CHAT = -100123
 OTHER_CHAT = -100999
@@ -39,16 +38,16 @@ async def open_incident(
     """An incident with a pending approval, whose card is ``card_id`` (None: never stored)."""
     approvals = ApprovalService(
         db,
-        policy({"medium": quorum}),
+        policy_source({"medium": quorum}),
         ttl=timedelta(hours=2),
         retry=RetryPolicy(2, 30.0),
     )
     incidents = IncidentService(
         db,
         approvals,
-        router=Router(policy(), ChatTarget(CHAT)),
+        router=Router(policy_source(), ChatTarget(CHAT)),
         playbooks=PlaybookService(db),
-        auto_approve=AutoApproveRule(),
+        policy=policy_source(),
     )
     await incidents.ingest_alertmanager(AmPayload.model_validate(am_payload()))
     async with db.transaction() as session:

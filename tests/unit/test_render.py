@@ -1,9 +1,11 @@
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from html.parser import HTMLParser
 
 from opsgate.bot.callback_data import CardAction, decode, encode
 from opsgate.bot.render import MAX_MESSAGE, card_html, result_html
 from opsgate.services.chat import AttemptLine, CardView, ResultView
+from tests.builders import pending_card
 
 NOW = datetime(2026, 11, 28, 3, 0, tzinfo=UTC)
 
@@ -121,3 +123,17 @@ def test_callback_data_round_trip_and_rejects_foreign_data() -> None:
     assert decode(encode(CardAction(False, "x1"))) == CardAction(False, "x1")
     for foreign in (None, "", "v0:ap:x", "v1:zz:x", "v1:ap:../../x", "v1:ap"):
         assert decode(foreign) is None
+
+
+def test_a_lapsed_signature_is_named_on_the_card_escaped() -> None:
+    card = replace(
+        pending_card(),
+        lapsed=(
+            ("@<b>al&ce", "not in the policy any more"),
+            *((f"@u{i}", "not an approver") for i in range(5)),
+        ),
+    )
+    html = card_html(card)
+    assert "Signature of @&lt;b&gt;al&amp;ce no longer counts (not in the policy any more)" in html
+    assert "Signature of @u1 no longer counts (not an approver)" in html
+    assert "@u2" not in html and "and 3 more signature(s) that no longer count" in html

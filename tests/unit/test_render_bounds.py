@@ -55,6 +55,7 @@ def cards(draw: st.DrawFn) -> CardView:
         ),
         required_approvals=draw(st.integers(0, 20)),
         approvers=tuple(draw(st.lists(SHORT, max_size=20))),
+        lapsed=tuple(draw(st.lists(st.tuples(SHORT, TEXT), max_size=10))),
         rejected_by=draw(SHORT),
         decision_note=draw(TEXT),
         expires_at=datetime(2026, 12, 1, tzinfo=UTC),

@@ -1,13 +1,13 @@
 from opsgate.services.chat import ChatTarget
 from opsgate.services.routing import Router
-from tests.builders import policy
+from tests.builders import policy_source
 
 DEFAULT = ChatTarget(-1, None)
 
 
 def router() -> Router:
     return Router(
-        policy(
+        policy_source(
             routes=[
                 {
                     "name": "pay",

@@ -138,6 +138,8 @@ class Signature(Base):
     username: Mapped[str] = mapped_column(Text, default="")
     decision: Mapped[str] = mapped_column(String(16))
     created_at: Mapped[datetime]
+    # Why the signature stopped counting under the policy in force; None while it counts.
+    lapsed: Mapped[str | None] = mapped_column(Text, default=None)
 
 
 class Execution(Base):
