@@ -175,7 +175,7 @@ def _refused_cards_lines(refused: RefusedCards | None) -> list[str]:
     lines = [f"cards refused by their chat: {refused.total:,}"]
     lines.extend(
         f"  <code>{e(c.incident_id)}</code> in <code>{c.chat_id}</code>, "
-        f"{clock(c.at)}: {clip(c.reason, 200)}"
+        f"{clock(c.at)}: {clip(c.reason, 100)}"
         for c in refused.cards
     )
     if left := refused.total - len(refused.cards):

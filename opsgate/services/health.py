@@ -18,7 +18,7 @@ from opsgate.services.storage.db import Database
 
 CHECK_TIMEOUT = 5.0
 # /status names this many refused cards; the rest are counted.
-REFUSED_CARDS_SHOWN = 10
+REFUSED_CARDS_SHOWN = 5
 
 
 @dataclass(frozen=True)
