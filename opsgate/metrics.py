@@ -20,6 +20,7 @@ MACHINE_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
 class Metrics:
     def __init__(self, *, version: str = "unknown") -> None:
         self.registry = CollectorRegistry()
+        self._queue_kinds: set[str] = set()
         r = self.registry
         Info("opsgate_build", "The running opsgate", registry=r).info({"version": version})
         self.alerts_received = Counter(
@@ -122,7 +123,8 @@ class Metrics:
         execution_statuses: Iterable[str],
         card_refusals: Iterable[str],
     ) -> None:
-        for kind in job_kinds:
+        self._queue_kinds |= set(job_kinds)
+        for kind in self._queue_kinds:
             self.jobs_dead.labels(kind=kind)
             self.queue_depth.labels(kind=kind).set(0)
             self.oldest_job_age.labels(kind=kind).set(0)
@@ -172,9 +174,7 @@ class Metrics:
 
     def job_queue(self, depth: Mapping[str, int], oldest: Mapping[str, float]) -> None:
         """Kinds with nothing queued read zero rather than keeping their last value."""
-        for kind in set(self._known_kinds()) | set(depth) | set(oldest):
+        self._queue_kinds |= set(depth) | set(oldest)
+        for kind in self._queue_kinds:
             self.queue_depth.labels(kind=kind).set(depth.get(kind, 0))
             self.oldest_job_age.labels(kind=kind).set(max(oldest.get(kind, 0.0), 0.0))
-
-    def _known_kinds(self) -> list[str]:
-        return [s.labels["kind"] for family in self.queue_depth.collect() for s in family.samples]
