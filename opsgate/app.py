@@ -46,11 +46,11 @@ from opsgate.handlers.http_routes import (
 from opsgate.handlers.telegram_updates import ALLOWED_UPDATES, register
 from opsgate.metrics import Metrics
 from opsgate.services import jobs
-from opsgate.services.approvals import ApprovalService, RetryPolicy
-from opsgate.services.cards import CardPublisher
+from opsgate.services.approvals import DECISION_OUTCOMES, ApprovalService, RetryPolicy
+from opsgate.services.cards import REFUSAL_REASONS, CardPublisher
 from opsgate.services.chat import ChatError, ChatTarget, ChatUnavailable
 from opsgate.services.chats import ChatDirectory
-from opsgate.services.execution import ExecutionService
+from opsgate.services.execution import FINAL_STATES, ExecutionService
 from opsgate.services.fanout import ResultFanout
 from opsgate.services.finetune_export import export_finetune
 from opsgate.services.health import HealthService, kube_version_check
@@ -70,12 +70,14 @@ from opsgate.services.queries import IncidentQueries
 from opsgate.services.routing import Router
 from opsgate.services.storage.db import Database, describe_database_error
 from opsgate.services.telegram_inbox import UpdateInbox
+from opsgate.services.verification import OUTCOMES as VERIFICATION_OUTCOMES
 from opsgate.services.verification import VerificationService
 from opsgate.settings import Settings, SettingsError
 
 log = structlog.get_logger(__name__)
 
-QUEUE_GAUGE_SECONDS = 15.0
+# A scrape waits this long for the queue figures; a slow database shows as a failed scrape.
+QUEUE_STATS_TIMEOUT = 5.0
 PRUNE_SECONDS = 3600.0
 # Handling an update takes well under a second; a short lease lets another replica answer a
 # dead one's taps inside Telegram's 15 s window.
@@ -211,7 +213,14 @@ def build_app(settings: Settings, *, policy: PolicySource, kube: ApiClient) -> O
 
     Services hold ``policy``, the holder, and read the policy in force at each decision.
     """
-    metrics = Metrics()
+    metrics = Metrics(version=version("opsgate"))
+    metrics.start_at_zero(
+        job_kinds=[kind.value for kind in JobKind if kind is not JobKind.PERIODIC],
+        approval_outcomes=DECISION_OUTCOMES,
+        verification_outcomes=VERIFICATION_OUTCOMES,
+        execution_statuses=FINAL_STATES,
+        card_refusals=REFUSAL_REASONS,
+    )
     db = open_database(settings.database_url)
     telegram = build_telegram(settings)
     chats = ChatDirectory(db)
@@ -225,6 +234,7 @@ def build_app(settings: Settings, *, policy: PolicySource, kube: ApiClient) -> O
         policy,
         ttl=timedelta(seconds=settings.approval_ttl_seconds),
         retry=RetryPolicy(settings.retry_max, settings.retry_delay_seconds),
+        metrics=metrics,
     )
     router = Router(policy, ChatTarget(settings.alert_chat_id, settings.alert_thread_id))
     playbooks = PlaybookService(db)
@@ -244,15 +254,16 @@ def build_app(settings: Settings, *, policy: PolicySource, kube: ApiClient) -> O
         alert_window=timedelta(seconds=settings.verify_alert_window_seconds)
         if settings.verify_alert_window_seconds
         else None,
+        metrics=metrics,
     )
     execution = ExecutionService(
         db,
         executor,
         retry_after_cap=settings.retry_after_max_seconds,
-        on_finished=metrics.execution_finished,
+        metrics=metrics,
     )
     knowledge = KnowledgeService(db)
-    publisher = CardPublisher(db, sender, knowledge)
+    publisher = CardPublisher(db, sender, knowledge, metrics=metrics)
     fanout = ResultFanout(
         db,
         sender,
@@ -272,16 +283,17 @@ def build_app(settings: Settings, *, policy: PolicySource, kube: ApiClient) -> O
         out = settings.export_dir / f"finetune-{now:%Y%m%d}.jsonl"
         await export_finetune(db, now - timedelta(seconds=settings.export_interval_seconds), out)
 
-    async def refresh_queue_gauge() -> None:
-        async with db.transaction() as session:
-            metrics.queue_depth.set(await jobs.queue_depth(session))
+    async def refresh_queue_gauges() -> None:
+        # At each scrape, from the database: every replica reports the one shared queue.
+        async with asyncio.timeout(QUEUE_STATS_TIMEOUT), db.read() as session:
+            stats = await jobs.queue_stats(session)
+        metrics.job_queue(stats.depth, stats.oldest_seconds)
 
     async def prune_jobs() -> None:
         await jobs.prune_finished(db, timedelta(seconds=settings.job_retention_seconds))
 
     periodic = {
         "expire_approvals": Periodic(settings.approval_sweep_seconds, approvals.expire_due),
-        "queue_gauge": Periodic(QUEUE_GAUGE_SECONDS, refresh_queue_gauge),
         "archive_knowledge": Periodic(
             settings.knowledge_decay_check_seconds, archive_stale_knowledge
         ),
@@ -306,6 +318,7 @@ def build_app(settings: Settings, *, policy: PolicySource, kube: ApiClient) -> O
         poll_interval=settings.job_poll_interval,
         concurrency=settings.job_concurrency,
         periodic=periodic,
+        on_dead=metrics.job_dead,
     )
     health = HealthService(
         db,
@@ -316,7 +329,7 @@ def build_app(settings: Settings, *, policy: PolicySource, kube: ApiClient) -> O
     )
     register(
         telegram,
-        CardButtons(approvals, sender),
+        CardButtons(approvals, sender, metrics),
         FeedbackButtons(learning, policy, sender),
         ChatCommands(IncidentQueries(db), health, knowledge, playbooks, policy, chats, sender),
         ChatMembers(chats),
@@ -327,7 +340,7 @@ def build_app(settings: Settings, *, policy: PolicySource, kube: ApiClient) -> O
     routers = [
         ingest_router(incidents, db, on_alert=metrics.alerts_received.inc),
         policy_router(reloader),
-        health_router(db, metrics.registry),
+        health_router(db, metrics.registry, before_scrape=refresh_queue_gauges),
     ]
     webhook_secret: str | None = None
     update_runner: JobRunner | None = None
@@ -351,6 +364,7 @@ def build_app(settings: Settings, *, policy: PolicySource, kube: ApiClient) -> O
             poll_interval=settings.job_poll_interval,
             concurrency=settings.update_concurrency,
             name="updates",
+            on_dead=metrics.job_dead,
         )
         path = urlsplit(settings.telegram_webhook_url).path or "/telegram/webhook"
         routers.append(telegram_webhook_router(path, webhook_secret, inbox.accept))

@@ -6,6 +6,7 @@ import json
 from datetime import UTC, datetime
 
 from opsgate.bot.render import CUT, MAX_MESSAGE, clip, clock, e, pack, status_icon, took, units
+from opsgate.services.cards import RefusedCards
 from opsgate.services.health import HealthReport
 from opsgate.services.knowledge import SearchHit
 from opsgate.services.playbooks import PlaybookLine
@@ -162,7 +163,24 @@ def status_html(report: HealthReport) -> str:
             lines.append(f"  {CUT} {left:,} more; the log names each one (chat_inactive)")
     else:
         lines.append("inactive chats: none")
+    lines.extend(_refused_cards_lines(report.refused_cards))
     return "\n".join(lines)
+
+
+def _refused_cards_lines(refused: RefusedCards | None) -> list[str]:
+    if refused is None:
+        return ["cards refused by their chat: unknown (no database)"]
+    if not refused.total:
+        return ["cards refused by their chat: none"]
+    lines = [f"cards refused by their chat: {refused.total:,}"]
+    lines.extend(
+        f"  <code>{e(c.incident_id)}</code> in <code>{c.chat_id}</code>, "
+        f"{clock(c.at)}: {clip(c.reason, 100)}"
+        for c in refused.cards
+    )
+    if left := refused.total - len(refused.cards):
+        lines.append(f"  {CUT} {left:,} more; the log names each one (card_post_rejected)")
+    return lines
 
 
 def help_html(*, member: bool, approver: bool) -> str:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import structlog
 from telegram import Update
@@ -12,6 +12,7 @@ from telegram.ext import ContextTypes
 from opsgate.bot.callback_data import CardAction
 from opsgate.bot.sender import TelegramSender
 from opsgate.handlers.callback_actions import expect, offers_tapped_button, tapped_message
+from opsgate.metrics import Metrics
 from opsgate.services.approvals import ApprovalService, DuplicateCard, Tapper
 from opsgate.services.chat import ChatError
 
@@ -22,8 +23,10 @@ log = structlog.get_logger(__name__)
 class CardButtons:
     approvals: ApprovalService
     sender: TelegramSender
+    metrics: Metrics = field(default_factory=Metrics)
 
     async def on_tap(self, update: Update, _context: ContextTypes.DEFAULT_TYPE) -> None:
+        # Telegram does not say when the tap happened; its arrival here is the nearest point.
         arrived = time.monotonic()
         query = update.callback_query
         if query is None:
@@ -39,11 +42,13 @@ class CardButtons:
             origin=tapped_message(query),
             origin_offers_it=offers_tapped_button(query),
         )
-        await self.sender.answer_callback(
-            query.id, outcome.text, alert=outcome.alert, arrived=arrived
-        )
-        if outcome.duplicate is not None:
-            await self._point_to_live_card(outcome.duplicate)
+        with structlog.contextvars.bound_contextvars(incident_id=outcome.incident_id):
+            await self.sender.answer_callback(
+                query.id, outcome.text, alert=outcome.alert, arrived=arrived
+            )
+            self.metrics.tap_answered(time.monotonic() - arrived)
+            if outcome.duplicate is not None:
+                await self._point_to_live_card(outcome.duplicate)
 
     async def _point_to_live_card(self, duplicate: DuplicateCard) -> None:
         message = duplicate.message

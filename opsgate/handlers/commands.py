@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+import structlog
 from telegram import InlineKeyboardMarkup, Message, Update, User
 from telegram.ext import ContextTypes
 
@@ -163,12 +164,14 @@ class ChatCommands:
         if len(args) > 1 or (incident_id is not None and not INCIDENT_ID.match(incident_id)):
             await self._answer(asked[0], AUDIT_USAGE)
             return
-        rows = await self.queries.audit(incident_id)
-        if rows is None:
-            await self._answer(asked[0], f"No incident {e(incident_id)} is known.")
-            return
-        for html in audit_messages(rows, incident_id):
-            await self._answer(asked[0], html)
+        named = {"incident_id": incident_id} if incident_id else {}
+        with structlog.contextvars.bound_contextvars(**named):
+            rows = await self.queries.audit(incident_id)
+            if rows is None:
+                await self._answer(asked[0], f"No incident {e(incident_id)} is known.")
+                return
+            for html in audit_messages(rows, incident_id):
+                await self._answer(asked[0], html)
 
     async def on_status(self, update: Update, _context: ContextTypes.DEFAULT_TYPE) -> None:
         asked = await self._member(update)
@@ -184,11 +187,12 @@ class ChatCommands:
         if incident_id is None:
             await self._answer(message, TIMELINE_USAGE)
             return
-        shown = await self._timeline(incident_id, 0)
-        if shown is None:
-            await self._answer(message, f"No incident {e(incident_id)} is known.")
-            return
-        await self._answer(message, *shown)
+        with structlog.contextvars.bound_contextvars(incident_id=incident_id):
+            shown = await self._timeline(incident_id, 0)
+            if shown is None:
+                await self._answer(message, f"No incident {e(incident_id)} is known.")
+                return
+            await self._answer(message, *shown)
 
     async def _incident_argument(self, message: Message, args: list[str] | None) -> str | None:
         if args:

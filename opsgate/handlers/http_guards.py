@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import hmac
 import json
+import logging
+import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
@@ -57,29 +59,47 @@ class RequestGate:
         if scope["type"] != "http":
             await self._app(scope, receive, send)
             return
+        started = time.monotonic()
+        status = 0
+
+        async def recording(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        reason: str | None = None
+        try:
+            reason = await self._gate(scope, receive, recording)
+        except Exception:
+            status = status or 500
+            raise
+        finally:
+            if status >= 400:
+                _access_log(scope, status, time.monotonic() - started, reason)
+
+    async def _gate(self, scope: Scope, receive: Receive, send: Send) -> str | None:
+        """Pass the request on, or answer it here; returns why it was refused here, if so."""
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         path = str(scope.get("path", ""))
         if path.startswith(self._protected):
             problem = bearer_problem(self._token, headers.get("authorization", ""))
             if problem is not None:
                 status, reason = problem
-                log.info("http_refused", path=printable(path), status=status, reason=reason)
                 extra = {"WWW-Authenticate": "Bearer"} if status == 401 else {}
                 await _answer(send, status, reason, extra)
-                return
+                return reason
         declared = headers.get("content-length", "")
         if declared.isdigit() and int(declared) > self._max_body:
-            await self._too_large(send, path)
-            return
+            return await self._too_large(send)
         body = bytearray()
         while True:
             message = await receive()
             if message["type"] == "http.disconnect":
-                return
+                return None
             body += message.get("body", b"")
             if len(body) > self._max_body:
-                await self._too_large(send, path)
-                return
+                return await self._too_large(send)
             if not message.get("more_body", False):
                 break
         replayed = False
@@ -92,10 +112,28 @@ class RequestGate:
             return {"type": "http.request", "body": bytes(body), "more_body": False}
 
         await self._app(scope, replay, send)
+        return None
 
-    async def _too_large(self, send: Send, path: str) -> None:
-        log.info("http_refused", path=printable(path), status=413)
-        await _answer(send, 413, f"the body is larger than {self._max_body} bytes")
+    async def _too_large(self, send: Send) -> str:
+        reason = f"the body is larger than {self._max_body} bytes"
+        await _answer(send, 413, reason)
+        return reason
+
+
+def _access_log(scope: Scope, status: int, seconds: float, reason: str | None) -> None:
+    """One line per refused or failed request: the path only (no query string), never a
+    header or the body, so the token cannot end up in the log."""
+    client = scope.get("client")
+    log.log(
+        logging.WARNING if status >= 500 else logging.INFO,
+        "http_request_failed" if status >= 500 else "http_request_refused",
+        method=printable(str(scope.get("method", ""))),
+        path=printable(str(scope.get("path", ""))),
+        status=status,
+        client=client[0] if client else None,
+        duration_ms=round(seconds * 1000, 1),
+        **({"reason": reason} if reason else {}),
+    )
 
 
 async def _answer(

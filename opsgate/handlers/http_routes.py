@@ -199,7 +199,12 @@ def _policy_status(state: PolicyState) -> PolicyStatus:
     )
 
 
-def health_router(db: Database, registry: CollectorRegistry) -> APIRouter:
+def health_router(
+    db: Database,
+    registry: CollectorRegistry,
+    *,
+    before_scrape: Callable[[], Awaitable[None]] | None = None,
+) -> APIRouter:
     router = APIRouter()
 
     @router.get("/healthz")
@@ -217,6 +222,12 @@ def health_router(db: Database, registry: CollectorRegistry) -> APIRouter:
 
     @router.get("/metrics")
     async def metrics() -> Response:
+        if before_scrape is not None:
+            try:
+                await before_scrape()
+            except Exception as exc:
+                # The other figures are still worth having; the queue gauges keep their last.
+                log.warning("metrics_refresh_failed", error=repr(exc))
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     return router

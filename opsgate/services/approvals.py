@@ -11,6 +11,7 @@ import structlog
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from opsgate.metrics import Metrics
 from opsgate.services import timeline
 from opsgate.services.chat import MessageRef
 from opsgate.services.ids import new_approval_id
@@ -30,6 +31,9 @@ APPROVED = "approved"
 REJECTED = "rejected"
 EXPIRED = "expired"
 CANCELLED = "cancelled"
+# Not an approval status (the approval is approved): how it came to be, for the metrics.
+AUTO_APPROVED = "auto_approved"
+DECISION_OUTCOMES = (APPROVED, AUTO_APPROVED, REJECTED, EXPIRED, CANCELLED)
 
 
 @dataclass(frozen=True)
@@ -75,6 +79,7 @@ class TapOutcome:
     changed: bool
     adopted: bool = False
     duplicate: DuplicateCard | None = None
+    incident_id: str | None = None
 
 
 NOT_HERE = "This button does not belong here."
@@ -104,11 +109,13 @@ class ApprovalService:
         *,
         ttl: timedelta,
         retry: RetryPolicy,
+        metrics: Metrics | None = None,
     ) -> None:
         self._db = db
         self._policy = policy
         self._ttl = ttl
         self._retry = retry
+        self._metrics = metrics or Metrics()
 
     def propose(self, session: AsyncSession, incident: Incident, proposal: Proposal) -> Approval:
         """Create a pending approval; raises OperationRefused when the action is not allowed."""
@@ -165,6 +172,7 @@ class ApprovalService:
         log.info(
             "approval_tap",
             approval_id=approval_id,
+            incident_id=outcome.incident_id,
             user_id=tapper.user_id,
             approve=approve,
             origin_chat_id=origin.chat_id if origin else None,
@@ -192,9 +200,10 @@ class ApprovalService:
             return TapOutcome("This card is not known to opsgate any more.", True, False)
         bound = await _bind_to_card(session, approval.incident_id, origin, origin_offers_it)
         if isinstance(bound, TapOutcome):
-            return bound
+            return replace(bound, incident_id=approval.incident_id)
         outcome = await self._judge(session, approval, tapper, approve)
-        return replace(outcome, adopted=True) if bound is CardBinding.ADOPTED else outcome
+        adopted = outcome.adopted or bound is CardBinding.ADOPTED
+        return replace(outcome, adopted=adopted, incident_id=approval.incident_id)
 
     async def _judge(
         self, session: AsyncSession, approval: Approval, tapper: Tapper, approve: bool
@@ -268,10 +277,15 @@ class ApprovalService:
     async def auto_approve(self, session: AsyncSession, approval: Approval, note: str) -> bool:
         """Approve without a human tap; callers decide when that is allowed."""
         await session.flush()
-        return await self._claim(session, approval, note)
+        return await self._claim(session, approval, note, outcome=AUTO_APPROVED)
 
     async def _claim(
-        self, session: AsyncSession, approval: Approval, note: str = "quorum reached"
+        self,
+        session: AsyncSession,
+        approval: Approval,
+        note: str = "quorum reached",
+        *,
+        outcome: str = APPROVED,
     ) -> bool:
         """pending -> approved with one conditional UPDATE; only the winner enqueues the run."""
         now = utcnow()
@@ -283,6 +297,7 @@ class ApprovalService:
         )
         if result.rowcount != 1:  # type: ignore[attr-defined]
             return False
+        self._metrics.approval_decided(outcome, (now - approval.created_at).total_seconds())
         session.add(
             Execution(
                 approval_id=approval.id,
@@ -306,14 +321,16 @@ class ApprovalService:
     async def _close(
         self, session: AsyncSession, approval: Approval, status: str, note: str
     ) -> bool:
+        now = utcnow()
         result = await session.execute(
             update(Approval)
             .where(Approval.id == approval.id, Approval.status == PENDING)
-            .values(status=status, decided_at=utcnow(), decision_note=note)
+            .values(status=status, decided_at=now, decision_note=note)
             .execution_options(synchronize_session=False)
         )
         if result.rowcount != 1:  # type: ignore[attr-defined]
             return False
+        self._metrics.approval_decided(status, (now - approval.created_at).total_seconds())
         kind = {REJECTED: "approval_rejected", EXPIRED: "approval_expired"}.get(
             status, "approval_cancelled"
         )

@@ -7,19 +7,21 @@ changes collapses into one edit showing the latest truth.
 from __future__ import annotations
 
 import contextlib
-from dataclasses import replace
-from datetime import timedelta
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 import structlog
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from opsgate.metrics import Metrics
 from opsgate.services import timeline
 from opsgate.services.chat import (
     AttemptLine,
     CardView,
     ChatError,
+    ChatGone,
     ChatOutcomeUnknown,
     ChatPort,
     ChatRejected,
@@ -42,6 +44,7 @@ from opsgate.services.storage.models import (
     ExecutionAttempt,
     Incident,
     Signature,
+    TimelineEvent,
     utcnow,
 )
 
@@ -50,6 +53,51 @@ log = structlog.get_logger(__name__)
 # How long a card whose delivery Telegram did not confirm waits for a tap to claim it before
 # it is posted again.
 UNKNOWN_CARD_WAIT = timedelta(seconds=60)
+# The timeline kind of a card the chat refused for good, and why, for the metric's label.
+CARD_REFUSED = "card_failed"
+CHAT_GONE = "chat_gone"
+CHAT_REJECTED = "rejected"
+REFUSAL_REASONS = (CHAT_GONE, CHAT_REJECTED)
+
+
+@dataclass(frozen=True)
+class RefusedCard:
+    incident_id: str
+    chat_id: int
+    at: datetime
+    reason: str
+
+
+@dataclass(frozen=True)
+class RefusedCards:
+    """Incidents whose card no chat shows, newest first; ``total`` counts them all."""
+
+    cards: list[RefusedCard]
+    total: int
+
+
+async def refused_cards(session: AsyncSession, limit: int) -> RefusedCards:
+    """Cards refused for good and never posted since (a later post would have set the card),
+    one line per incident with its latest refusal."""
+    latest = (
+        select(func.max(TimelineEvent.id).label("id"))
+        .join(Incident, Incident.id == TimelineEvent.incident_id)
+        .where(TimelineEvent.kind == CARD_REFUSED, Incident.message_id.is_(None))
+        .group_by(TimelineEvent.incident_id)
+        .subquery()
+    )
+    total = int(await session.scalar(select(func.count()).select_from(latest)) or 0)
+    rows = await session.execute(
+        select(TimelineEvent, Incident.chat_id)
+        .join(latest, latest.c.id == TimelineEvent.id)
+        .join(Incident, Incident.id == TimelineEvent.incident_id)
+        .order_by(TimelineEvent.at.desc(), TimelineEvent.id.desc())
+        .limit(limit)
+    )
+    cards = [
+        RefusedCard(event.incident_id, chat_id, event.at, event.summary) for event, chat_id in rows
+    ]
+    return RefusedCards(cards, total)
 
 
 async def build_card(session: AsyncSession, incident: Incident) -> CardView:
@@ -175,7 +223,9 @@ class CardPublisher:
         cases: CaseFinder | None = None,
         *,
         unknown_card_wait: timedelta = UNKNOWN_CARD_WAIT,
+        metrics: Metrics | None = None,
     ) -> None:
+        self._metrics = metrics or Metrics()
         self._db = db
         self._chat = chat
         self._cases = cases
@@ -191,6 +241,7 @@ class CardPublisher:
             view = await build_card(session, incident)
             target = ChatTarget(incident.chat_id, incident.thread_id)
             message_id = incident.message_id
+            received_at = incident.created_at
         if message_id is None and self._cases is not None:
             view = await self._attach_related_case(job.lease, incident_id, view)
         if message_id is not None:
@@ -219,6 +270,8 @@ class CardPublisher:
                 )
             raise RetryJob(utcnow() + self._unknown_card_wait, "card delivery unknown") from exc
         except ChatRejected as exc:
+            # Retrying cannot help (the chat is unknown, the bot was removed, the text is
+            # refused); /status lists the card and the metric counts it, so it is not lost.
             log.error(
                 "card_post_rejected",
                 incident_id=incident_id,
@@ -229,10 +282,11 @@ class CardPublisher:
                 timeline.record(
                     session,
                     incident_id,
-                    "card_failed",
+                    CARD_REFUSED,
                     f"the card could not be posted: {exc}",
                     status="error",
                 )
+            self._metrics.card_refused(CHAT_GONE if isinstance(exc, ChatGone) else CHAT_REJECTED)
             return
         async with job.lease.transaction() as session:
             stored = await session.execute(
@@ -252,6 +306,7 @@ class CardPublisher:
                 timeline.record(
                     session, incident_id, "card_posted", f"alert card posted to chat {ref.chat_id}"
                 )
+                self._metrics.card_posted((utcnow() - received_at).total_seconds())
         if live is not None:
             live_ref = MessageRef(ref.chat_id, live, ref.thread_id)
             with contextlib.suppress(ChatError):

@@ -11,7 +11,6 @@ risk doing it twice.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -21,6 +20,7 @@ import structlog
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from opsgate.metrics import Metrics
 from opsgate.services import timeline
 from opsgate.services.failures import Failure, classify
 from opsgate.services.job_kinds import (
@@ -85,18 +85,19 @@ class ExecutionService:
         executor: Executor,
         *,
         retry_after_cap: float = DEFAULT_RETRY_AFTER_CAP,
-        on_finished: Callable[[str], None] | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self._db = db
         self._executor = executor
         self._retry_after_cap = retry_after_cap
-        self._on_finished = on_finished or (lambda _status: None)
+        self._metrics = metrics or Metrics()
 
     async def run_job(self, job: ClaimedJob[ApprovalJob]) -> None:
         approval_id = job.payload.approval_id
         attempt = await self._begin(job.lease, approval_id)
         if attempt is None:
             return
+        structlog.contextvars.bind_contextvars(incident_id=attempt.incident_id)
         bound = log.bind(approval_id=approval_id, attempt=attempt.number, op=attempt.op.describe())
         if attempt.cut_short:
             await self._settle_cut_short(job.lease, approval_id, attempt)
@@ -173,6 +174,10 @@ class ExecutionService:
                     approval.incident_id, op, dict(execution.context), execution.attempts
                 )
             execution.attempts += 1
+            if execution.attempts == 1 and approval.decided_at is not None:
+                self._metrics.execution_started(
+                    op.kind.value, (now - approval.decided_at).total_seconds()
+                )
             execution.status = RUNNING
             execution.started_at = execution.started_at or now
             execution.next_attempt_at = None
@@ -339,7 +344,10 @@ class ExecutionService:
             await enqueue(
                 session, NOTIFY, NotifyJob(approval_id=approval.id, destination=str(destination))
             )
-        self._on_finished(status)
+        took = execution.finished_at - (execution.started_at or execution.finished_at)
+        self._metrics.execution_finished(
+            Operation.from_dict(approval.operation).kind.value, status, took.total_seconds()
+        )
 
 
 async def _attempt_row(

@@ -50,6 +50,7 @@ class ResultFanout:
                 return
             incident = record.incident
             result = await result_view(session, record.approval, record.execution, incident)
+        structlog.contextvars.bind_contextvars(incident_id=incident.id)
         bound = log.bind(approval_id=approval_id, destination=destination)
         await job.lease.ensure()
         try:

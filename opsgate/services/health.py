@@ -10,12 +10,15 @@ from datetime import datetime
 
 from kubernetes_asyncio.client import ApiClient, VersionApi
 
+from opsgate.services.cards import RefusedCards, refused_cards
 from opsgate.services.chats import ChatDirectory, InactiveChat
 from opsgate.services.failures import classify
 from opsgate.services.jobs import queue_depth
 from opsgate.services.storage.db import Database
 
 CHECK_TIMEOUT = 5.0
+# /status names this many refused cards; the rest are counted.
+REFUSED_CARDS_SHOWN = 5
 
 
 @dataclass(frozen=True)
@@ -27,6 +30,7 @@ class HealthReport:
     queue_depth: int | None
     last_alert_at: datetime | None
     inactive_chats: list[InactiveChat]
+    refused_cards: RefusedCards | None = None
 
 
 def kube_version_check(client: ApiClient) -> Callable[[], Awaitable[str]]:
@@ -55,7 +59,7 @@ class HealthService:
         self._started = time.monotonic()
 
     async def report(self) -> HealthReport:
-        database, depth = await self._database()
+        database, depth, refused = await self._database()
         return HealthReport(
             version=self._version,
             uptime_seconds=time.monotonic() - self._started,
@@ -64,15 +68,17 @@ class HealthService:
             queue_depth=depth,
             last_alert_at=self._last_alert(),
             inactive_chats=self._chats.inactive(),
+            refused_cards=refused,
         )
 
-    async def _database(self) -> tuple[str, int | None]:
+    async def _database(self) -> tuple[str, int | None, RefusedCards | None]:
         try:
             async with asyncio.timeout(CHECK_TIMEOUT), self._db.transaction() as session:
                 depth = await queue_depth(session)
+                refused = await refused_cards(session, REFUSED_CARDS_SHOWN)
         except Exception as exc:
-            return f"unreachable ({type(exc).__name__})", None
-        return f"ok ({self._db.engine.dialect.name})", depth
+            return f"unreachable ({type(exc).__name__})", None, None
+        return f"ok ({self._db.engine.dialect.name})", depth, refused
 
     async def _kubernetes(self) -> str:
         try:

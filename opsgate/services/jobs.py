@@ -199,8 +199,10 @@ class JobRunner:
         concurrency: int,
         periodic: dict[str, Periodic] | None = None,
         name: str = "jobs",
+        on_dead: Callable[[str], None] | None = None,
     ) -> None:
         self._db = db
+        self._on_dead = on_dead or (lambda _kind: None)
         self._periodic = periodic or {}
         self._handlers = dict(handlers)
         if self._periodic:
@@ -424,6 +426,11 @@ class JobRunner:
         )
 
     async def _run_one(self, job: ClaimedJob[Any]) -> None:
+        # Each job runs in its own task, so what is bound here (and what its handler binds once
+        # it knows the incident) stays with this job's log events.
+        incident_id = getattr(job.payload, "incident_id", None)
+        if incident_id is not None:
+            structlog.contextvars.bind_contextvars(incident_id=incident_id)
         handler = self._handlers[job.kind]
         bound = log.bind(job_id=job.id, kind=job.kind.value, key=job.key, attempt=job.attempts)
         try:
@@ -481,6 +488,7 @@ class JobRunner:
                 job, status=JobStatus.DEAD, finished_at=utcnow(), last_error=repr(exc)[:2000]
             )
             bound.error("job_dead", error=repr(exc))
+            self._on_dead(job.kind.value)
             return
         delay = min(2.0**job.attempts, MAX_BACKOFF_SECONDS)
         await self._reschedule(
@@ -499,6 +507,39 @@ async def queue_depth(session: AsyncSession) -> int:
         )
     )
     return int((await session.scalar(query)) or 0)
+
+
+@dataclass(frozen=True)
+class QueueStats:
+    """Per job kind: how many wait or run, and how long the longest-due of them is overdue."""
+
+    depth: dict[str, int]
+    oldest_seconds: dict[str, float]
+
+
+async def queue_stats(session: AsyncSession) -> QueueStats:
+    now = utcnow()
+    queued = and_(
+        Job.status.in_((JobStatus.PENDING, JobStatus.RUNNING)),
+        Job.kind != JobKind.PERIODIC.value,
+    )
+    depth = {
+        str(kind): int(count)
+        for kind, count in await session.execute(
+            select(Job.kind, func.count()).where(queued).group_by(Job.kind)
+        )
+    }
+    # A job waiting for its retry time is not late; one whose time has come is.
+    oldest = {
+        str(kind): (now - due).total_seconds()
+        for kind, due in await session.execute(
+            select(Job.kind, func.min(Job.run_at))
+            .where(queued, Job.run_at <= now)
+            .group_by(Job.kind)
+        )
+        if due is not None
+    }
+    return QueueStats(depth, oldest)
 
 
 async def prune_finished(db: Database, older_than: timedelta) -> int:

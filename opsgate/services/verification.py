@@ -13,6 +13,7 @@ from typing import Any, Protocol
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from opsgate.metrics import Metrics
 from opsgate.services import rollout_status, timeline
 from opsgate.services.failures import classify
 from opsgate.services.job_kinds import (
@@ -36,6 +37,7 @@ SUCCESS = "success"
 DEGRADED = "degraded"
 FAILED = "failed"
 TIMEOUT = "timeout"
+OUTCOMES = (SUCCESS, DEGRADED, FAILED, TIMEOUT)
 
 
 class ClusterReader(Protocol):
@@ -59,7 +61,9 @@ class VerificationService:
         deadline: timedelta,
         poll: timedelta,
         alert_window: timedelta | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
+        self._metrics = metrics or Metrics()
         self._db = db
         self._cluster = cluster
         self._deadline = deadline
@@ -73,6 +77,7 @@ class VerificationService:
             approval = await session.get(Approval, approval_id)
             if execution is None or approval is None:
                 return
+            structlog.contextvars.bind_contextvars(incident_id=approval.incident_id)
             if execution.verification_status != VERIFYING or execution.finished_at is None:
                 return
             op = Operation.from_dict(approval.operation)
@@ -100,7 +105,9 @@ class VerificationService:
         else:
             outcome, detail = FAILED, verdict.message
         async with job.lease.transaction() as session:
-            await self._record(session, approval_id, outcome, detail)
+            recorded = await self._record(session, approval_id, outcome, detail)
+        if recorded:
+            self._metrics.verification_finished(outcome)
         log.info("verification_finished", approval_id=approval_id, outcome=outcome, detail=detail)
 
     async def _look(self, op: Operation, context: dict[str, Any]) -> rollout_status.Verdict:
@@ -135,12 +142,12 @@ class VerificationService:
 
     async def _record(
         self, session: AsyncSession, approval_id: str, outcome: str, detail: str
-    ) -> None:
+    ) -> bool:
         execution = await session.get(Execution, approval_id, with_for_update=True)
         approval = await session.get(Approval, approval_id)
         assert execution is not None and approval is not None
         if execution.verification_status != VERIFYING:
-            return
+            return False
         execution.verification_status = outcome
         execution.verification_detail = detail
         execution.verified_at = utcnow()
@@ -156,3 +163,4 @@ class VerificationService:
         await enqueue(session, KNOWLEDGE, ApprovalJob(approval_id=approval_id))
         if outcome == SUCCESS:
             await enqueue(session, EXTRACT_PLAYBOOK, IncidentJob(incident_id=approval.incident_id))
+        return True

@@ -6,20 +6,15 @@ from tests.builders import ALICE, BOB, CAROL, alert, am_payload, policy
 from tests.e2e.rig import CHAT_ID, Rig
 from tests.e2e.test_approval_loop import approve_data, real_writes
 from tests.e2e.test_commands import ask
+from tests.e2e.test_operability import one_loop
 
 GROUP = '{}:{alertname="CheckoutErrors"}'
 
 
 async def _fix_and_resolve(rig: Rig, action: str) -> None:
     """One incident whose fix is approved, verified, and whose alert then resolves."""
-    await rig.post_alert(am_payload(GROUP, alert("a", action=action)))
+    await one_loop(rig, am_payload(GROUP, alert("a", action=action)))
     card = await rig.wait_card()
-    tap = rig.telegram.tap(
-        CHAT_ID, card.message_id, rig.telegram.user(ALICE, "alice"), approve_data(card)
-    )
-    await rig.telegram.wait_answer(tap)
-    await rig.wait_reply(card.message_id)
-    await rig.wait_text(card.message_id, "verified")
     await rig.post_alert(am_payload(GROUP, alert("a", status="resolved", action=action)))
     await rig.wait_text(card.message_id, "RESOLVED")
 

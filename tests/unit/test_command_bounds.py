@@ -18,9 +18,10 @@ from opsgate.bot.render_commands import (
     status_html,
     timeline_page,
 )
+from opsgate.services.cards import RefusedCard, RefusedCards
 from opsgate.services.chat import TimelineLine
 from opsgate.services.chats import InactiveChat
-from opsgate.services.health import HealthReport
+from opsgate.services.health import REFUSED_CARDS_SHOWN, HealthReport
 from opsgate.services.knowledge import SearchHit
 from opsgate.services.playbooks import PlaybookLine
 from opsgate.services.queries import AuditRow, IncidentPage, IncidentRow, PendingRow
@@ -207,8 +208,29 @@ def test_single_message_answers_fit_whatever_the_values(seed: int) -> None:
     assert_fits(incidents_page(IncidentPage(rows, 0, 100), NOW))
     hits = [SearchHit(i, hostile(rng), hostile(rng), hostile(rng), hostile(rng)) for i in range(3)]
     assert_fits(knowledge_html(hostile(rng), hits))
-    chats = [InactiveChat(-100 - i, hostile(rng)) for i in range(rng.choice([0, 3, 500]))]
-    report = HealthReport("0.1.0", 5.0, hostile(rng), hostile(rng), 3, NOW, chats)
+    # The worst case (both lists full) comes up in every fourth seed.
+    worst = seed % 4 == 0
+    chats = [
+        InactiveChat(-100 - i, "&" * 5000 if worst else hostile(rng))
+        for i in range(500 if worst else rng.choice([0, 3, 500]))
+    ]
+    total = 900 if worst else rng.choice([0, 2, REFUSED_CARDS_SHOWN, 900])
+    shown = min(total, REFUSED_CARDS_SHOWN)
+    refused = RefusedCards(
+        [
+            RefusedCard(
+                f"INC-{i:08d}", -1001234567890 - i, NOW, "<" * 5000 if worst else hostile(rng)
+            )
+            for i in range(shown)
+        ],
+        total,
+    )
+    report = HealthReport("0.1.0", 5.0, hostile(rng), hostile(rng), 3, NOW, chats, refused)
     visible = assert_fits(status_html(report))
     if len(chats) > 10:
         assert f"… {len(chats) - 10} more; the log names each one (chat_inactive)" in visible
+    counted = f"{total:,}" if total else "none"
+    assert f"cards refused by their chat: {counted}" in visible
+    assert all(card.incident_id in visible for card in refused.cards)
+    if total > shown:
+        assert f"… {total - shown:,} more; the log names each one (card_post_rejected)" in visible

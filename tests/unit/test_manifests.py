@@ -15,6 +15,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from opsgate.metrics import Metrics
 from tests.manifests import KUSTOMIZE_ROOT, TARGETS, Manifest, of_kind, one, render
 
 # The oldest release the manifests are meant for, and the newest the schemas know.
@@ -152,3 +153,21 @@ def test_the_monitoring_examples_are_valid_yaml_of_their_kinds() -> None:
         if doc
     }
     assert kinds == {"ServiceMonitor", "PrometheusRule"}
+
+
+def test_the_example_alerts_use_metrics_opsgate_exports() -> None:
+    rule = yaml.safe_load((KUSTOMIZE_ROOT / "monitoring" / "prometheusrule.yaml").read_text())
+    exprs = [r["expr"] for group in rule["spec"]["groups"] for r in group["rules"]]
+    used = {name for expr in exprs for name in re.findall(r"\bopsgate_[a-z_]+", expr)}
+    # What a scrape shows for each family, whether or not it has samples yet.
+    suffixes = {
+        "counter": ("_total",),
+        "histogram": ("_bucket", "_count", "_sum"),
+        "info": ("_info",),
+    }
+    exported = {
+        f"{family.name}{suffix}"
+        for family in Metrics().registry.collect()
+        for suffix in suffixes.get(family.type, ("",))
+    }
+    assert used and used <= exported, used - exported
