@@ -46,9 +46,11 @@ from opsgate.handlers.telegram_updates import ALLOWED_UPDATES, register
 from opsgate.metrics import Metrics
 from opsgate.services import jobs
 from opsgate.services.approvals import ApprovalService, RetryPolicy
+from opsgate.services.card_quota import CardQuota
 from opsgate.services.cards import CardPublisher
 from opsgate.services.chat import ChatError, ChatTarget, ChatUnavailable
 from opsgate.services.chats import ChatDirectory
+from opsgate.services.digests import DigestPublisher
 from opsgate.services.execution import ExecutionService
 from opsgate.services.fanout import ResultFanout
 from opsgate.services.finetune_export import export_finetune
@@ -246,7 +248,8 @@ def build_app(settings: Settings, *, policy: Policy, kube: ApiClient) -> OpsGate
         on_finished=metrics.execution_finished,
     )
     knowledge = KnowledgeService(db)
-    publisher = CardPublisher(db, sender, knowledge)
+    publisher = CardPublisher(db, sender, knowledge, quota=CardQuota(settings.cards_per_minute))
+    digests = DigestPublisher(db, sender, cards_per_minute=settings.cards_per_minute)
     fanout = ResultFanout(
         db,
         sender,
@@ -289,6 +292,7 @@ def build_app(settings: Settings, *, policy: Policy, kube: ApiClient) -> OpsGate
             JobKind.EXECUTE: execution.run_job,
             JobKind.SYNC_CARD: publisher.sync_card,
             JobKind.PUBLISH_RESULT: publisher.publish_result,
+            JobKind.DIGEST: digests.run_job,
             JobKind.NOTIFY: fanout.notify,
             JobKind.VERIFY: verification.run_job,
             JobKind.LEARN: learning.run_job,
@@ -312,7 +316,9 @@ def build_app(settings: Settings, *, policy: Policy, kube: ApiClient) -> OpsGate
         telegram,
         CardButtons(approvals, sender),
         FeedbackButtons(learning, policy, sender),
-        ChatCommands(IncidentQueries(db), health, knowledge, playbooks, policy, chats, sender),
+        ChatCommands(
+            IncidentQueries(db), health, knowledge, playbooks, policy, chats, sender, publisher
+        ),
         ChatMembers(chats),
     )
 
