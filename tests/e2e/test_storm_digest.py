@@ -50,6 +50,30 @@ async def storm(rig: Rig) -> list[str]:
     return ids
 
 
+async def run_waiting_card_jobs(rig: Rig, incident_id: str) -> int | None:
+    """Bring the incident's waiting card jobs forward, as if its quota slot had come, and
+    wait until they ran; the message then bound as its card."""
+    db = Database(rig.database_url)
+    queued = (
+        Job.kind == JobKind.SYNC_CARD.value,
+        Job.key == incident_id,
+        Job.status.in_((JobStatus.PENDING, JobStatus.RUNNING)),
+    )
+    try:
+        async with db.transaction() as session:
+            await session.execute(update(Job).where(*queued).values(run_at=utcnow()))
+        for _ in range(200):
+            async with db.transaction() as session:
+                if not (await session.scalars(select(Job.id).where(*queued))).all():
+                    return await session.scalar(
+                        select(Incident.message_id).where(Incident.id == incident_id)
+                    )
+            await asyncio.sleep(0.05)
+    finally:
+        await db.dispose()
+    raise TimeoutError(f"the card jobs of {incident_id} never ran")
+
+
 async def start(rig: Rig) -> Rig:
     rig.overrides.update(
         telegram_group_rate_per_minute=GROUP_PER_MINUTE, cards_per_minute=CARDS_PER_MINUTE
@@ -85,6 +109,18 @@ async def test_a_storm_shows_every_incident_as_a_card_or_a_digest_line(rig_facto
     refused = [c for c in rig.telegram.calls if c.status == 429]
     assert len(refused) <= 1, refused
 
+    # One that resolves while it waits: its line says so, and it never gets a card.
+    quiet = ids[10]
+    resolved = alert(
+        "fp10", alertname="Storm10", status="resolved", extra_labels={"severity": "info"}
+    )
+    await rig.post_alert(am_payload('{}:{alertname="Storm10"}', resolved))
+    await rig.eventually(
+        lambda: any(f"{quiet} info Storm10 · 🟢 resolved" in m.plain_text for m in digests(rig))
+    )
+    assert await run_waiting_card_jobs(rig, quiet) is None
+    assert cards_of(rig, quiet) == []
+
 
 async def test_card_command_posts_the_card_taps_decide_on_and_no_second_one(
     rig_factory: Rig,
@@ -106,37 +142,5 @@ async def test_card_command_posts_the_card_taps_decide_on_and_no_second_one(
     assert "Succeeded" in reply.plain_text
 
     # The card job that waited for the quota comes due now: it edits, it does not post.
-    db = Database(rig.database_url)
-    try:
-        async with db.transaction() as session:
-            await session.execute(
-                update(Job)
-                .where(Job.kind == JobKind.SYNC_CARD.value, Job.key == waiting)
-                .values(run_at=utcnow())
-            )
-
-        async def card_jobs_left() -> int:
-            async with db.transaction() as session:
-                return len(
-                    (
-                        await session.scalars(
-                            select(Job.id).where(
-                                Job.kind == JobKind.SYNC_CARD.value,
-                                Job.key == waiting,
-                                Job.status.in_((JobStatus.PENDING, JobStatus.RUNNING)),
-                            )
-                        )
-                    ).all()
-                )
-
-        for _ in range(200):
-            if await card_jobs_left() == 0:
-                break
-            await asyncio.sleep(0.05)
-        assert await card_jobs_left() == 0
-        async with db.transaction() as session:
-            bound = await session.scalar(select(Incident.message_id).where(Incident.id == waiting))
-    finally:
-        await db.dispose()
-    assert bound == card.message_id
+    assert await run_waiting_card_jobs(rig, waiting) == card.message_id
     assert [m.message_id for m in cards_of(rig, waiting)] == [card.message_id]
