@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
+import pytest
 from sqlalchemy import select
 
 from opsgate.services.alertmanager import AmPayload
@@ -15,6 +16,13 @@ from opsgate.services.storage.db import Database
 from opsgate.services.storage.models import DigestLine, Incident, Job, utcnow
 from tests.builders import alert, am_payload
 from tests.integration.test_tap_binding import incident_service
+
+QUOTA = CardQuota(cards_per_minute=1)
+
+
+@pytest.fixture
+def incidents(database: Database) -> IncidentService:
+    return incident_service(database)[1]
 
 
 async def ingest(incidents: IncidentService, name: str, severity: str) -> str:
@@ -34,17 +42,17 @@ async def ask(db: Database, quota: CardQuota, incident_id: str, now: datetime) -
         return await quota.take_slot(session, incident, now)
 
 
-async def test_a_freed_slot_goes_to_the_most_severe_waiting_card(database: Database) -> None:
-    _, incidents = incident_service(database)
-    quota = CardQuota(cards_per_minute=1)
+async def test_a_freed_slot_goes_to_the_most_severe_waiting_card(
+    database: Database, incidents: IncidentService
+) -> None:
     t0 = utcnow()
     first = await ingest(incidents, "First", "info")
-    assert await ask(database, quota, first, t0) is None
+    assert await ask(database, QUOTA, first, t0) is None
     later = await ingest(incidents, "Later", "info")
     worst = await ingest(incidents, "Worst", "critical")
     # The quota is spent: both wait until the slot frees, listed on the digest meanwhile.
-    assert await ask(database, quota, later, t0) == t0 + WINDOW
-    assert await ask(database, quota, worst, t0) == t0 + WINDOW
+    assert await ask(database, QUOTA, later, t0) == t0 + WINDOW
+    assert await ask(database, QUOTA, worst, t0) == t0 + WINDOW
     async with database.transaction() as session:
         listed = set((await session.scalars(select(DigestLine.incident_id))).all())
         digest_jobs = (
@@ -55,29 +63,25 @@ async def test_a_freed_slot_goes_to_the_most_severe_waiting_card(database: Datab
 
     freed = t0 + WINDOW + timedelta(seconds=1)
     # The older, less severe card asks first and still waits its turn.
-    assert await ask(database, quota, later, freed) == freed + RECHECK
-    assert await ask(database, quota, worst, freed) is None
-    assert await ask(database, quota, later, freed + RECHECK) == freed + WINDOW
+    assert await ask(database, QUOTA, later, freed) == freed + RECHECK
+    assert await ask(database, QUOTA, worst, freed) is None
+    assert await ask(database, QUOTA, later, freed + RECHECK) == freed + WINDOW
 
 
 async def test_a_more_severe_card_waiting_goes_before_a_free_slot_is_taken(
-    database: Database,
+    database: Database, incidents: IncidentService
 ) -> None:
-    _, incidents = incident_service(database)
-    quota = CardQuota(cards_per_minute=1)
     mild = await ingest(incidents, "Mild", "info")
     worst = await ingest(incidents, "Worst", "critical")
     t0 = utcnow()
-    assert await ask(database, quota, mild, t0) == t0 + RECHECK
-    assert await ask(database, quota, worst, t0) is None
+    assert await ask(database, QUOTA, mild, t0) == t0 + RECHECK
+    assert await ask(database, QUOTA, worst, t0) is None
 
 
 async def test_a_slot_taken_stays_taken_for_a_post_that_is_tried_again(
-    database: Database,
+    database: Database, incidents: IncidentService
 ) -> None:
-    _, incidents = incident_service(database)
-    quota = CardQuota(cards_per_minute=1)
     only = await ingest(incidents, "Only", "warning")
     t0 = utcnow()
-    assert await ask(database, quota, only, t0) is None
-    assert await ask(database, quota, only, t0 + timedelta(seconds=5)) is None
+    assert await ask(database, QUOTA, only, t0) is None
+    assert await ask(database, QUOTA, only, t0 + timedelta(seconds=5)) is None
