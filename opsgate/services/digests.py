@@ -20,7 +20,14 @@ from sqlalchemy import func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from opsgate.services.chat import ChatPort, ChatTarget, DigestEntry, DigestView, MessageRef
+from opsgate.services.chat import (
+    ChatPort,
+    ChatRejected,
+    ChatTarget,
+    DigestEntry,
+    DigestView,
+    MessageRef,
+)
 from opsgate.services.job_kinds import DIGEST, DigestJob
 from opsgate.services.jobs import ClaimedJob, enqueue
 from opsgate.services.severity import severity_rank
@@ -85,13 +92,18 @@ class DigestPublisher:
         for digest in shown:
             await job.lease.ensure()
             message_id = digest.message_id
-            if message_id is None:
-                ref = await self._chat.post_digest(digest.target, digest.view)
-                message_id = ref.message_id
-                log.info("digest_posted", chat_id=chat_id, message_id=message_id)
-            else:
-                ref = MessageRef(digest.target.chat_id, message_id, digest.target.thread_id)
-                await self._chat.edit_digest(ref, digest.view)
+            try:
+                if message_id is None:
+                    ref = await self._chat.post_digest(digest.target, digest.view)
+                    message_id = ref.message_id
+                    log.info("digest_posted", chat_id=chat_id, message_id=message_id)
+                else:
+                    ref = MessageRef(digest.target.chat_id, message_id, digest.target.thread_id)
+                    await self._chat.edit_digest(ref, digest.view)
+            except ChatRejected as exc:
+                # For good (the bot left the chat, say): the chat's next change tries again.
+                log.warning("digest_rejected", chat_id=chat_id, error=str(exc))
+                continue
             async with job.lease.transaction() as session:
                 await session.execute(
                     update(Digest)

@@ -16,6 +16,12 @@ depends_on = None
 def upgrade() -> None:
     with op.batch_alter_table("incidents", schema=None) as batch_op:
         batch_op.add_column(sa.Column("card_slot_at", sa.DateTime(), nullable=True))
+    op.create_index(
+        "ix_incidents_chat_id_card_slot_at",
+        "incidents",
+        ["chat_id", "card_slot_at"],
+        unique=False,
+    )
     op.create_table(
         "digests",
         sa.Column("id", sa.Integer(), autoincrement=True, nullable=False),
@@ -56,5 +62,6 @@ def downgrade() -> None:
     op.drop_table("digest_lines")
     op.drop_index(op.f("ix_digests_chat_id"), table_name="digests")
     op.drop_table("digests")
+    op.drop_index("ix_incidents_chat_id_card_slot_at", table_name="incidents")
     with op.batch_alter_table("incidents", schema=None) as batch_op:
         batch_op.drop_column("card_slot_at")

@@ -61,6 +61,8 @@ class Base(DeclarativeBase):
 
 class Incident(Base):
     __tablename__ = "incidents"
+    # The card quota counts a chat's recent cards and its waiting ones (services/card_quota.py).
+    __table_args__ = (Index("ix_incidents_chat_id_card_slot_at", "chat_id", "card_slot_at"),)
 
     id: Mapped[str] = mapped_column(String(16), primary_key=True)
     group_key: Mapped[str] = mapped_column(Text, unique=True)
