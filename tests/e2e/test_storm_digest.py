@@ -144,3 +144,25 @@ async def test_card_command_posts_the_card_taps_decide_on_and_no_second_one(
     # The card job that waited for the quota comes due now: it edits, it does not post.
     assert await run_waiting_card_jobs(rig, waiting) == card.message_id
     assert [m.message_id for m in cards_of(rig, waiting)] == [card.message_id]
+
+
+async def test_card_command_answers_for_unknown_ids_and_points_to_an_existing_card(
+    rig: Rig,
+) -> None:
+    response = await rig.post_alert(am_payload())
+    incident_id = response.json()["incident_id"]
+    card = await rig.wait_card()
+
+    answers = {}
+    for text in ("/card", "/card INC-NOPE0000", f"/card {incident_id.lower()}"):
+        asked = rig.telegram.send_text(CHAT_ID, rig.telegram.user(ALICE, "alice"), text)
+        if text.endswith(incident_id.lower()):
+            answers[text] = await rig.wait_reply(card.message_id)
+        else:
+            answers[text] = await rig.wait_reply(asked.message_id)
+    assert answers["/card"].plain_text.startswith("Usage: /card INC-")
+    assert answers["/card INC-NOPE0000"].plain_text == "No incident INC-NOPE0000 is known."
+    assert (
+        answers[f"/card {incident_id.lower()}"].plain_text == f"This is the card of {incident_id}."
+    )
+    assert len(rig.cards()) == 1
