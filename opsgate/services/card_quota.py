@@ -49,16 +49,27 @@ class CardQuota:
             )
         ).all()
         room = self.cards_per_minute - len(slots)
-        if room > 0 and await self._waiting_ahead(session, incident) < room:
+        ahead = await self._waiting_ahead(session, incident)
+        if room > 0 and ahead < room:
             incident.card_slot_at = now
             return None
         await list_on_digest(session, incident, now)
-        if room > 0:
-            return now + RECHECK
-        # The slot that frees first: this card or a more severe one takes it then.
-        oldest = slots[0]
-        assert oldest is not None
-        return max(oldest + WINDOW, now + RECHECK)
+        taken = [slot for slot in slots if slot is not None]
+        return max(self._turn(taken, ahead, now), now + RECHECK)
+
+    def _turn(self, slots: list[datetime], ahead: int, now: datetime) -> datetime:
+        """When a card with ``ahead`` waiting cards before it may expect its slot: as the
+        slots of the last minute free, one by one, the cards before it take them first.
+
+        Each waiting job wakes near its own turn rather than all at the first free slot; one
+        that wakes early (a more severe card came meanwhile) just waits again, and a slot left
+        by a card that resolved is taken by the next one that wakes.
+        """
+        if not slots:
+            return now  # the cards before it take the free slots now; look again soon
+        turn = ahead + len(slots) - self.cards_per_minute
+        rounds, index = divmod(max(turn, 0), len(slots))
+        return slots[index] + WINDOW * (1 + rounds)
 
     async def _serialise(self, session: AsyncSession, chat_id: int) -> None:
         if session.get_bind().dialect.name == "postgresql":

@@ -50,8 +50,9 @@ async def test_a_freed_slot_goes_to_the_most_severe_waiting_card(
     assert await ask(database, QUOTA, first, t0) is None
     later = await ingest(incidents, "Later", "info")
     worst = await ingest(incidents, "Worst", "critical")
-    # The quota is spent: both wait until the slot frees, listed on the digest meanwhile.
-    assert await ask(database, QUOTA, later, t0) == t0 + WINDOW
+    # The quota is spent: both wait for their turn, listed on the digest meanwhile; the
+    # critical card's is the slot that frees first, the other's the one after.
+    assert await ask(database, QUOTA, later, t0) == t0 + 2 * WINDOW
     assert await ask(database, QUOTA, worst, t0) == t0 + WINDOW
     async with database.transaction() as session:
         listed = set((await session.scalars(select(DigestLine.incident_id))).all())
@@ -62,7 +63,7 @@ async def test_a_freed_slot_goes_to_the_most_severe_waiting_card(
     assert len(digest_jobs) == 1
 
     freed = t0 + WINDOW + timedelta(seconds=1)
-    # The older, less severe card asks first and still waits its turn.
+    # Should the older, less severe card ask first, it still waits its turn.
     assert await ask(database, QUOTA, later, freed) == freed + RECHECK
     assert await ask(database, QUOTA, worst, freed) is None
     assert await ask(database, QUOTA, later, freed + RECHECK) == freed + WINDOW
