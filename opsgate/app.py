@@ -47,9 +47,11 @@ from opsgate.handlers.telegram_updates import ALLOWED_UPDATES, register
 from opsgate.metrics import Metrics
 from opsgate.services import jobs
 from opsgate.services.approvals import DECISION_OUTCOMES, ApprovalService, RetryPolicy
+from opsgate.services.card_quota import CardQuota
 from opsgate.services.cards import REFUSAL_REASONS, CardPublisher
 from opsgate.services.chat import ChatError, ChatTarget, ChatUnavailable
 from opsgate.services.chats import ChatDirectory
+from opsgate.services.digests import DigestPublisher
 from opsgate.services.execution import FINAL_STATES, ExecutionService
 from opsgate.services.fanout import ResultFanout
 from opsgate.services.finetune_export import export_finetune
@@ -263,7 +265,10 @@ def build_app(settings: Settings, *, policy: PolicySource, kube: ApiClient) -> O
         metrics=metrics,
     )
     knowledge = KnowledgeService(db)
-    publisher = CardPublisher(db, sender, knowledge, metrics=metrics)
+    publisher = CardPublisher(
+        db, sender, knowledge, quota=CardQuota(settings.cards_per_minute), metrics=metrics
+    )
+    digests = DigestPublisher(db, sender, cards_per_minute=settings.cards_per_minute)
     fanout = ResultFanout(
         db,
         sender,
@@ -307,6 +312,7 @@ def build_app(settings: Settings, *, policy: PolicySource, kube: ApiClient) -> O
             JobKind.EXECUTE: execution.run_job,
             JobKind.SYNC_CARD: publisher.sync_card,
             JobKind.PUBLISH_RESULT: publisher.publish_result,
+            JobKind.DIGEST: digests.run_job,
             JobKind.NOTIFY: fanout.notify,
             JobKind.VERIFY: verification.run_job,
             JobKind.LEARN: learning.run_job,
@@ -331,7 +337,9 @@ def build_app(settings: Settings, *, policy: PolicySource, kube: ApiClient) -> O
         telegram,
         CardButtons(approvals, sender, metrics),
         FeedbackButtons(learning, policy, sender),
-        ChatCommands(IncidentQueries(db), health, knowledge, playbooks, policy, chats, sender),
+        ChatCommands(
+            IncidentQueries(db), health, knowledge, playbooks, policy, chats, sender, publisher
+        ),
         ChatMembers(chats),
     )
 

@@ -68,6 +68,9 @@ class Settings(BaseSettings):
     telegram_chat_rate_per_second: int = Field(default=1, ge=1)
     telegram_group_rate_per_minute: int = Field(default=20, ge=1)
     telegram_overall_rate_per_second: int = Field(default=30, ge=1)
+    # New cards a chat gets in any minute: fewer than its budget, so that during a storm the
+    # digest of the waiting ones, answers and edits still get through.
+    cards_per_minute: int = Field(default=10, ge=1)
     # Shared by every replica: one bot token has one Telegram budget, however many send with it.
     redis_url: str | None = None
     # A loaded Bot API answers a send in more than PTB's default 5 s; giving up earlier turns a

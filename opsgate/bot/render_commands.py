@@ -6,7 +6,7 @@ import json
 from datetime import UTC, datetime
 
 from opsgate.bot.render import CUT, MAX_MESSAGE, clip, clock, e, pack, status_icon, took, units
-from opsgate.services.cards import RefusedCards
+from opsgate.services.cards import RefusedCards, RequestedCard
 from opsgate.services.health import HealthReport
 from opsgate.services.knowledge import SearchHit
 from opsgate.services.playbooks import PlaybookLine
@@ -27,6 +27,7 @@ ACTOR = 40
 COMMANDS = [
     ("incidents", "Open incidents, newest first"),
     ("timeline", "Timeline of an incident: /timeline INC-…"),
+    ("card", "Post an incident's card now: /card INC-…"),
     ("pending", "Approvals waiting for a decision"),
     ("audit", "What ran, approved by whom: /audit [INC-…]"),
     ("kb", "Search past incident cases: /kb words"),
@@ -35,7 +36,7 @@ COMMANDS = [
     ("whoami", "Your Telegram id and roles"),
     ("help", "What opsgate does here"),
 ]
-VIEWER_COMMANDS = ("incidents", "timeline", "audit", "kb", "playbooks", "status")
+VIEWER_COMMANDS = ("incidents", "timeline", "card", "audit", "kb", "playbooks", "status")
 APPROVER_COMMANDS = ("pending",)
 OPEN_COMMANDS = ("whoami", "help")
 
@@ -203,6 +204,19 @@ def help_html(*, member: bool, approver: bool) -> str:
     elif not member:
         lines.append("You are not in the opsgate policy yet: send /whoami to an admin.")
     return "\n".join(lines)
+
+
+def requested_card_html(requested: RequestedCard, asked_in: int) -> str | None:
+    """The answer to ``/card``; None when the card just posted here is the answer."""
+    incident = e(requested.incident_id)
+    card = requested.card
+    if card is None:
+        return f"No incident {incident} is known."
+    if card.chat_id != asked_in:
+        return f"The card of {incident} is in its alert chat."
+    if requested.posted:
+        return None
+    return f"This is the card of {incident}."
 
 
 def whoami_html(

@@ -38,6 +38,7 @@ from opsgate.bot.callback_answers import AnswerWindow, answer_in_window
 from opsgate.bot.keyboards import approval_keyboard, feedback_keyboard
 from opsgate.bot.outbound import OutboundScheduler, Priority
 from opsgate.bot.render import card_html, duplicate_card_html, result_html
+from opsgate.bot.render_digest import digest_html
 from opsgate.bot.send_budget import FloodLimits, SendBudget
 from opsgate.services.chat import (
     CardView,
@@ -48,6 +49,7 @@ from opsgate.services.chat import (
     ChatRetryLater,
     ChatTarget,
     ChatUnavailable,
+    DigestView,
     MessageRef,
     ResultView,
 )
@@ -165,10 +167,12 @@ class TelegramSender:
 
         return await self._in_chat(method, chat_id, in_turn)
 
-    async def post_card(self, target: ChatTarget, card: CardView) -> MessageRef:
+    async def post_card(
+        self, target: ChatTarget, card: CardView, *, on_request: bool = False
+    ) -> MessageRef:
         message = await self._send(
             target.chat_id,
-            Priority.NEW_CARD,
+            Priority.COMMAND_ANSWER if on_request else Priority.NEW_CARD,
             lambda chat_id: self._bot.send_message(
                 chat_id=chat_id,
                 message_thread_id=target.thread_id,
@@ -183,6 +187,20 @@ class TelegramSender:
     async def edit_card(self, ref: MessageRef, card: CardView) -> None:
         await self.edit_html(
             ref.chat_id, ref.message_id, card_html(card), _markup(card), priority=Priority.CARD_EDIT
+        )
+
+    async def post_digest(self, target: ChatTarget, digest: DigestView) -> MessageRef:
+        # Before new cards: the digest is how the incidents waiting for them are seen at all.
+        return await self.send_html(
+            target.chat_id,
+            digest_html(digest),
+            thread_id=target.thread_id,
+            priority=Priority.CARD_EDIT,
+        )
+
+    async def edit_digest(self, ref: MessageRef, digest: DigestView) -> None:
+        await self.edit_html(
+            ref.chat_id, ref.message_id, digest_html(digest), priority=Priority.CARD_EDIT
         )
 
     async def mark_duplicate(self, ref: MessageRef, incident_id: str, live: MessageRef) -> None:

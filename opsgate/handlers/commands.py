@@ -21,6 +21,7 @@ from opsgate.bot.render_commands import (
     knowledge_html,
     pending_messages,
     playbooks_messages,
+    requested_card_html,
     status_html,
     timeline_page,
     whoami_html,
@@ -28,6 +29,8 @@ from opsgate.bot.render_commands import (
 from opsgate.bot.sender import TelegramSender
 from opsgate.handlers.callback_actions import STALE, expect, offers_tapped_button
 from opsgate.services.approvals import NOT_HERE
+from opsgate.services.cards import CardPublisher
+from opsgate.services.chat import ChatError
 from opsgate.services.chats import ChatDirectory
 from opsgate.services.health import HealthService
 from opsgate.services.ids import INCIDENT_ID
@@ -38,6 +41,7 @@ from opsgate.services.queries import IncidentQueries
 
 Answer = tuple[str, InlineKeyboardMarkup | None]
 
+CARD_USAGE = "Usage: /card INC-XXXXXXXX (the storm digest lists the incidents waiting for one)"
 TIMELINE_USAGE = "Usage: /timeline INC-XXXXXXXX (or reply /timeline to an alert card)"
 AUDIT_USAGE = "Usage: /audit [INC-XXXXXXXX]"
 PLAYBOOK_USAGE = "Usage: /playbook approve N or /playbook retire N (see /playbooks)"
@@ -55,6 +59,7 @@ class ChatCommands:
     policy: PolicySource
     chats: ChatDirectory
     sender: TelegramSender
+    cards: CardPublisher
 
     async def _answer(
         self, message: Message, html: str, markup: InlineKeyboardMarkup | None = None
@@ -193,6 +198,33 @@ class ChatCommands:
                 await self._answer(message, f"No incident {e(incident_id)} is known.")
                 return
             await self._answer(message, *shown)
+
+    async def on_card(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """``/card INC-…``: the card of an incident the digest lists, ahead of new cards."""
+        asked = await self._member(update)
+        if asked is None:
+            return
+        message = asked[0]
+        args = context.args or []
+        incident_id = args[0].strip().upper() if len(args) == 1 else ""
+        if not INCIDENT_ID.match(incident_id):
+            await self._answer(message, CARD_USAGE)
+            return
+        try:
+            requested = await self.cards.post_on_request(incident_id)
+        except ChatError as exc:
+            await self._answer(message, f"The card of {e(incident_id)} was not posted: {e(exc)}")
+            return
+        html = requested_card_html(requested, message.chat_id)
+        card = requested.card
+        if html is None:
+            return
+        if card is not None and card.chat_id == message.chat_id:
+            await self.sender.send_html(
+                card.chat_id, html, thread_id=card.thread_id, reply_to=card.message_id
+            )
+            return
+        await self._answer(message, html)
 
     async def _incident_argument(self, message: Message, args: list[str] | None) -> str | None:
         if args:

@@ -46,6 +46,7 @@ def register(
         ("audit", commands.on_audit),
         ("status", commands.on_status),
         ("timeline", commands.on_timeline),
+        ("card", commands.on_card),
         ("kb", commands.on_kb),
         ("playbooks", commands.on_playbooks),
         ("playbook", commands.on_playbook),

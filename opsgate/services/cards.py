@@ -7,6 +7,8 @@ changes collapses into one edit showing the latest truth.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -17,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from opsgate.metrics import Metrics
 from opsgate.services import timeline
+from opsgate.services.card_quota import CardQuota
 from opsgate.services.chat import (
     AttemptLine,
     CardView,
@@ -29,6 +32,7 @@ from opsgate.services.chat import (
     MessageRef,
     ResultView,
 )
+from opsgate.services.digests import is_listed, schedule_digest
 from opsgate.services.execution import SUCCEEDED, approver_names, load_execution
 from opsgate.services.job_kinds import IncidentJob, ResultJob
 from opsgate.services.jobs import ClaimedJob, Lease, RetryJob
@@ -215,6 +219,13 @@ class CaseFinder(Protocol):
     async def related_case(self, alertname: str, service: str) -> dict[str, Any] | None: ...
 
 
+@dataclass(frozen=True)
+class RequestedCard:
+    incident_id: str
+    card: MessageRef | None  # None: no such incident
+    posted: bool  # posted for this request, else it was there already
+
+
 class CardPublisher:
     def __init__(
         self,
@@ -222,13 +233,16 @@ class CardPublisher:
         chat: ChatPort,
         cases: CaseFinder | None = None,
         *,
+        quota: CardQuota | None = None,
         unknown_card_wait: timedelta = UNKNOWN_CARD_WAIT,
         metrics: Metrics | None = None,
     ) -> None:
+        """Without ``quota`` every card goes out as soon as the send budget allows."""
         self._metrics = metrics or Metrics()
         self._db = db
         self._chat = chat
         self._cases = cases
+        self._quota = quota
         self._unknown_card_wait = unknown_card_wait
 
     async def sync_card(self, job: ClaimedJob[IncidentJob]) -> None:
@@ -241,9 +255,6 @@ class CardPublisher:
             view = await build_card(session, incident)
             target = ChatTarget(incident.chat_id, incident.thread_id)
             message_id = incident.message_id
-            received_at = incident.created_at
-        if message_id is None and self._cases is not None:
-            view = await self._attach_related_case(job.lease, incident_id, view)
         if message_id is not None:
             try:
                 await self._chat.edit_card(
@@ -252,6 +263,10 @@ class CardPublisher:
             except ChatRejected as exc:
                 log.warning("card_edit_rejected", incident_id=incident_id, error=str(exc))
             return
+        if self._quota is not None and not await self._card_turn(job.lease, incident_id):
+            return
+        if self._cases is not None:
+            view = await self._attach_related_case(job.lease, incident_id, view)
         await job.lease.ensure()
         try:
             ref = await self._chat.post_card(target, view)
@@ -288,11 +303,61 @@ class CardPublisher:
                 )
             self._metrics.card_refused(CHAT_GONE if isinstance(exc, ChatGone) else CHAT_REJECTED)
             return
-        async with job.lease.transaction() as session:
+        await self._bind(job.lease.transaction, incident_id, ref)
+
+    async def _card_turn(self, lease: Lease, incident_id: str) -> bool:
+        """Whether the chat's card quota lets this card out now; a card that waits is listed
+        on the digest and its job comes back when a slot may be free."""
+        assert self._quota is not None
+        async with lease.transaction() as session:
+            incident = await session.get(Incident, incident_id)
+            if incident is None or incident.message_id is not None:
+                return False  # a /card request posted it meanwhile; the next sync edits it
+            if incident.status == "resolved" and await is_listed(session, incident_id):
+                # Resolved while it waited: the digest says so, and a card would only spend
+                # the budget the incidents still firing need. /card still posts it.
+                await schedule_digest(session, incident.chat_id, utcnow())
+                return False
+            later = await self._quota.take_slot(session, incident, utcnow())
+        if later is None:
+            return True
+        raise RetryJob(later, "the card waits for the chat's card quota")
+
+    async def post_on_request(self, incident_id: str) -> RequestedCard:
+        """``/card``: the incident's card now, ahead of new cards, unless it has one already.
+
+        It is bound as the incident's card as a job's post would be, so taps on it decide and
+        no second card follows; should a job's post win the race, this one becomes a pointer."""
+        async with self._db.transaction() as session:
+            incident = await session.get(Incident, incident_id)
+            if incident is None:
+                return RequestedCard(incident_id, None, posted=False)
+            target = ChatTarget(incident.chat_id, incident.thread_id)
+            if incident.message_id is not None:
+                ref = MessageRef(target.chat_id, incident.message_id, target.thread_id)
+                return RequestedCard(incident_id, ref, posted=False)
+            view = await build_card(session, incident)
+        ref = await self._chat.post_card(target, view, on_request=True)
+        live = await self._bind(self._db.transaction, incident_id, ref)
+        return RequestedCard(incident_id, live or ref, posted=live is None)
+
+    async def _bind(
+        self,
+        transaction: Callable[[], AbstractAsyncContextManager[AsyncSession]],
+        incident_id: str,
+        ref: MessageRef,
+    ) -> MessageRef | None:
+        """Make the posted message the incident's card; None when it is, else the card that
+        was bound first (the posted message then points to it)."""
+        async with transaction() as session:
             stored = await session.execute(
                 update(Incident)
                 .where(Incident.id == incident_id, Incident.message_id.is_(None))
-                .values(message_id=ref.message_id)
+                .values(
+                    message_id=ref.message_id,
+                    # A requested card counts against the chat's quota too.
+                    card_slot_at=func.coalesce(Incident.card_slot_at, utcnow()),
+                )
             )
             live = None
             if stored.rowcount != 1:  # type: ignore[attr-defined]
@@ -306,16 +371,21 @@ class CardPublisher:
                 timeline.record(
                     session, incident_id, "card_posted", f"alert card posted to chat {ref.chat_id}"
                 )
-                self._metrics.card_posted((utcnow() - received_at).total_seconds())
+                received_at = await session.scalar(
+                    select(Incident.created_at).where(Incident.id == incident_id)
+                )
+                if received_at is not None:
+                    self._metrics.card_posted((utcnow() - received_at).total_seconds())
         if live is not None:
             live_ref = MessageRef(ref.chat_id, live, ref.thread_id)
             with contextlib.suppress(ChatError):
                 await self._chat.mark_duplicate(ref, incident_id, live_ref)
             log.warning("card_posted_twice", incident_id=incident_id, message_id=ref.message_id)
-            return
+            return live_ref
         log.info(
             "card_posted", incident_id=incident_id, chat_id=ref.chat_id, message_id=ref.message_id
         )
+        return None
 
     async def _attach_related_case(
         self, lease: Lease, incident_id: str, view: CardView

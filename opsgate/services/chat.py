@@ -93,6 +93,23 @@ class ResultView:
 
 
 @dataclass(frozen=True)
+class DigestEntry:
+    incident_id: str
+    severity: str
+    alertname: str
+    state: str  # "waiting", "card" (its card is posted) or "resolved" (it needs none)
+
+
+@dataclass(frozen=True)
+class DigestView:
+    """The incidents of one digest message, in the order their cards go out."""
+
+    entries: tuple[DigestEntry, ...]
+    # Cards per minute the chat gets during a storm, so the reader knows how long to wait.
+    cards_per_minute: int
+
+
+@dataclass(frozen=True)
 class TimelineLine:
     at: datetime
     actor: str
@@ -139,7 +156,15 @@ class ChatGone(ChatRejected):
 
 
 class ChatPort(Protocol):
-    async def post_card(self, target: ChatTarget, card: CardView) -> MessageRef: ...
+    async def post_card(
+        self, target: ChatTarget, card: CardView, *, on_request: bool = False
+    ) -> MessageRef:
+        """``on_request``: someone asked for this card (``/card``); it goes before new cards."""
+        ...
+
+    async def post_digest(self, target: ChatTarget, digest: DigestView) -> MessageRef: ...
+
+    async def edit_digest(self, ref: MessageRef, digest: DigestView) -> None: ...
 
     async def edit_card(self, ref: MessageRef, card: CardView) -> None: ...
 

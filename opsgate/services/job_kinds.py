@@ -27,6 +27,7 @@ class JobKind(StrEnum):
     EXTRACT_PLAYBOOK = "extract_playbook"
     TELEGRAM_UPDATE = "telegram_update"
     PERIODIC = "periodic"
+    DIGEST = "digest"
 
 
 class Payload(BaseModel):
@@ -64,6 +65,10 @@ class TelegramUpdateJob(Payload):
     # Messages of one chat are handled in order; taps are not held behind anything.
     chat_id: int | None = None
     is_tap: bool = False
+
+
+class DigestJob(Payload):
+    chat_id: int
 
 
 class PeriodicJob(Payload):
@@ -142,6 +147,14 @@ PERIODIC = JobSpec(
     # One row per task for ever: it keeps its coalescing key while it runs (see jobs._claim).
     coalesce=True,
 )
+# One digest job per chat at a time, and one waiting: a burst of new lines is one edit.
+DIGEST = JobSpec(
+    JobKind.DIGEST,
+    DigestJob,
+    lambda p: str(p.chat_id),
+    lambda p: f"digest:{p.chat_id}",
+    coalesce=True,
+)
 
 SPECS: dict[JobKind, JobSpec[Any]] = {
     spec.kind: spec
@@ -156,5 +169,6 @@ SPECS: dict[JobKind, JobSpec[Any]] = {
         EXTRACT_PLAYBOOK,
         TELEGRAM_UPDATE,
         PERIODIC,
+        DIGEST,
     )
 }

@@ -44,6 +44,7 @@ def stand_in_settings(
         "telegram_chat_rate_per_second": 10_000,
         "telegram_group_rate_per_minute": 10_000,
         "telegram_overall_rate_per_second": 10_000,
+        "cards_per_minute": 10_000,
     }
 
 

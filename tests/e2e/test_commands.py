@@ -31,6 +31,7 @@ async def test_commands_are_registered(rig: Rig) -> None:
     assert registered == [
         "incidents",
         "timeline",
+        "card",
         "pending",
         "audit",
         "kb",

@@ -32,10 +32,8 @@ CARD_ID = 10
 ALICE_TAPS = Tapper(ALICE, "alice")
 
 
-async def open_incident(
-    db: Database, *, card_id: int | None, quorum: int = 1
-) -> tuple[ApprovalService, Approval, Incident]:
-    """An incident with a pending approval, whose card is ``card_id`` (None: never stored)."""
+def incident_service(db: Database, *, quorum: int = 1) -> tuple[ApprovalService, IncidentService]:
+    """Incidents of CHAT, whose proposed fixes need ``quorum`` approvals."""
     approvals = ApprovalService(
         db,
         policy_source({"medium": quorum}),
@@ -49,6 +47,14 @@ async def open_incident(
         playbooks=PlaybookService(db),
         policy=policy_source(),
     )
+    return approvals, incidents
+
+
+async def open_incident(
+    db: Database, *, card_id: int | None, quorum: int = 1
+) -> tuple[ApprovalService, Approval, Incident]:
+    """An incident with a pending approval, whose card is ``card_id`` (None: never stored)."""
+    approvals, incidents = incident_service(db, quorum=quorum)
     await incidents.ingest_alertmanager(AmPayload.model_validate(am_payload()))
     async with db.transaction() as session:
         await session.execute(update(Incident).values(message_id=card_id))

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from opsgate.bot.render import MAX_MESSAGE, card_html, result_html
-from opsgate.services.chat import AttemptLine, CardView, ResultView
+from opsgate.bot.render_digest import digest_html
+from opsgate.services.chat import AttemptLine, CardView, DigestEntry, DigestView, ResultView
+from opsgate.services.digests import LINES_PER_DIGEST
 from tests.fakes.telegram_api import parse_html, utf16_len
 
 # Any displayable text, astral characters and HTML's own specials included; lone surrogates
@@ -107,3 +109,27 @@ def test_every_result_is_valid_html_under_the_limit(
             )
         )
     )
+
+
+@settings(max_examples=100, deadline=None)
+# The longest lines there are: names that escape or count double, the longest state.
+@example([("&" * 100, "😀" * 100, "resolved")] * LINES_PER_DIGEST, 10**6)
+@given(
+    st.lists(
+        st.tuples(TEXT, TEXT, st.sampled_from(["waiting", "card", "resolved"])),
+        min_size=LINES_PER_DIGEST,
+        max_size=LINES_PER_DIGEST,
+    ),
+    st.integers(1, 10**6),
+)
+def test_a_full_digest_is_valid_html_under_the_limit(
+    lines: list[tuple[str, str, str]], cards_per_minute: int
+) -> None:
+    entries = tuple(
+        DigestEntry(f"INC-{n:012d}", severity, alertname, state)
+        for n, (severity, alertname, state) in enumerate(lines)
+    )
+    html = digest_html(DigestView(entries, cards_per_minute))
+    fits(html)
+    # Every incident keeps its id on its line, however long its alert's names are.
+    assert all(entry.incident_id in parse_html(html).text for entry in entries)

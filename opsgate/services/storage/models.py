@@ -61,6 +61,8 @@ class Base(DeclarativeBase):
 
 class Incident(Base):
     __tablename__ = "incidents"
+    # The card quota counts a chat's recent cards and its waiting ones (services/card_quota.py).
+    __table_args__ = (Index("ix_incidents_chat_id_card_slot_at", "chat_id", "card_slot_at"),)
 
     id: Mapped[str] = mapped_column(String(16), primary_key=True)
     group_key: Mapped[str] = mapped_column(Text, unique=True)
@@ -88,9 +90,43 @@ class Incident(Base):
     # A digest of what the last Alertmanager payload wrote to this incident's alerts, so a
     # repeat that would change nothing is recognised with one read (see services/incidents.py).
     ingest_digest: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # When the chat's card quota let this incident's card go out (see services/digests.py).
+    card_slot_at: Mapped[datetime | None] = mapped_column(nullable=True)
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
     resolved_at: Mapped[datetime | None] = mapped_column(nullable=True)
+
+
+class Digest(Base):
+    """One digest message of a chat: the incidents whose cards wait for the chat's budget."""
+
+    __tablename__ = "digests"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    chat_id: Mapped[int] = mapped_column(BigInteger, index=True)
+    thread_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    message_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    # Full, or every incident on it got its card or resolved: new lines start a new message.
+    full: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Full, and what it shows can no longer change: the digest job leaves it alone.
+    done: Mapped[bool] = mapped_column(Boolean, default=False)
+    # What the message shows: a hash of its lines and how many say resolved (see digests.py).
+    shown: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    shown_resolved: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime]
+
+
+class DigestLine(Base):
+    """An incident listed on a digest; ``digest_id`` is unset until the digest job places it."""
+
+    __tablename__ = "digest_lines"
+
+    incident_id: Mapped[str] = mapped_column(ForeignKey("incidents.id"), primary_key=True)
+    chat_id: Mapped[int] = mapped_column(BigInteger, index=True)
+    digest_id: Mapped[int | None] = mapped_column(
+        ForeignKey("digests.id"), nullable=True, index=True
+    )
+    created_at: Mapped[datetime]
 
 
 class Alert(Base):

@@ -1,0 +1,88 @@
+"""The chat's card quota: beyond it incidents are listed on the digest, and a freed slot goes
+to the most severe waiting incident, whichever asks first."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+import pytest
+from sqlalchemy import select
+
+from opsgate.services.alertmanager import AmPayload
+from opsgate.services.card_quota import RECHECK, WINDOW, CardQuota
+from opsgate.services.incidents import IncidentService
+from opsgate.services.job_kinds import JobKind
+from opsgate.services.storage.db import Database
+from opsgate.services.storage.models import DigestLine, Incident, Job, utcnow
+from tests.builders import alert, am_payload
+from tests.integration.test_tap_binding import incident_service
+
+QUOTA = CardQuota(cards_per_minute=1)
+
+
+@pytest.fixture
+def incidents(database: Database) -> IncidentService:
+    return incident_service(database)[1]
+
+
+async def ingest(incidents: IncidentService, name: str, severity: str) -> str:
+    payload = am_payload(
+        f'{{}}:{{alertname="{name}"}}',
+        alert(name, alertname=name, extra_labels={"severity": severity}),
+    )
+    result = await incidents.ingest_alertmanager(AmPayload.model_validate(payload))
+    assert result.incident_id is not None
+    return result.incident_id
+
+
+async def ask(db: Database, quota: CardQuota, incident_id: str, now: datetime) -> datetime | None:
+    async with db.transaction() as session:
+        incident = await session.get(Incident, incident_id)
+        assert incident is not None
+        return await quota.take_slot(session, incident, now)
+
+
+async def test_a_freed_slot_goes_to_the_most_severe_waiting_card(
+    database: Database, incidents: IncidentService
+) -> None:
+    t0 = utcnow()
+    first = await ingest(incidents, "First", "info")
+    assert await ask(database, QUOTA, first, t0) is None
+    later = await ingest(incidents, "Later", "info")
+    worst = await ingest(incidents, "Worst", "critical")
+    # The quota is spent: both wait for their turn, listed on the digest meanwhile; the
+    # critical card's is the slot that frees first, the other's the one after.
+    assert await ask(database, QUOTA, later, t0) == t0 + 2 * WINDOW
+    assert await ask(database, QUOTA, worst, t0) == t0 + WINDOW
+    async with database.transaction() as session:
+        listed = set((await session.scalars(select(DigestLine.incident_id))).all())
+        digest_jobs = (
+            await session.scalars(select(Job.id).where(Job.kind == JobKind.DIGEST.value))
+        ).all()
+    assert listed == {later, worst}
+    assert len(digest_jobs) == 1
+
+    freed = t0 + WINDOW + timedelta(seconds=1)
+    # Should the older, less severe card ask first, it still waits its turn.
+    assert await ask(database, QUOTA, later, freed) == freed + RECHECK
+    assert await ask(database, QUOTA, worst, freed) is None
+    assert await ask(database, QUOTA, later, freed + RECHECK) == freed + WINDOW
+
+
+async def test_a_more_severe_card_waiting_goes_before_a_free_slot_is_taken(
+    database: Database, incidents: IncidentService
+) -> None:
+    mild = await ingest(incidents, "Mild", "info")
+    worst = await ingest(incidents, "Worst", "critical")
+    t0 = utcnow()
+    assert await ask(database, QUOTA, mild, t0) == t0 + RECHECK
+    assert await ask(database, QUOTA, worst, t0) is None
+
+
+async def test_a_slot_taken_stays_taken_for_a_post_that_is_tried_again(
+    database: Database, incidents: IncidentService
+) -> None:
+    only = await ingest(incidents, "Only", "warning")
+    t0 = utcnow()
+    assert await ask(database, QUOTA, only, t0) is None
+    assert await ask(database, QUOTA, only, t0 + timedelta(seconds=5)) is None
