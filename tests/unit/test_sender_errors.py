@@ -158,7 +158,7 @@ async def test_answering_a_tap_never_raises_on_a_lost_answer(chats: ChatDirector
     nearly_too_old = time.monotonic() - ANSWER_WINDOW_SECONDS + 0.5
     with capture_logs() as logs:
         await sender.answer_callback("1", "Approved", alert=False, arrived=nearly_too_old)
-    assert [entry["event"] for entry in logs][-1] == "callback_answer_failed"
+    assert "callback_answer_failed" in [entry["event"] for entry in logs]
 
 
 def test_the_bot_waits_for_a_loaded_bot_api() -> None:
