@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -13,14 +14,17 @@ from tests.fakes.telegram_api import FakeTelegram
 START_TIMEOUT_SECONDS = 60.0
 REPO_ROOT = Path(__file__).resolve().parents[1]
 UPDATE_CONCURRENCY = Settings.model_fields["update_concurrency"].default
-# Telegram's flood limits as opsgate applies them by default; stand_in_settings lifts them so
-# that the tests run fast, and a bench puts them back.
-PRODUCTION_LIMITS = {
+# What stand_in_settings changes so that the tests run fast and a bench puts back to the
+# defaults: Telegram's flood limits in opsgate's scheduler, and how often the job runner and
+# the approval sweep look at the database (every 50 ms there, competing for SQLite's lock).
+PRODUCTION_SETTINGS = {
     name: Settings.model_fields[name].default
     for name in (
         "telegram_chat_rate_per_second",
         "telegram_group_rate_per_minute",
         "telegram_overall_rate_per_second",
+        "job_poll_interval",
+        "approval_sweep_seconds",
     )
 }
 
@@ -52,6 +56,12 @@ def rss_mib(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     raise RuntimeError(f"no VmRSS for pid {pid}")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system time of a live process, all its threads included, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def wait_polling(telegram: FakeTelegram, process: subprocess.Popen[bytes]) -> None:

@@ -5,7 +5,7 @@
 One Debian ``prometheus-alertmanager`` gets ``--groups`` alert groups at once (one API call),
 spread over ``--chats`` chats by a ``team`` label: opsgate routes them by its policy's routes,
 Alertmanager by its own. Each round fires a storm for opsgate (``opsgate serve`` as a child
-process, SQLite, Telegram's default flood limits in its scheduler), then the same storm for
+process, SQLite, default flood limits and polling intervals), then the same storm for
 Alertmanager's ``telegram_configs`` (``api_url`` pointed at a second stand-in), A B A B.
 
 Both Telegram stand-ins (tests/fakes) enforce the flood limit the stand-in models, per chat:
@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import math
+import re
 import shutil
 import statistics
 import subprocess
@@ -38,7 +39,7 @@ import httpx
 import yaml
 from sqlalchemy import select
 
-from bench.children import PRODUCTION_LIMITS, rss_mib, start_bare_bot, stop_process, wait_polling
+from bench.children import PRODUCTION_SETTINGS, rss_mib, start_bare_bot, stop_process, wait_polling
 from opsgate.services.storage.db import Database
 from opsgate.services.storage.models import Incident
 from tests.builders import policy_document
@@ -52,6 +53,7 @@ TARGETS = ("opsgate", "telegram_configs")
 STAND_IN_LIMIT = (20, 60.0)  # messages per chat in any window of this many seconds
 GRACE_SECONDS = 120.0
 VISIBLE_METHODS = ("sendMessage", "editMessageText")
+TOKEN = re.compile(r"StormR\d+G\d{4}|INC-[0-9A-Z]{4,12}")
 
 
 def chat_ids(chats: int) -> list[int]:
@@ -183,26 +185,31 @@ class Storm:
 class Watch:
     """Reads a stand-in's calls as they come and notes when each incident first showed."""
 
-    def __init__(self, telegram: FakeTelegram, names: dict[str, list[str]], storm: Storm) -> None:
-        self.telegram, self.names, self.storm = telegram, names, storm
+    def __init__(self, telegram: FakeTelegram, names: list[str], storm: Storm) -> None:
+        self.telegram, self.storm = telegram, storm
+        self.tokens = {name: name for name in names}  # an alertname or incident id -> alertname
         self._seen = storm.first_call
 
-    def scan(self) -> None:
+    def scan(self, *, from_start: bool = False) -> None:
         calls = self.telegram.calls
-        for call in calls[self._seen :]:
-            text = str(call.params.get("text", ""))
+        start = self.storm.first_call if from_start else self._seen
+        for call in calls[start:]:
             if call.method in VISIBLE_METHODS and call.status == 200:
-                for name, needles in self.names.items():
-                    if name not in self.storm.visible_at and any(n in text for n in needles):
+                for token in TOKEN.findall(str(call.params.get("text", ""))):
+                    name = self.tokens.get(token)
+                    if name is not None and name not in self.storm.visible_at:
                         self.storm.visible_at[name] = call.at
         self._seen = len(calls)
 
     def finish(self) -> None:
+        # Again from the start: a message may have named an incident id before we knew it.
+        self.storm.visible_at.clear()
+        self.scan(from_start=True)
         calls = self.telegram.calls[self.storm.first_call :]
         self.storm.calls = len(calls)
         self.storm.send_calls = sum(1 for c in calls if c.method == "sendMessage")
         self.storm.refused_429 = sum(1 for c in calls if c.status == 429)
-        self.storm.lost = len(self.names) - len(self.storm.visible_at)
+        self.storm.lost = len(set(self.tokens.values())) - len(self.storm.visible_at)
 
 
 async def incident_ids(database_url: str, names: list[str]) -> dict[str, str]:
@@ -235,16 +242,14 @@ async def run_storm(
 ) -> Storm:
     names = [alertname(round_no, g) for g in range(groups)]
     storm = Storm(started=time.time(), first_call=len(telegram.calls))
-    needles = {name: [name] for name in names}
-    watch = Watch(telegram, needles, storm)
+    watch = Watch(telegram, names, storm)
     await fire(alertmanager, storm_alerts(target, round_no, groups, chats))
     known: dict[str, str] = {}
     while len(storm.visible_at) < groups and time.time() - storm.started < deadline_seconds:
         await asyncio.sleep(0.5)
         if target == "opsgate" and len(known) < groups:
             known = await incident_ids(database_url, names)
-            for name, incident in known.items():
-                needles[name] = [name, incident]
+            watch.tokens.update({incident: name for name, incident in known.items()})
         watch.scan()
     watch.finish()
     return storm
@@ -312,7 +317,11 @@ async def run(groups: int, chats: int, rounds: int, group_wait: float) -> None:
         policy_file = workdir / "policy.yaml"
         policy_file.write_text(yaml.safe_dump(storm_policy(chats)))
         env = serve_env(
-            fakes["opsgate"], kube, url, workdir, {"policy_file": policy_file, **PRODUCTION_LIMITS}
+            fakes["opsgate"],
+            kube,
+            url,
+            workdir,
+            {"policy_file": policy_file, **PRODUCTION_SETTINGS},
         )
         procs = OpsgateProcesses(workdir)
         # The bare bot polls the stand-in that Alertmanager only sends to: no one else polls it.

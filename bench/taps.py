@@ -2,10 +2,12 @@
 
     .venv/bin/python -m bench.taps [--rounds 4] [--singles 10] [--burst 100]
                                    [--timeline-events 1000] [--timeline-commands 5]
+                                   [--database-url URL]
 
 Two bots run as child processes, each polling its own Telegram stand-in (tests/fakes) in this
-process: a real ``opsgate serve`` (SQLite, the test policy plus approvers, Telegram's default
-flood limits in its outbound scheduler) and ``bench.bare_bot``, whose only handler answers.
+process: a real ``opsgate serve`` (a fresh SQLite file, or a scratch PostgreSQL database
+given as for bench.ingest; the test policy plus approvers; its default flood limits and
+polling intervals) and ``bench.bare_bot``, whose only handler answers.
 Each round runs every scenario on opsgate, then on the bare bot (A B A B):
 
 * one tap at a time (``--singles`` of them, approvers and non-members in turn), each waited for;
@@ -36,7 +38,14 @@ from typing import Any
 import httpx
 import yaml
 
-from bench.children import PRODUCTION_LIMITS, rss_mib, start_bare_bot, stop_process, wait_polling
+from bench.children import (
+    PRODUCTION_SETTINGS,
+    cpu_seconds,
+    rss_mib,
+    start_bare_bot,
+    stop_process,
+    wait_polling,
+)
 from opsgate.services import timeline
 from opsgate.services.storage.db import Database
 from tests.builders import ALICE, alert, am_payload, policy_document
@@ -91,6 +100,13 @@ class Target:
     tappable: list[tuple[int, str]] = field(default_factory=list)
     timeline_incident: str = "INC-NONE0000"
     rss_idle: float = 0.0
+    cpu: dict[str, float] = field(default_factory=dict)  # scenario -> the bot's CPU seconds
+
+    def spent(self, scenario: str, since: float) -> float:
+        """Adds the CPU time used since ``since`` to ``scenario``; returns the new reading."""
+        now = cpu_seconds(self.pid)
+        self.cpu[scenario] = self.cpu.get(scenario, 0.0) + now - since
+        return now
 
     def tap(self, message_id: int, data: str, user: FakeUser) -> str:
         # tap_stale: the card is edited as votes arrive; a phone keeps tapping what it shows.
@@ -217,19 +233,23 @@ async def run_round(
     cards = target.tappable[round_no * 3 : round_no * 3 + 3]
     results: dict[str, tuple[list[Sample], list[float]]] = {}
     message_id, data = cards[0]
+    cpu = cpu_seconds(target.pid)
     single: list[Sample] = []
     for user in tappers(target.telegram, singles):
         single += await tap_and_time(target, message_id, data, [user])
     results["1 tap"] = (single, [])
+    cpu = target.spent("1 tap", cpu)
     message_id, data = cards[1]
     results["burst"] = (
         await tap_and_time(target, message_id, data, tappers(target.telegram, burst)),
         [],
     )
+    cpu = target.spent("burst", cpu)
     message_id, data = cards[2]
     answers = await timeline_commands(target, commands)
     during = await tap_and_time(target, message_id, data, tappers(target.telegram, burst))
     results["burst during /timeline"] = (during, await answers())
+    target.spent("burst during /timeline", cpu)
     return results
 
 
@@ -237,7 +257,9 @@ def _ms(seconds: float) -> str:
     return f"{seconds * 1000:8.1f} ms"
 
 
-async def run(rounds: int, singles: int, burst: int, events: int, commands: int) -> None:
+async def run(
+    rounds: int, singles: int, burst: int, events: int, commands: int, database_url: str | None
+) -> None:
     fakes = {name: FakeTelegram() for name in TARGETS}
     kube = FakeKube()
     for telegram in fakes.values():
@@ -247,11 +269,15 @@ async def run(rounds: int, singles: int, burst: int, events: int, commands: int)
     kube.add_deployment("shop", "checkout", replicas=2)
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
-        url = f"sqlite+aiosqlite:///{workdir / 'opsgate.db'}"
+        url = database_url or f"sqlite+aiosqlite:///{workdir / 'opsgate.db'}"
         policy_file = workdir / "policy.yaml"
         policy_file.write_text(yaml.safe_dump(bench_policy()))
         env = serve_env(
-            fakes["opsgate"], kube, url, workdir, {"policy_file": policy_file, **PRODUCTION_LIMITS}
+            fakes["opsgate"],
+            kube,
+            url,
+            workdir,
+            {"policy_file": policy_file, **PRODUCTION_SETTINGS},
         )
         procs = OpsgateProcesses(workdir)
         bare = start_bare_bot(fakes["bare"], workdir / "bare.log")
@@ -286,7 +312,8 @@ async def run(rounds: int, singles: int, burst: int, events: int, commands: int)
             await kube.stop()
     print(
         f"tap -> answerCallbackQuery, {rounds} rounds interleaved opsgate / bare, "
-        f"{singles} single taps and bursts of {burst} per round; /timeline of {events} events"
+        f"{singles} single taps and bursts of {burst} per round; /timeline of {events} events; "
+        f"{url.split(':')[0]}"
     )
     for scenario in SCENARIOS:
         blocks = {t: [[x.seconds for x in b] for b in samples[scenario][t]] for t in TARGETS}
@@ -299,9 +326,11 @@ async def run(rounds: int, singles: int, burst: int, events: int, commands: int)
         )
         for t in TARGETS:
             rounds_p99 = ", ".join(f"{percentile(b, 0.99) * 1000:.0f}" for b in blocks[t])
+            cpu_ms = targets[t].cpu[scenario] * 1000 / len(flat[t])
             print(
                 f"  {t:<8} n={len(flat[t]):<5} p50 {_ms(p50[t])}  p99 {_ms(p99[t])}"
-                f"  max {_ms(max(flat[t]))}  (p99 per round, ms: {rounds_p99})"
+                f"  max {_ms(max(flat[t]))}  CPU {cpu_ms:5.1f} ms/tap"
+                f"  (p99 per round, ms: {rounds_p99})"
             )
         for approver, who in ((True, "approvers"), (False, "strangers")):
             part = [
@@ -330,13 +359,21 @@ def main() -> None:
     parser.add_argument("--burst", type=int, default=100)
     parser.add_argument("--timeline-events", type=int, default=1000)
     parser.add_argument("--timeline-commands", type=int, default=5)
+    parser.add_argument("--database-url", default=None)
     args = parser.parse_args()
     if not 0 < args.burst <= 2 * len(APPROVER_IDS) or not 0 < args.singles <= 2 * len(APPROVER_IDS):
         parser.error(f"--burst and --singles must be between 1 and {2 * len(APPROVER_IDS)}")
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")
     asyncio.run(
-        run(args.rounds, args.singles, args.burst, args.timeline_events, args.timeline_commands)
+        run(
+            args.rounds,
+            args.singles,
+            args.burst,
+            args.timeline_events,
+            args.timeline_commands,
+            args.database_url,
+        )
     )
 
 
