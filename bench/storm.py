@@ -152,7 +152,10 @@ def storm_policy(chats: int) -> dict[str, Any]:
         {"name": f"team{n}", "match": {"team": f"team{n}"}, "chat_id": ids[n]}
         for n in range(1, chats)
     ]
-    return policy_document(**({"routes": routes} if routes else {}))
+    document = policy_document()
+    if routes:
+        document["routes"] = routes
+    return document
 
 
 def minimum_seconds(groups: int, chats: int, group_wait: float) -> float:

@@ -161,9 +161,11 @@ async def timeline_commands(target: Target, count: int) -> Callable[[], Awaitabl
             return []
         latencies = []
         for command, at in sent:
-            await target.telegram.wait_for(
-                lambda c=command: reply_to(target, c) is not None, ANSWER_TIMEOUT
-            )
+
+            def answered(command: FakeMessage = command) -> bool:
+                return reply_to(target, command) is not None
+
+            await target.telegram.wait_for(answered, ANSWER_TIMEOUT)
             latencies.append(time.time() - at)
         return latencies
 
