@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import signal
 import socket
 import subprocess
@@ -44,6 +43,7 @@ import httpx
 import uvicorn
 from fastapi import FastAPI, Request
 
+from bench.children import cpu_seconds
 from opsgate.app import build_app, load_kube_client, migrate_database
 from opsgate.logs import configure_logging
 from opsgate.settings import Settings
@@ -117,9 +117,7 @@ class Server:
     url: str
 
     def cpu_seconds(self) -> float:
-        """User + system time of the whole process (its threads included), from /proc."""
-        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return cpu_seconds(self.proc.pid)
 
 
 def start_server(target: str, database_url: str, workdir: Path) -> Server:
