@@ -139,9 +139,8 @@ async def run(rounds: int, alerts: int, settle: float, extra_env: dict[str, str]
     print(f"idle RSS, median of {rounds}: opsgate {ours:.1f} MB, bare PTB bot {bare:.1f} MB")
     print(f"ratio opsgate / bare: {ours / bare:.2f}x (target: opsgate at most 90 MB)")
     if loaded:
-        print(
-            f"opsgate after {alerts} new alert groups, cards posted: {statistics.median(loaded):.1f} MB"
-        )
+        after = statistics.median(loaded)
+        print(f"opsgate after {alerts} new alert groups, cards posted: {after:.1f} MB")
 
 
 def _env_pair(text: str) -> tuple[str, str]:
