@@ -11,6 +11,9 @@ the bare bot first in even ones); each child is measured alone, ``--settle`` sec
 is up (opsgate: /healthz answers and it polls; the bare bot: it polls). Then ``--alerts`` new
 alert groups go to opsgate's webhook, and its RSS is read again once every card is posted.
 
+``--python`` runs both children with another interpreter, e.g. a venv with opsgate's
+production dependencies only (``pip install -c requirements.lock .``, as deploy/Dockerfile
+does), whose RSS is what a pod pays; this checkout's code comes first on its path either way.
 ``--env`` sets variables for the opsgate child only (e.g. ``--env PYTHONOPTIMIZE=0`` to see
 what the defaults of deploy/Dockerfile save); the bench's own defaults are the image's.
 
@@ -60,10 +63,10 @@ async def _measure_opsgate(
     return child, rss_mb(child.pid)
 
 
-async def _measure_bare(telegram: FakeTelegram, settle: float) -> float:
+async def _measure_bare(telegram: FakeTelegram, python: str, settle: float) -> float:
     polls = telegram.waiting_long_polls
     proc = await asyncio.create_subprocess_exec(
-        sys.executable,
+        python,
         "-m",
         "bench.bare_bot",
         telegram.token,
@@ -92,7 +95,9 @@ async def _fire_alerts(child: OpsgateProcess, telegram: FakeTelegram, count: int
     await telegram.wait_for(lambda: len(telegram.messages(CHAT_ID)) >= cards + count, timeout=600)
 
 
-async def run(rounds: int, alerts: int, settle: float, extra_env: dict[str, str]) -> None:
+async def run(
+    rounds: int, alerts: int, settle: float, extra_env: dict[str, str], python: str
+) -> None:
     telegram, kube = FakeTelegram(), FakeKube()
     await telegram.start()
     await kube.start()
@@ -108,15 +113,15 @@ async def run(rounds: int, alerts: int, settle: float, extra_env: dict[str, str]
                 )
                 env.update(IMAGE_ENV)
                 env.update(extra_env)
-                procs = OpsgateProcesses(workdir)
+                procs = OpsgateProcesses(workdir, python=python)
                 try:
                     if number % 2:
-                        idle["bare"].append(await _measure_bare(telegram, settle))
+                        idle["bare"].append(await _measure_bare(telegram, python, settle))
                     child, rss = await _measure_opsgate(procs, telegram, env, settle)
                     idle["opsgate"].append(rss)
                     await child.terminate()
                     if not number % 2:
-                        idle["bare"].append(await _measure_bare(telegram, settle))
+                        idle["bare"].append(await _measure_bare(telegram, python, settle))
                     if alerts:
                         child, _ = await _measure_opsgate(procs, telegram, env, settle)
                         await _fire_alerts(child, telegram, alerts, str(number))
@@ -135,6 +140,7 @@ async def run(rounds: int, alerts: int, settle: float, extra_env: dict[str, str]
         await telegram.stop()
         await kube.stop()
     ours, bare = statistics.median(idle["opsgate"]), statistics.median(idle["bare"])
+    print(f"interpreter: {python}")
     print(f"opsgate env: {' '.join(f'{k}={v}' for k, v in {**IMAGE_ENV, **extra_env}.items())}")
     print(f"idle RSS, median of {rounds}: opsgate {ours:.1f} MB, bare PTB bot {bare:.1f} MB")
     print(f"ratio opsgate / bare: {ours / bare:.2f}x (target: opsgate at most 90 MB)")
@@ -156,8 +162,9 @@ def main() -> None:
     parser.add_argument("--alerts", type=int, default=200)
     parser.add_argument("--settle", type=float, default=5.0)
     parser.add_argument("--env", type=_env_pair, action="append", default=[])
+    parser.add_argument("--python", default=sys.executable, help="the children's interpreter")
     args = parser.parse_args()
-    asyncio.run(run(args.rounds, args.alerts, args.settle, dict(args.env)))
+    asyncio.run(run(args.rounds, args.alerts, args.settle, dict(args.env), args.python))
 
 
 if __name__ == "__main__":
