@@ -21,9 +21,12 @@ from opsgate.settings import Settings, SettingsError, load_database_settings, lo
 
 log = structlog.get_logger(__name__)
 
+# Not ``__doc__``: the image runs with PYTHONOPTIMIZE=2, which drops docstrings.
+DESCRIPTION = "opsgate serve and friends: a Telegram ChatOps gate between alerts and changes."
+
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="opsgate", description=__doc__)
+    parser = argparse.ArgumentParser(prog="opsgate", description=DESCRIPTION)
     parser.add_argument("--version", action="version", version=version("opsgate"))
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("serve", help="run the bot, the HTTP API and the job runner")

@@ -146,8 +146,9 @@ class OpsgateProcess:
 class OpsgateProcesses:
     """Starts children and owns them: ``close`` kills and reaps every one still running."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, *, python: str = sys.executable) -> None:
         self.workdir = workdir
+        self.python = python  # the interpreter of the children: a bench may give another venv's
         self.children: list[OpsgateProcess] = []
         self._numbers = itertools.count(1)
 
@@ -177,7 +178,7 @@ class OpsgateProcesses:
         stdout, stderr = logs / f"{name}.stdout", logs / f"{name}.stderr"
         with stdout.open("wb") as out, stderr.open("wb") as err:
             process = await asyncio.create_subprocess_exec(
-                sys.executable,
+                self.python,
                 "-m",
                 "opsgate.cli",
                 command,
