@@ -1,14 +1,18 @@
-"""Run a job handler as the runner would: on a job row this test holds the lease of."""
+"""Jobs in tests: a handler run on a job row the test holds the lease of, and waiting jobs
+brought forward for the running app's runner."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import timedelta
 
-from opsgate.services.job_kinds import JobSpec, P
+from sqlalchemy import select, update
+
+from opsgate.services.job_kinds import JobKind, JobSpec, P
 from opsgate.services.jobs import ClaimedJob, JobStatus, Lease
 from opsgate.services.storage.db import Database
-from opsgate.services.storage.models import Job, utcnow
+from opsgate.services.storage.models import Incident, Job, utcnow
 
 
 async def held_job(db: Database, spec: JobSpec[P], payload: P) -> ClaimedJob[P]:
@@ -34,3 +38,27 @@ async def held_job(db: Database, spec: JobSpec[P], payload: P) -> ClaimedJob[P]:
         await session.flush()
         job_id = row.id
     return ClaimedJob(job_id, spec.kind, spec.key(payload), payload, 1, Lease(db, job_id, token))
+
+
+async def run_waiting_card_jobs(database_url: str, incident_id: str) -> int | None:
+    """Bring the incident's waiting card jobs forward, as if their time had come, and wait
+    until they ran; the message then bound as its card."""
+    db = Database(database_url)
+    queued = (
+        Job.kind == JobKind.SYNC_CARD.value,
+        Job.key == incident_id,
+        Job.status.in_((JobStatus.PENDING, JobStatus.RUNNING)),
+    )
+    try:
+        async with db.transaction() as session:
+            await session.execute(update(Job).where(*queued).values(run_at=utcnow()))
+        for _ in range(200):
+            async with db.transaction() as session:
+                if not (await session.scalars(select(Job.id).where(*queued))).all():
+                    return await session.scalar(
+                        select(Incident.message_id).where(Incident.id == incident_id)
+                    )
+            await asyncio.sleep(0.05)
+    finally:
+        await db.dispose()
+    raise TimeoutError(f"the card jobs of {incident_id} never ran")

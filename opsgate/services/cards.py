@@ -57,8 +57,17 @@ log = structlog.get_logger(__name__)
 # How long a card whose delivery Telegram did not confirm waits for a tap to claim it before
 # it is posted again.
 UNKNOWN_CARD_WAIT = timedelta(seconds=60)
-# The timeline kind of a card the chat refused for good, and why, for the metric's label.
+# The timeline kind of a card the chat refused, and why, for the metric's label.
 CARD_REFUSED = "card_failed"
+# A card always fits Telegram's limits (the renderer's budgets), so a chat refuses it because the
+# bot is not in it or may not post there: an admin can fix that. The card is tried again this
+# much later after each refusal, then no more; /status lists it meanwhile and after.
+REFUSED_CARD_RETRIES = (
+    timedelta(minutes=1),
+    timedelta(minutes=5),
+    timedelta(minutes=15),
+    timedelta(hours=1),
+)
 CHAT_GONE = "chat_gone"
 CHAT_REJECTED = "rejected"
 REFUSAL_REASONS = (CHAT_GONE, CHAT_REJECTED)
@@ -285,25 +294,48 @@ class CardPublisher:
                 )
             raise RetryJob(utcnow() + self._unknown_card_wait, "card delivery unknown") from exc
         except ChatRejected as exc:
-            # Retrying cannot help (the chat is unknown, the bot was removed, the text is
-            # refused); /status lists the card and the metric counts it, so it is not lost.
+            self._metrics.card_refused(CHAT_GONE if isinstance(exc, ChatGone) else CHAT_REJECTED)
+            retry_at = await self._record_refusal(job.lease, incident_id, str(exc))
             log.error(
                 "card_post_rejected",
                 incident_id=incident_id,
                 chat_id=target.chat_id,
                 error=str(exc),
+                retry_at=retry_at.isoformat() if retry_at else None,
             )
-            async with job.lease.transaction() as session:
-                timeline.record(
-                    session,
-                    incident_id,
-                    CARD_REFUSED,
-                    f"the card could not be posted: {exc}",
-                    status="error",
-                )
-            self._metrics.card_refused(CHAT_GONE if isinstance(exc, ChatGone) else CHAT_REJECTED)
+            if retry_at is not None:
+                raise RetryJob(retry_at, "the chat refused the card") from exc
             return
         await self._bind(job.lease.transaction, incident_id, ref)
+
+    async def _record_refusal(self, lease: Lease, incident_id: str, error: str) -> datetime | None:
+        """Put the refusal on the timeline; when to try again, or None after the last try."""
+        async with lease.transaction() as session:
+            earlier = int(
+                await session.scalar(
+                    select(func.count())
+                    .select_from(TimelineEvent)
+                    .where(
+                        TimelineEvent.incident_id == incident_id,
+                        TimelineEvent.kind == CARD_REFUSED,
+                    )
+                )
+                or 0
+            )
+            wait = REFUSED_CARD_RETRIES[earlier] if earlier < len(REFUSED_CARD_RETRIES) else None
+            then = (
+                f"trying again in {wait.total_seconds() / 60:g} min"
+                if wait is not None
+                else "no more tries"
+            )
+            timeline.record(
+                session,
+                incident_id,
+                CARD_REFUSED,
+                f"the card could not be posted: {error}; {then}",
+                status="error",
+            )
+        return utcnow() + wait if wait is not None else None
 
     async def _card_turn(self, lease: Lease, incident_id: str) -> bool:
         """Whether the chat's card quota lets this card out now; a card that waits is listed

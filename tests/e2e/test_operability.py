@@ -17,6 +17,7 @@ from tests.builders import ALICE, VIEWER, alert, am_payload, policy
 from tests.e2e.rig import CHAT_ID, WEBHOOK_TOKEN, Rig
 from tests.e2e.test_approval_loop import approve_data
 from tests.e2e.test_commands import ask
+from tests.job_helpers import run_waiting_card_jobs
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 UNKNOWN_CHAT = -100999
@@ -152,12 +153,8 @@ async def test_execution_log_events_carry_the_incident_id(rig: Rig) -> None:
         assert events[event].get("incident_id") == incident_id, event
 
 
-async def test_status_lists_a_card_its_chat_refused(rig_factory: Rig) -> None:
-    rig = rig_factory
-    rig.policy = policy(routes=[{"match": {"namespace": "lost"}, "chat_id": UNKNOWN_CHAT}])
-    await rig.start()
-    response = await rig.post_alert(am_payload("g:lost", alert("fp-lost", namespace="lost")))
-    incident_id = response.json()["incident_id"]
+async def cards_refused(rig: Rig, count: int) -> None:
+    """Wait until the metric has counted ``count`` refused card posts."""
 
     async def refused() -> float:
         return (await scrape(rig)).get(
@@ -165,11 +162,38 @@ async def test_status_lists_a_card_its_chat_refused(rig_factory: Rig) -> None:
         )
 
     for _ in range(200):
-        if await refused() == 1:
-            break
+        if await refused() == count:
+            return
         await asyncio.sleep(0.05)
-    assert await refused() == 1
+    assert await refused() == count
+
+
+async def test_status_lists_a_card_its_chat_refused(rig_factory: Rig) -> None:
+    rig = rig_factory
+    rig.policy = policy(routes=[{"match": {"namespace": "lost"}, "chat_id": UNKNOWN_CHAT}])
+    await rig.start()
+    response = await rig.post_alert(am_payload("g:lost", alert("fp-lost", namespace="lost")))
+    incident_id = response.json()["incident_id"]
+
+    await cards_refused(rig, 1)
     status = (await ask(rig, CHAT_ID, VIEWER, "vic", "/status")).plain_text
     assert "cards refused by their chat: 1" in status
     assert incident_id in status and str(UNKNOWN_CHAT) in status
     assert "Chat not found" in status
+
+
+async def test_a_refused_card_is_posted_once_its_chat_lets_the_bot_in(rig_factory: Rig) -> None:
+    rig = rig_factory
+    rig.policy = policy(routes=[{"match": {"namespace": "lost"}, "chat_id": UNKNOWN_CHAT}])
+    await rig.start()
+    response = await rig.post_alert(am_payload("g:lost", alert("fp-lost", namespace="lost")))
+    incident_id = response.json()["incident_id"]
+    await cards_refused(rig, 1)
+    # An admin adds the bot to the group; the card's next try finds it.
+    rig.telegram.add_chat(UNKNOWN_CHAT, title="Lost team")
+    message_id = await run_waiting_card_jobs(rig.database_url, incident_id)
+    assert message_id is not None
+    [card] = rig.bot_messages(UNKNOWN_CHAT)
+    assert card.message_id == message_id and incident_id in card.plain_text
+    status = (await ask(rig, CHAT_ID, VIEWER, "vic", "/status")).plain_text
+    assert "cards refused by their chat: none" in status

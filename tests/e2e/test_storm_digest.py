@@ -4,18 +4,11 @@ posts a waiting incident's card, which is the one taps decide on."""
 
 from __future__ import annotations
 
-import asyncio
-
-from sqlalchemy import select, update
-
-from opsgate.services.job_kinds import JobKind
-from opsgate.services.jobs import JobStatus
-from opsgate.services.storage.db import Database
-from opsgate.services.storage.models import Incident, Job, utcnow
 from tests.builders import ALICE, alert, am_payload
 from tests.e2e.rig import CHAT_ID, Rig
 from tests.e2e.test_approval_loop import approve_data
 from tests.fakes.telegram_api import FakeMessage
+from tests.job_helpers import run_waiting_card_jobs
 
 STORM = 40
 CARDS_PER_MINUTE = 4
@@ -48,30 +41,6 @@ async def storm(rig: Rig) -> list[str]:
         assert response.status_code == 200
         ids.append(response.json()["incident_id"])
     return ids
-
-
-async def run_waiting_card_jobs(rig: Rig, incident_id: str) -> int | None:
-    """Bring the incident's waiting card jobs forward, as if its quota slot had come, and
-    wait until they ran; the message then bound as its card."""
-    db = Database(rig.database_url)
-    queued = (
-        Job.kind == JobKind.SYNC_CARD.value,
-        Job.key == incident_id,
-        Job.status.in_((JobStatus.PENDING, JobStatus.RUNNING)),
-    )
-    try:
-        async with db.transaction() as session:
-            await session.execute(update(Job).where(*queued).values(run_at=utcnow()))
-        for _ in range(200):
-            async with db.transaction() as session:
-                if not (await session.scalars(select(Job.id).where(*queued))).all():
-                    return await session.scalar(
-                        select(Incident.message_id).where(Incident.id == incident_id)
-                    )
-            await asyncio.sleep(0.05)
-    finally:
-        await db.dispose()
-    raise TimeoutError(f"the card jobs of {incident_id} never ran")
 
 
 async def start(rig: Rig) -> Rig:
@@ -118,7 +87,7 @@ async def test_a_storm_shows_every_incident_as_a_card_or_a_digest_line(rig_facto
     await rig.eventually(
         lambda: any(f"{quiet} info Storm10 · 🟢 resolved" in m.plain_text for m in digests(rig))
     )
-    assert await run_waiting_card_jobs(rig, quiet) is None
+    assert await run_waiting_card_jobs(rig.database_url, quiet) is None
     assert cards_of(rig, quiet) == []
 
 
@@ -142,7 +111,7 @@ async def test_card_command_posts_the_card_taps_decide_on_and_no_second_one(
     assert "Succeeded" in reply.plain_text
 
     # The card job that waited for the quota comes due now: it edits, it does not post.
-    assert await run_waiting_card_jobs(rig, waiting) == card.message_id
+    assert await run_waiting_card_jobs(rig.database_url, waiting) == card.message_id
     assert [m.message_id for m in cards_of(rig, waiting)] == [card.message_id]
 
 
