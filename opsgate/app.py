@@ -351,6 +351,7 @@ def build_app(settings: Settings, *, policy: PolicySource, kube: ApiClient) -> O
         health_router(db, metrics.registry, before_scrape=refresh_queue_gauges),
     ]
     webhook_secret: str | None = None
+    webhook_gate: tuple[str, str] | None = None
     update_runner: JobRunner | None = None
     if settings.telegram_webhook_url is not None:
         webhook_secret = (
@@ -375,7 +376,8 @@ def build_app(settings: Settings, *, policy: PolicySource, kube: ApiClient) -> O
             on_dead=metrics.job_dead,
         )
         path = urlsplit(settings.telegram_webhook_url).path or "/telegram/webhook"
-        routers.append(telegram_webhook_router(path, webhook_secret, inbox.accept))
+        routers.append(telegram_webhook_router(path, inbox.accept))
+        webhook_gate = (path, webhook_secret)
     api = create_api(*routers)
     return OpsGate(
         settings=settings,
@@ -389,7 +391,7 @@ def build_app(settings: Settings, *, policy: PolicySource, kube: ApiClient) -> O
         runner=runner,
         update_runner=update_runner,
         api=api,
-        http_app=RequestGate(api, token=token),
+        http_app=RequestGate(api, token=token, telegram_webhook=webhook_gate),
         webhook_secret=webhook_secret,
         reloader=reloader,
         routed_chats=router.chats(),

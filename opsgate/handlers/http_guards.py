@@ -27,6 +27,8 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 MAX_BODY_BYTES = 4 * 1024 * 1024
 PROTECTED_PREFIXES = ("/webhook/alertmanager", "/api/")
+# The header Telegram sends with each webhook update, carrying setWebhook's secret_token.
+TELEGRAM_SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
 
 
 def bearer_problem(token: str | None, authorization: str) -> tuple[int, str] | None:
@@ -49,8 +51,12 @@ class RequestGate:
         token: str | None,
         protected: tuple[str, ...] = PROTECTED_PREFIXES,
         max_body: int = MAX_BODY_BYTES,
+        telegram_webhook: tuple[str, str] | None = None,
     ) -> None:
+        """``telegram_webhook``: (path, secret) of the Telegram webhook, whose secret header is
+        checked here, before its body is read, as the bearer token is for the other routes."""
         self._app = app
+        self._telegram_webhook = telegram_webhook
         self._token = token
         self._protected = protected
         self._max_body = max_body
@@ -88,6 +94,12 @@ class RequestGate:
                 status, reason = problem
                 extra = {"WWW-Authenticate": "Bearer"} if status == 401 else {}
                 await _answer(send, status, reason, extra)
+                return reason
+        if self._telegram_webhook is not None and path == self._telegram_webhook[0]:
+            given = headers.get(TELEGRAM_SECRET_HEADER.lower(), "")
+            if not hmac.compare_digest(given.encode(), self._telegram_webhook[1].encode()):
+                reason = "wrong secret token"
+                await _answer(send, 403, reason)
                 return reason
         declared = headers.get("content-length", "")
         if declared.isdigit() and int(declared) > self._max_body:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import httpx
 
+from opsgate.handlers.http_guards import MAX_BODY_BYTES
 from tests.builders import ALICE, am_payload
 from tests.e2e.rig import CHAT_ID, Rig
 from tests.e2e.test_approval_loop import approve_data
@@ -40,6 +41,14 @@ async def test_updates_arrive_by_webhook_and_forged_ones_are_refused(rig_factory
                 content=b"nope",
                 headers={"X-Telegram-Bot-Api-Secret-Token": "s3cret-Token_1"},
             )
+            # The secret is checked before the body is read: a forged update too large to
+            # read is refused for its secret, not its size.
+            oversized = await client.post(
+                url,
+                content=b"x" * (MAX_BODY_BYTES + 1),
+                headers={"X-Telegram-Bot-Api-Secret-Token": "guess"},
+            )
         assert (wrong.status_code, missing.status_code, not_json.status_code) == (403, 403, 400)
+        assert oversized.status_code == 403
     finally:
         await rig.stop()
