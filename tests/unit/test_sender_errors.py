@@ -13,7 +13,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-from structlog.testing import capture_logs
 from telegram import Bot
 from telegram.error import NetworkError, TimedOut
 from telegram.request import HTTPXRequest
@@ -63,8 +62,10 @@ class FailingNetwork(httpx.AsyncBaseTransport):
     def __init__(self, error: type[httpx.TransportError] | None, status: int = 200) -> None:
         self.error = error
         self.status = status
+        self.methods: list[str] = []
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        self.methods.append(request.url.path.rpartition("/")[2])
         if self.error is not None:
             raise self.error(f"{self.error.__name__} on the way", request=request)
         return httpx.Response(
@@ -153,12 +154,12 @@ async def test_a_server_error_answer_is_safe_to_repeat(chats: ChatDirectory) -> 
 
 
 async def test_answering_a_tap_never_raises_on_a_lost_answer(chats: ChatDirectory) -> None:
-    sender = await sender_over(FailingNetwork(httpx.ReadTimeout), chats)
+    network = FailingNetwork(httpx.ReadTimeout)
+    sender = await sender_over(network, chats)
     # A tap near the end of its window: one retry at most, then the answer is given up.
     nearly_too_old = time.monotonic() - ANSWER_WINDOW_SECONDS + 0.5
-    with capture_logs() as logs:
-        await sender.answer_callback("1", "Approved", alert=False, arrived=nearly_too_old)
-    assert "callback_answer_failed" in [entry["event"] for entry in logs]
+    await sender.answer_callback("1", "Approved", alert=False, arrived=nearly_too_old)
+    assert 1 <= network.methods.count("answerCallbackQuery") <= 2
 
 
 def test_the_bot_waits_for_a_loaded_bot_api() -> None:
