@@ -14,6 +14,7 @@ from opsgate.services.storage.db import Database
 from opsgate.services.storage.models import (
     Alert,
     Approval,
+    Execution,
     Incident,
     Job,
     TimelineEvent,
@@ -243,3 +244,37 @@ async def test_the_card_of_a_refire_counts_the_group_in_its_last_day(database: D
     assert card.refire.previous_incident_id == ids[2]
     assert card.refire.times_in_day == 3
     assert card.refire.seconds_after >= 0
+
+
+async def test_a_refire_proposes_nothing_while_the_last_fix_still_runs(database: Database) -> None:
+    _, incidents = services(database)
+    first = await incidents.ingest_alertmanager(_payload(alert("fp1")))
+    async with database.transaction() as session:
+        approval = await session.scalar(select(Approval))
+        assert approval is not None
+        approval.status = "approved"
+        session.add(
+            Execution(
+                approval_id=approval.id,
+                status="running",
+                max_attempts=2,
+                retry_delay_seconds=30.0,
+                created_at=utcnow(),
+            )
+        )
+    await incidents.ingest_alertmanager(_payload(alert("fp1", status="resolved")))
+    again = await incidents.ingest_alertmanager(_payload(alert("fp1")))
+    assert again.created and again.incident_id != first.incident_id
+    async with database.read() as session:
+        proposed = await session.scalar(
+            select(func.count())
+            .select_from(Approval)
+            .where(Approval.incident_id == again.incident_id)
+        )
+        kinds = list(
+            await session.scalars(
+                select(TimelineEvent.kind).where(TimelineEvent.incident_id == again.incident_id)
+            )
+        )
+    assert proposed == 0
+    assert "proposal_held" in kinds
