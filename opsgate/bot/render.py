@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from html import escape
 
-from opsgate.services.chat import AttemptLine, CardView, MessageRef, ResultView
+from opsgate.services.chat import AttemptLine, CardView, MessageRef, RefireLine, ResultView
 
 MAX_MESSAGE = 4096
 # One command's answer never costs a group more than this many sends of its rate budget.
@@ -91,7 +91,25 @@ def _card_head(card: CardView) -> str:
     where.append(f"{card.firing_count}/{card.alert_count} firing")
     lines.append(" · ".join(where))
     lines.append(f"Incident <code>{e(card.incident_id)}</code>")
+    if card.refire is not None:
+        lines.append(_refire_line(card.refire))
     return "\n".join(lines)
+
+
+def _refire_line(refire: RefireLine) -> str:
+    """Bounded: an incident id (``MAX_SHORT``), a duration and a count."""
+    line = (
+        f"🔁 fired again {duration(refire.seconds_after)} after "
+        f"<code>{clip(refire.previous_incident_id, MAX_SHORT)}</code> resolved"
+    )
+    if refire.times_in_day > 1:
+        line += f"; {ordinal(refire.times_in_day)} time in 24 h"
+    return line
+
+
+def ordinal(n: int) -> str:
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"
 
 
 def _card_action(card: CardView) -> str:
@@ -311,3 +329,16 @@ def clock(at: datetime, *, seconds: bool = False) -> str:
 
 def took(seconds: float | None) -> str:
     return f" in {seconds:.1f} s" if seconds is not None else ""
+
+
+def duration(total_seconds: float) -> str:
+    seconds = int(total_seconds)
+    if seconds < 60:
+        return f"{max(seconds, 0)} s"
+    minutes = seconds // 60
+    if minutes < 60:
+        return f"{minutes} min"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 48:
+        return f"{hours} h {minutes} min" if minutes else f"{hours} h"
+    return f"{hours // 24} d"

@@ -5,7 +5,18 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 
-from opsgate.bot.render import CUT, MAX_MESSAGE, clip, clock, e, pack, status_icon, took, units
+from opsgate.bot.render import (
+    CUT,
+    MAX_MESSAGE,
+    clip,
+    clock,
+    duration,
+    e,
+    pack,
+    status_icon,
+    took,
+    units,
+)
 from opsgate.services.cards import RefusedCards, RequestedCard
 from opsgate.services.health import HealthReport
 from opsgate.services.knowledge import SearchHit
@@ -43,19 +54,6 @@ OPEN_COMMANDS = ("whoami", "help")
 
 def age(since: datetime, now: datetime | None = None) -> str:
     return duration(((now or datetime.now(UTC)) - since).total_seconds())
-
-
-def duration(total_seconds: float) -> str:
-    seconds = int(total_seconds)
-    if seconds < 60:
-        return f"{max(seconds, 0)} s"
-    minutes = seconds // 60
-    if minutes < 60:
-        return f"{minutes} min"
-    hours, minutes = divmod(minutes, 60)
-    if hours < 48:
-        return f"{hours} h {minutes} min" if minutes else f"{hours} h"
-    return f"{hours // 24} d"
 
 
 def incidents_page(page: IncidentPage, now: datetime | None = None) -> str:

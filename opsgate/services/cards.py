@@ -30,6 +30,7 @@ from opsgate.services.chat import (
     ChatRejected,
     ChatTarget,
     MessageRef,
+    RefireLine,
     ResultView,
 )
 from opsgate.services.digests import is_listed, schedule_digest
@@ -121,6 +122,7 @@ async def build_card(session: AsyncSession, incident: Incident) -> CardView:
         .limit(1)
     )
     base = CardView(
+        refire=await _refire(session, incident),
         related_case=_case_line(incident.related_case),
         incident_id=incident.id,
         incident_status=incident.status,
@@ -179,6 +181,30 @@ async def build_card(session: AsyncSession, incident: Incident) -> CardView:
         related_case=_case_line(incident.related_case),
         auto_approved=approval.requested_by == AUTO_REQUESTER,
     )
+
+
+# How far back the card counts a group's incidents ("3rd time in 24 h").
+REFIRE_WINDOW = timedelta(hours=24)
+
+
+async def _refire(session: AsyncSession, incident: Incident) -> RefireLine | None:
+    """From facts fixed when the incident opened, so the line never changes on an edit."""
+    if incident.previous_incident_id is None:
+        return None
+    resolved_at = await session.scalar(
+        select(Incident.resolved_at).where(Incident.id == incident.previous_incident_id)
+    )
+    times = await session.scalar(
+        select(func.count())
+        .select_from(Incident)
+        .where(
+            Incident.group_key == incident.group_key,
+            Incident.generation <= incident.generation,
+            Incident.created_at >= incident.created_at - REFIRE_WINDOW,
+        )
+    )
+    after = (incident.created_at - resolved_at).total_seconds() if resolved_at else 0.0
+    return RefireLine(incident.previous_incident_id, after, int(times or 1))
 
 
 async def _lapsed(session: AsyncSession, approval_id: str) -> tuple[tuple[str, str], ...]:

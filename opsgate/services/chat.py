@@ -33,6 +33,16 @@ class AttemptLine:
 
 
 @dataclass(frozen=True)
+class RefireLine:
+    """A group that fired again: its previous incident, how soon after it resolved, how often."""
+
+    previous_incident_id: str
+    seconds_after: float
+    # Incidents of the group opened in the 24 h up to this one's, this one included.
+    times_in_day: int
+
+
+@dataclass(frozen=True)
 class CardView:
     """Everything an alert card shows, already decided; rendering only formats it."""
 
@@ -71,6 +81,7 @@ class CardView:
     record: str = ""
     auto_approved: bool = False
     related_case: str = ""
+    refire: RefireLine | None = None
 
     @property
     def offers_buttons(self) -> bool:

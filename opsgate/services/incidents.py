@@ -1,4 +1,7 @@
-"""Incidents: one per Alertmanager group or API proposal; alerts upserted; the card follows."""
+"""Incidents: one per Alertmanager group firing, or API proposal; alerts upserted; card follows.
+
+A group that fires again after its incident resolved opens the next incident, linked back.
+"""
 
 from __future__ import annotations
 
@@ -106,12 +109,18 @@ class IncidentService:
                         Incident.ingest_digest,
                         Incident.status,
                         Incident.firing_count,
-                    ).where(Incident.group_key == payload.groupKey)
+                    )
+                    .where(Incident.group_key == payload.groupKey)
+                    .order_by(Incident.generation.desc())
+                    .limit(1)
                 )
             ).first()
         if stored is None and not _any_firing(payload):
             # A resolve for a group we never saw: nothing to close.
             result = IngestResult(None, False, False)
+        elif stored is not None and stored.status == "resolved" and not _any_firing(payload):
+            # A resolved incident is closed: a resolve sent again leaves its history alone.
+            result = IngestResult(stored.id, False, False)
         elif (
             stored is not None
             and digest is not None
@@ -145,14 +154,23 @@ class IncidentService:
                 return await self._ingest(session, payload, digest)
 
     async def _create(
-        self, session: AsyncSession, payload: AmPayload, digest: str | None
+        self,
+        session: AsyncSession,
+        payload: AmPayload,
+        digest: str | None,
+        previous: Incident | None = None,
     ) -> IngestResult:
-        """A group the read found no incident for: its rows are inserted, none looked up first.
+        """A group with no open incident: its rows are inserted, none looked up first.
 
-        Should another request create it meanwhile, the unique group key refuses this one.
+        ``previous`` is the group's last incident, resolved, when the group fires again.
+        Should another request create the same incident meanwhile, the unique (group key,
+        generation) refuses this one.
         """
         incident = self._new_incident(payload.groupKey, "alertmanager", payload.commonLabels)
         incident.external_url = payload.externalURL
+        if previous is not None:
+            incident.generation = previous.generation + 1
+            incident.previous_incident_id = previous.id
         alerts = _alert_rows(payload.alerts)
         incident.firing_count = sum(1 for a in alerts.values() if a["status"] == "firing")
         incident.alert_count = len(alerts)
@@ -173,8 +191,22 @@ class IncidentService:
             f"{incident.alertname or 'alert'} firing ({payload.receiver or 'alertmanager'})",
             actor="alertmanager",
         )
-        if choice.action:
-            # A new incident has no open approval to wait for.
+        if previous is not None:
+            _link_refire(session, previous, incident)
+        if (
+            choice.action
+            and previous is not None
+            and await _has_open_approval(session, previous.id)
+        ):
+            # The last incident's fix is still running: the group is not offered a second one.
+            timeline.record(
+                session,
+                incident.id,
+                "proposal_held",
+                f"{previous.id} still runs its fix; nothing proposed",
+                status="warning",
+            )
+        elif choice.action:
             await self._propose(session, incident, choice)
         # One statement for all the alerts; the ORM would insert them one by one.
         await session.execute(
@@ -188,20 +220,30 @@ class IncidentService:
         self, session: AsyncSession, payload: AmPayload, digest: str | None
     ) -> IngestResult:
         incident = await session.scalar(
-            select(Incident).where(Incident.group_key == payload.groupKey).with_for_update()
+            select(Incident)
+            .where(Incident.group_key == payload.groupKey)
+            .order_by(Incident.generation.desc())
+            .limit(1)
+            .with_for_update()
         )
         if incident is None:
             if not _any_firing(payload):
                 return IngestResult(None, False, False)
             return await self._create(session, payload, digest)
+        if incident.status == "resolved":
+            if not _any_firing(payload):
+                return IngestResult(incident.id, False, False)
+            # Fired again after it resolved: a new incident and card, down in the chat where
+            # it is seen, rather than an edit of the old card far up.
+            return await self._create(session, payload, digest, previous=incident)
         changed = await self._upsert_alerts(session, incident, payload.alerts)
         incident.ingest_digest = digest
         if changed:
             _describe_from(incident, payload)
-        was_firing = incident.status == "firing"
+        # Open until every alert of the group resolved; a later firing opens the next one.
         firing = incident.firing_count > 0
         incident.status = "firing" if firing else "resolved"
-        if was_firing and not firing:
+        if not firing:
             incident.resolved_at = utcnow()
             timeline.record(
                 session,
@@ -215,17 +257,6 @@ class IncidentService:
                 session, incident.id, "alert resolved before approval"
             )
             await enqueue(session, EXTRACT_PLAYBOOK, IncidentJob(incident_id=incident.id))
-        elif firing and not was_firing:
-            incident.resolved_at = None
-            timeline.record(
-                session,
-                incident.id,
-                "refired",
-                "the group fires again",
-                actor="alertmanager",
-                status="warning",
-            )
-            await self._propose_from_annotations(session, incident, payload)
         elif changed:
             timeline.record(
                 session,
@@ -292,15 +323,6 @@ class IncidentService:
         incident.firing_count = statuses.count("firing")
         incident.alert_count = len(statuses)
         return changed
-
-    async def _propose_from_annotations(
-        self, session: AsyncSession, incident: Incident, payload: AmPayload
-    ) -> None:
-        choice = await self._choose_action(session, incident, payload)
-        incident.proposed_action = choice.action
-        incident.action_refusal = ""
-        if choice.action and not await _has_open_approval(session, incident.id):
-            await self._propose(session, incident, choice)
 
     async def _choose_action(
         self, session: AsyncSession, incident: Incident, payload: AmPayload
@@ -447,6 +469,26 @@ def _describe_from(incident: Incident, payload: AmPayload) -> None:
     incident.labels = dict(labels)
     incident.severity = labels.get("severity", incident.severity)
     incident.namespace = labels.get("namespace", incident.namespace)
+
+
+def _link_refire(session: AsyncSession, previous: Incident, incident: Incident) -> None:
+    """Both timelines name the other; the old card is left where it is, as it was."""
+    timeline.record(
+        session,
+        incident.id,
+        "refired",
+        f"the group fires again after {previous.id} resolved",
+        actor="alertmanager",
+        status="warning",
+    )
+    timeline.record(
+        session,
+        previous.id,
+        "fired_again",
+        f"the group fires again as {incident.id}",
+        actor="alertmanager",
+        status="warning",
+    )
 
 
 async def _has_open_approval(session: AsyncSession, incident_id: str) -> bool:

@@ -11,7 +11,7 @@ from tests.e2e.test_operability import one_loop
 GROUP = '{}:{alertname="CheckoutErrors"}'
 
 
-async def _fix_and_resolve(rig: Rig, action: str) -> None:
+async def fix_and_resolve(rig: Rig, action: str) -> None:
     """One incident whose fix is approved, verified, and whose alert then resolves."""
     await one_loop(rig, am_payload(GROUP, alert("a", action=action)))
     card = await rig.wait_card()
@@ -19,7 +19,7 @@ async def _fix_and_resolve(rig: Rig, action: str) -> None:
     await rig.wait_text(card.message_id, "RESOLVED")
 
 
-async def _wait_playbooks(rig: Rig, *needles: str) -> str:
+async def wait_playbooks(rig: Rig, *needles: str) -> str:
     """Drafting and learning are independent jobs: wait until both show."""
     for _ in range(50):
         text = (await ask(rig, CHAT_ID, BOB, "bob", "/playbooks")).plain_text
@@ -30,8 +30,8 @@ async def _wait_playbooks(rig: Rig, *needles: str) -> str:
 
 async def test_a_verified_fix_becomes_a_playbook_that_proposes_itself(rig: Rig) -> None:
     action = "kubectl rollout restart deployment/checkout -n shop"
-    await _fix_and_resolve(rig, action)
-    listing = await _wait_playbooks(rig, "#1 draft", "worked 1/1")
+    await fix_and_resolve(rig, action)
+    listing = await wait_playbooks(rig, "#1 draft", "worked 1/1")
     assert "CheckoutErrors (namespace=shop,service=checkout)" in listing
     assert "worked 1/1, trust 0.65" in listing
 
@@ -62,8 +62,8 @@ async def test_auto_approve_runs_a_trusted_low_risk_playbook(rig_factory: Rig) -
     rig.kube.add_pod("shop", "worker-0")
     await rig.start()
     action = "kubectl delete pod/worker-0 -n shop"
-    await _fix_and_resolve(rig, action)
-    await _wait_playbooks(rig, "#1 draft", "worked 1/1")
+    await fix_and_resolve(rig, action)
+    await wait_playbooks(rig, "#1 draft", "worked 1/1")
     await ask(rig, CHAT_ID, CAROL, "carol", "/playbook approve 1")
     rig.kube.add_pod("shop", "worker-0")  # the same pod is stuck again
     deletes_before = len(real_writes(rig, "DELETE"))
@@ -83,8 +83,8 @@ async def test_auto_approve_never_covers_more_than_low_risk(rig_factory: Rig) ->
     rig = rig_factory
     rig.policy = policy(auto_approve={"enabled": True, "min_trust": 0.1})
     await rig.start()
-    await _fix_and_resolve(rig, "kubectl rollout restart deployment/checkout -n shop")
-    await _wait_playbooks(rig, "#1 draft", "worked 1/1")
+    await fix_and_resolve(rig, "kubectl rollout restart deployment/checkout -n shop")
+    await wait_playbooks(rig, "#1 draft", "worked 1/1")
     await ask(rig, CHAT_ID, CAROL, "carol", "/playbook approve 1")
     await rig.post_alert(am_payload("g-again", alert("b", action=None)))
     await rig.telegram.wait_for(lambda: len(rig.cards()) == 2)

@@ -3,13 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 
 from sqlalchemy import func, select, update
 
 from opsgate.services.alertmanager import AmPayload
-from opsgate.services.incidents import IngestResult
+from opsgate.services.cards import build_card
+from opsgate.services.incidents import IncidentService, IngestResult
 from opsgate.services.storage.db import Database
-from opsgate.services.storage.models import Alert, Approval, Incident, Job, TimelineEvent
+from opsgate.services.storage.models import (
+    Alert,
+    Approval,
+    Execution,
+    Incident,
+    Job,
+    TimelineEvent,
+    utcnow,
+)
 from tests.builders import alert, am_payload
 from tests.integration.test_storage import services
 
@@ -144,3 +154,127 @@ async def test_read_sessions_keep_nothing(database: Database) -> None:
         await session.execute(update(Incident).values(summary="written in a read"))
     async with database.read() as session:
         assert await session.scalar(select(Incident.summary)) == "checkout 5xx above 5%"
+
+
+async def _fire_and_resolve(incidents: IncidentService, group: str = "g1") -> str:
+    fired = await incidents.ingest_alertmanager(_payload(alert("fp1"), group=group))
+    resolved = await incidents.ingest_alertmanager(
+        _payload(alert("fp1", status="resolved"), group=group)
+    )
+    assert fired.incident_id is not None and resolved.incident_id == fired.incident_id
+    return fired.incident_id
+
+
+async def test_a_group_firing_after_it_resolved_opens_a_linked_incident(
+    database: Database,
+) -> None:
+    _, incidents = services(database)
+    first = await _fire_and_resolve(incidents)
+    settled = await _counts(database)
+    # A resolve sent again, even one that reads differently, leaves the closed incident be.
+    for resend in (
+        _payload(alert("fp1", status="resolved")),
+        _payload(alert("fp1", status="resolved", action=None)),
+    ):
+        assert await incidents.ingest_alertmanager(resend) == IngestResult(first, False, False)
+    assert await _counts(database) == settled
+
+    again = await incidents.ingest_alertmanager(_payload(alert("fp1")))
+    assert again.created and again.incident_id not in (None, first)
+    # Re-sent while it fires, it is the same incident.
+    repeat = await incidents.ingest_alertmanager(_payload(alert("fp1")))
+    assert repeat == IngestResult(again.incident_id, False, False)
+    async with database.read() as session:
+        old = await session.get(Incident, first)
+        new = await session.get(Incident, again.incident_id)
+        approvals = dict(
+            (await session.execute(select(Approval.incident_id, Approval.status))).all()
+        )
+        old_kinds = list(
+            await session.scalars(
+                select(TimelineEvent.kind)
+                .where(TimelineEvent.incident_id == first)
+                .order_by(TimelineEvent.id)
+            )
+        )
+        alerts = (await session.execute(select(Alert.incident_id, Alert.status))).all()
+    assert old is not None and new is not None
+    assert (old.status, old.generation, old.previous_incident_id) == ("resolved", 1, None)
+    assert (new.status, new.generation, new.previous_incident_id) == ("firing", 2, first)
+    # The new incident gets a proposal of its own; the old one's was cancelled on resolve.
+    assert approvals == {first: "cancelled", new.id: "pending"}
+    assert old_kinds[-3:] == ["resolved", "approval_cancelled", "fired_again"]
+    assert sorted(alerts) == sorted([(first, "resolved"), (new.id, "firing")])
+
+
+async def test_payloads_racing_to_refire_a_group_open_one_incident(database: Database) -> None:
+    _, incidents = services(database)
+    first = await _fire_and_resolve(incidents)
+    payloads = [_payload(alert("fp1"), alert(f"fp{i}")) for i in range(2, 7)]
+    results = await asyncio.gather(*(incidents.ingest_alertmanager(p) for p in payloads))
+    assert sum(r.created for r in results) == 1
+    (refired,) = {r.incident_id for r in results}
+    assert refired != first
+    async with database.read() as session:
+        count = await session.scalar(select(func.count()).select_from(Incident))
+        new_alerts = await session.scalar(
+            select(func.count()).select_from(Alert).where(Alert.incident_id == refired)
+        )
+    assert count == 2 and new_alerts == 6
+
+
+async def test_the_card_of_a_refire_counts_the_group_in_its_last_day(database: Database) -> None:
+    _, incidents = services(database)
+    ids = [await _fire_and_resolve(incidents) for _ in range(3)]
+    third = (await incidents.ingest_alertmanager(_payload(alert("fp1")))).incident_id
+    async with database.transaction() as session:
+        # The group's first incident opened more than a day before its fourth.
+        await session.execute(
+            update(Incident)
+            .where(Incident.id == ids[0])
+            .values(created_at=utcnow() - timedelta(hours=25))
+        )
+    async with database.read() as session:
+        incident = await session.get(Incident, third)
+        assert incident is not None
+        card = await build_card(session, incident)
+        other = await session.scalar(select(Incident).where(Incident.group_key != "g1"))
+    assert other is None
+    assert card.refire is not None
+    assert card.refire.previous_incident_id == ids[2]
+    assert card.refire.times_in_day == 3
+    assert card.refire.seconds_after >= 0
+
+
+async def test_a_refire_proposes_nothing_while_the_last_fix_still_runs(database: Database) -> None:
+    _, incidents = services(database)
+    first = await incidents.ingest_alertmanager(_payload(alert("fp1")))
+    async with database.transaction() as session:
+        approval = await session.scalar(select(Approval))
+        assert approval is not None
+        approval.status = "approved"
+        session.add(
+            Execution(
+                approval_id=approval.id,
+                status="running",
+                max_attempts=2,
+                retry_delay_seconds=30.0,
+                created_at=utcnow(),
+            )
+        )
+    await incidents.ingest_alertmanager(_payload(alert("fp1", status="resolved")))
+    again = await incidents.ingest_alertmanager(_payload(alert("fp1")))
+    assert again.created and again.incident_id != first.incident_id
+    async with database.read() as session:
+        proposed = await session.scalar(
+            select(func.count())
+            .select_from(Approval)
+            .where(Approval.incident_id == again.incident_id)
+        )
+        kinds = list(
+            await session.scalars(
+                select(TimelineEvent.kind).where(TimelineEvent.incident_id == again.incident_id)
+            )
+        )
+    assert proposed == 0
+    assert "proposal_held" in kinds

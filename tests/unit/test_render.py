@@ -3,8 +3,8 @@ from datetime import UTC, datetime, timedelta
 from html.parser import HTMLParser
 
 from opsgate.bot.callback_data import CardAction, decode, encode
-from opsgate.bot.render import MAX_MESSAGE, card_html, result_html
-from opsgate.services.chat import AttemptLine, CardView, ResultView
+from opsgate.bot.render import MAX_MESSAGE, card_html, ordinal, result_html
+from opsgate.services.chat import AttemptLine, CardView, RefireLine, ResultView
 from tests.builders import pending_card
 
 NOW = datetime(2026, 11, 28, 3, 0, tzinfo=UTC)
@@ -137,3 +137,30 @@ def test_a_lapsed_signature_is_named_on_the_card_escaped() -> None:
     assert "Signature of @&lt;b&gt;al&amp;ce no longer counts (not in the policy any more)" in html
     assert "Signature of @u1 no longer counts (not an approver)" in html
     assert "@u2" not in html and "and 3 more signature(s) that no longer count" in html
+
+
+def test_a_refire_links_the_previous_incident_and_counts_the_day() -> None:
+    html = card_html(card(refire=RefireLine("INC-<B>", 4 * 60 + 59, 3)))
+    assert (
+        "🔁 fired again 4 min after <code>INC-&lt;B&gt;</code> resolved; 3rd time in 24 h" in html
+    )
+    once = card_html(card(refire=RefireLine("INC-A", 90 * 60, 1)))
+    assert "fired again 1 h 30 min after <code>INC-A</code> resolved\n" in once
+    assert "time in 24 h" not in once
+    assert "fired again" not in card_html(card())
+
+
+def test_ordinals() -> None:
+    assert [ordinal(n) for n in (1, 2, 3, 4, 11, 12, 13, 21, 22, 101, 111)] == [
+        "1st",
+        "2nd",
+        "3rd",
+        "4th",
+        "11th",
+        "12th",
+        "13th",
+        "21st",
+        "22nd",
+        "101st",
+        "111th",
+    ]

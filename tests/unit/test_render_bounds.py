@@ -9,7 +9,14 @@ from hypothesis import strategies as st
 
 from opsgate.bot.render import MAX_MESSAGE, card_html, result_html
 from opsgate.bot.render_digest import digest_html
-from opsgate.services.chat import AttemptLine, CardView, DigestEntry, DigestView, ResultView
+from opsgate.services.chat import (
+    AttemptLine,
+    CardView,
+    DigestEntry,
+    DigestView,
+    RefireLine,
+    ResultView,
+)
 from opsgate.services.digests import LINES_PER_DIGEST
 from tests.fakes.telegram_api import parse_html, utf16_len
 
@@ -73,6 +80,17 @@ def cards(draw: st.DrawFn) -> CardView:
         record=draw(TEXT),
         auto_approved=draw(st.booleans()),
         related_case=draw(TEXT),
+        refire=draw(
+            st.one_of(
+                st.none(),
+                st.builds(
+                    RefireLine,
+                    TEXT,
+                    st.floats(0, 10**9, allow_nan=False),
+                    st.integers(1, 10**6),
+                ),
+            )
+        ),
     )
 
 

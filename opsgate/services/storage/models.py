@@ -62,10 +62,20 @@ class Base(DeclarativeBase):
 class Incident(Base):
     __tablename__ = "incidents"
     # The card quota counts a chat's recent cards and its waiting ones (services/card_quota.py).
-    __table_args__ = (Index("ix_incidents_chat_id_card_slot_at", "chat_id", "card_slot_at"),)
+    __table_args__ = (
+        Index("ix_incidents_chat_id_card_slot_at", "chat_id", "card_slot_at"),
+        # A group that fires again after it resolved opens its next incident; two payloads
+        # racing to open the same one collide here (see services/incidents.py).
+        UniqueConstraint("group_key", "generation", name="uq_incidents_group_key_generation"),
+    )
 
     id: Mapped[str] = mapped_column(String(16), primary_key=True)
-    group_key: Mapped[str] = mapped_column(Text, unique=True)
+    group_key: Mapped[str] = mapped_column(Text)
+    # 1 for a group's first incident, one more for each time it fired again after resolving.
+    generation: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    previous_incident_id: Mapped[str | None] = mapped_column(
+        String(16), ForeignKey("incidents.id"), nullable=True
+    )
     source: Mapped[str] = mapped_column(String(16))
     status: Mapped[str] = mapped_column(String(16))
     alertname: Mapped[str] = mapped_column(Text, default="")
