@@ -10,7 +10,7 @@ from datetime import datetime
 from typing import Any
 
 import structlog
-from sqlalchemy import and_, insert, or_, select
+from sqlalchemy import and_, bindparam, insert, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -34,6 +34,11 @@ from opsgate.services.storage.models import Alert, Approval, Execution, Incident
 log = structlog.get_logger(__name__)
 
 SERVICE_LABELS = ("service", "app", "app_kubernetes_io_name", "deployment", "job")
+
+# What a re-send is compared with: (id, ingest_digest, status, firing_count) of its group.
+_STORED_DIGEST = select(
+    Incident.id, Incident.ingest_digest, Incident.status, Incident.firing_count
+).where(Incident.group_key == bindparam("group_key"))
 
 
 class NotFound(LookupError):
@@ -98,28 +103,18 @@ class IncidentService:
         digest = ingest_digest(payload.alerts)
         # Alertmanager re-sends every group on each repeat interval; most of what arrives
         # changes nothing. That is recognised with one read, without the write lock.
-        async with self._db.read() as session:
-            stored = (
-                await session.execute(
-                    select(
-                        Incident.id,
-                        Incident.ingest_digest,
-                        Incident.status,
-                        Incident.firing_count,
-                    ).where(Incident.group_key == payload.groupKey)
-                )
-            ).first()
+        stored = await self._db.read_row(_STORED_DIGEST, group_key=payload.groupKey)
         if stored is None and not _any_firing(payload):
             # A resolve for a group we never saw: nothing to close.
             result = IngestResult(None, False, False)
         elif (
             stored is not None
             and digest is not None
-            and stored.ingest_digest == digest
+            and stored[1] == digest
             # The write path would settle a status that disagrees with the counts.
-            and (stored.status == "firing") == (stored.firing_count > 0)
+            and (stored[2] == "firing") == (stored[3] > 0)
         ):
-            result = IngestResult(stored.id, False, False)
+            result = IngestResult(stored[0], False, False)
         else:
             result = await self._write(payload, digest, new_group=stored is None)
         log.info(
