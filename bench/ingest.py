@@ -1,7 +1,7 @@
 """Webhook ingest throughput: opsgate's HTTP app against a bare endpoint that only parses JSON.
 
     .venv/bin/python -m bench.ingest [--requests 2000] [--rounds 4] [--database-url URL]
-                                     [--client raw|httpx]
+                                     [--client raw|httpx] [--only SCENARIO] [--profile FILE]
 
 Two servers run as subprocesses, each on one loopback socket: opsgate's real FastAPI app (from
 ``build_app``, served by uvicorn the way ``Runtime`` serves it, with the Telegram and
@@ -18,6 +18,10 @@ SQLite (a fresh file) by default. For PostgreSQL give a scratch database, e.g.
 ``--database-url postgresql+asyncpg://postgres@127.0.0.1:5432/opsgate_bench``; each run uses
 new group keys, so a database can be reused, and dropped afterwards.
 
+``--profile FILE`` runs the opsgate server under cProfile and writes its stats to FILE when it
+stops (``python -m pstats FILE``); cProfile slows it, so its figures are for where the time
+goes, not for the ratio. ``--only new`` or ``--only resend`` fires one scenario.
+
 Figures, not assertions: these machines are shared, so compare runs on the same machine only.
 """
 
@@ -25,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import cProfile
 import json
 import signal
 import socket
@@ -102,10 +107,20 @@ def bare_app() -> FastAPI:
     return api
 
 
-def serve(target: str, fd: int, database_url: str, workdir: Path) -> None:
+def serve(target: str, fd: int, database_url: str, workdir: Path, profile: Path | None) -> None:
     sock = socket.socket(fileno=fd)
     if target == "opsgate":
-        asyncio.run(_serve_opsgate(sock, database_url, workdir))
+        profiler = cProfile.Profile()
+        if profile:
+            # uvicorn re-raises the SIGTERM it stopped on once it is done: exit, not die.
+            signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+            profiler.enable()
+        try:
+            asyncio.run(_serve_opsgate(sock, database_url, workdir))
+        finally:
+            if profile:
+                profiler.disable()
+                profiler.dump_stats(profile)
     else:
         asyncio.run(_uvicorn(bare_app()).serve(sockets=[sock]))
 
@@ -120,7 +135,7 @@ class Server:
         return cpu_seconds(self.proc.pid)
 
 
-def start_server(target: str, database_url: str, workdir: Path) -> Server:
+def start_server(target: str, database_url: str, workdir: Path, profile: Path | None) -> Server:
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
@@ -128,6 +143,7 @@ def start_server(target: str, database_url: str, workdir: Path) -> Server:
     port = sock.getsockname()[1]
     log = (workdir / f"{target}.log").open("wb")
     args = ["--serve", target, "--fd", str(sock.fileno()), "--database-url", database_url]
+    args += ["--profile", str(profile)] if profile else []
     proc = subprocess.Popen(
         [sys.executable, "-m", "bench.ingest", *args, "--workdir", str(workdir)],
         pass_fds=[sock.fileno()],
@@ -284,20 +300,27 @@ def _line(name: str, totals: Totals) -> str:
     )
 
 
+SCENARIOS = {"new": "new alert groups", "resend": "re-sends of one group"}
+
+
 async def run(
-    requests: int, rounds: int, concurrency: int, database_url: str | None, client: str
+    requests: int,
+    rounds: int,
+    concurrency: int,
+    database_url: str | None,
+    client: str,
+    only: str | None = None,
+    profile: Path | None = None,
 ) -> None:
     per_block = requests // rounds
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         url = database_url or f"sqlite+aiosqlite:///{workdir / 'bench.db'}"
-        servers = {t: start_server(t, url, workdir) for t in TARGETS}
+        servers = {t: start_server(t, url, workdir, profile) for t in TARGETS}
         run_id = uuid.uuid4().hex[:8]
         resent = _encode(am_payload(f"{run_id}:resent", alert(f"{run_id}resent")))
-        scenarios = {
-            "new alert groups": new_groups(run_id),
-            "re-sends of one group": resends(resent),
-        }
+        makers = {"new": new_groups(run_id), "resend": resends(resent)}
+        scenarios = {SCENARIOS[k]: m for k, m in makers.items() if only in (None, k)}
         results = {s: {t: Totals() for t in TARGETS} for s in scenarios}
         try:
             async with httpx.AsyncClient(timeout=60) as probe:
@@ -336,18 +359,30 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=50)
     parser.add_argument("--database-url", default=None)
     parser.add_argument("--client", choices=("raw", "httpx"), default="raw")
+    parser.add_argument("--only", choices=tuple(SCENARIOS), default=None)
+    parser.add_argument("--profile", type=Path, default=None)
     parser.add_argument("--serve", choices=TARGETS, help=argparse.SUPPRESS)
     parser.add_argument("--fd", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--workdir", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
-        serve(args.serve, args.fd, args.database_url, args.workdir)
+        serve(args.serve, args.fd, args.database_url, args.workdir, args.profile)
         return
     if not 0 < args.requests <= MAX_REQUESTS:
         parser.error(f"--requests must be between 1 and {MAX_REQUESTS}")
     if args.rounds < 1 or args.requests // args.rounds < 1:
         parser.error("--rounds must leave at least one request per round")
-    asyncio.run(run(args.requests, args.rounds, args.concurrency, args.database_url, args.client))
+    asyncio.run(
+        run(
+            args.requests,
+            args.rounds,
+            args.concurrency,
+            args.database_url,
+            args.client,
+            args.only,
+            args.profile and args.profile.resolve(),
+        )
+    )
 
 
 if __name__ == "__main__":

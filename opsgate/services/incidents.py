@@ -10,10 +10,10 @@ import json
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import structlog
-from sqlalchemy import and_, insert, or_, select
+from sqlalchemy import and_, bindparam, insert, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -37,6 +37,22 @@ from opsgate.services.storage.models import Alert, Approval, Execution, Incident
 log = structlog.get_logger(__name__)
 
 SERVICE_LABELS = ("service", "app", "app_kubernetes_io_name", "deployment", "job")
+
+# What a re-send is compared with: (id, ingest_digest, status, firing_count) of its group.
+# The group's latest incident: a resolved one is followed by the next generation on re-fire.
+_STORED_DIGEST = (
+    select(Incident.id, Incident.ingest_digest, Incident.status, Incident.firing_count)
+    .where(Incident.group_key == bindparam("group_key"))
+    .order_by(Incident.generation.desc())
+    .limit(1)
+)
+
+
+class _Stored(NamedTuple):
+    id: str
+    ingest_digest: str | None
+    status: str
+    firing_count: int
 
 
 class NotFound(LookupError):
@@ -101,20 +117,8 @@ class IncidentService:
         digest = ingest_digest(payload.alerts)
         # Alertmanager re-sends every group on each repeat interval; most of what arrives
         # changes nothing. That is recognised with one read, without the write lock.
-        async with self._db.read() as session:
-            stored = (
-                await session.execute(
-                    select(
-                        Incident.id,
-                        Incident.ingest_digest,
-                        Incident.status,
-                        Incident.firing_count,
-                    )
-                    .where(Incident.group_key == payload.groupKey)
-                    .order_by(Incident.generation.desc())
-                    .limit(1)
-                )
-            ).first()
+        row = await self._db.read_row(_STORED_DIGEST, group_key=payload.groupKey)
+        stored = None if row is None else _Stored(*row)
         if stored is None and not _any_firing(payload):
             # A resolve for a group we never saw: nothing to close.
             result = IngestResult(None, False, False)

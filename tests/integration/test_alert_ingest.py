@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from datetime import timedelta
 
-from sqlalchemy import func, select, update
+from sqlalchemy import bindparam, func, select, update
 
 from opsgate.services.alertmanager import AmPayload
 from opsgate.services.cards import build_card
@@ -278,3 +278,41 @@ async def test_a_refire_proposes_nothing_while_the_last_fix_still_runs(database:
         )
     assert proposed == 0
     assert "proposal_held" in kinds
+
+
+async def test_a_repeat_after_another_replica_wrote_the_group_is_written(
+    database: Database,
+) -> None:
+    # Two replicas on one database: what one remembers of a group must not hide what the
+    # other wrote since, so the same payload again is a change on the first one.
+    other_db = Database(database.url)
+    try:
+        _, here = services(database)
+        _, there = services(other_db)
+        firing = _payload(alert("fp1"))
+        resolved = _payload(alert("fp1", status="resolved"))
+        assert (await here.ingest_alertmanager(firing)).created
+        assert not (await here.ingest_alertmanager(firing)).changed
+        assert (await there.ingest_alertmanager(resolved)).changed
+        assert (await here.ingest_alertmanager(firing)).changed
+        async with database.read() as session:
+            incident = await session.scalar(select(Incident))
+            kinds = list(await session.scalars(select(TimelineEvent.kind)))
+        assert incident is not None and incident.status == "firing"
+        assert kinds.count("resolved") == 1 and kinds.count("refired") == 1
+    finally:
+        await other_db.dispose()
+
+
+async def test_read_row_reads_one_row_by_its_parameters(database: Database) -> None:
+    _, incidents = services(database)
+    created = await incidents.ingest_alertmanager(_payload(alert("fp1"), alert("fp2")))
+    statement = select(Incident.id, Incident.status, Incident.firing_count).where(
+        Incident.group_key == bindparam("group_key")
+    )
+    assert await database.read_row(statement, group_key="g1") == (
+        created.incident_id,
+        "firing",
+        2,
+    )
+    assert await database.read_row(statement, group_key="g2") is None
