@@ -294,9 +294,10 @@ async def test_a_repeat_after_another_replica_wrote_the_group_is_written(
         assert (await here.ingest_alertmanager(firing)).created
         assert not (await here.ingest_alertmanager(firing)).changed
         assert (await there.ingest_alertmanager(resolved)).changed
-        assert (await here.ingest_alertmanager(firing)).changed
+        again = await here.ingest_alertmanager(firing)
+        assert again.changed and again.created
         async with database.read() as session:
-            incident = await session.scalar(select(Incident))
+            incident = await session.get(Incident, again.incident_id)
             kinds = list(await session.scalars(select(TimelineEvent.kind)))
         assert incident is not None and incident.status == "firing"
         assert kinds.count("resolved") == 1 and kinds.count("refired") == 1

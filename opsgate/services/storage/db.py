@@ -50,8 +50,11 @@ class Database:
             self.engine.execution_options(**{_READ_ONLY: True}), expire_on_commit=False
         )
         self._commit_listeners: dict[str, list[Callable[[], None]]] = {}
-        # SQL text and parameter order of the statements ``read_row`` has sent to SQLite.
-        self._compiled: dict[Select[*tuple[Any, ...]], tuple[str, tuple[str, ...]]] = {}
+        # SQL text, parameter order and the statement's own values (a LIMIT's, say) of the
+        # statements ``read_row`` has sent to SQLite.
+        self._compiled: dict[
+            Select[*tuple[Any, ...]], tuple[str, tuple[str, ...], dict[str, Any]]
+        ] = {}
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncSession]:
@@ -96,17 +99,24 @@ class Database:
             async with self._read_sessions() as session:
                 row = (await session.execute(statement, params)).first()
             return None if row is None else tuple(row)
-        sql, names = self._compiled.get(statement) or self._compile(statement)
+        sql, names, own = self._compiled.get(statement) or self._compile(statement)
+        values = {**own, **params}
         async with self.engine.connect() as conn:
             driver = (await conn.get_raw_connection()).driver_connection
             if driver is None:
                 raise RuntimeError("the pooled SQLite connection is closed")
-            rows = await driver.execute_fetchall(sql, tuple(params[name] for name in names))
+            rows = await driver.execute_fetchall(sql, tuple(values[name] for name in names))
         return tuple(rows[0]) if rows else None
 
-    def _compile(self, statement: Select[*tuple[Any, ...]]) -> tuple[str, tuple[str, ...]]:
+    def _compile(
+        self, statement: Select[*tuple[Any, ...]]
+    ) -> tuple[str, tuple[str, ...], dict[str, Any]]:
         compiled = statement.compile(dialect=self.engine.dialect)
-        self._compiled[statement] = str(compiled), tuple(compiled.positiontup or ())
+        self._compiled[statement] = (
+            str(compiled),
+            tuple(compiled.positiontup or ()),
+            dict(compiled.params),
+        )
         return self._compiled[statement]
 
     def on_commit(self, topic: str, listener: Callable[[], None]) -> None:
