@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 
+from opsgate.bot.markdown_html import markdown_html
 from opsgate.bot.render import CUT, MAX_MESSAGE, clip, clock, e, pack, status_icon, took, units
 from opsgate.services.cards import RefusedCards, RequestedCard
 from opsgate.services.health import HealthReport
@@ -124,7 +125,7 @@ def knowledge_html(words: str, hits: list[SearchHit]) -> str:
     for hit in hits:
         lines.append(
             f"<b>{clip(hit.title, 200)}</b>\n  <code>{clip(hit.incident_id, KIND)}</code>"
-            f" · {clip(hit.status, KIND)}\n  {clip(hit.snippet, DETAIL)}"
+            f" · {clip(hit.status, KIND)}\n{markdown_html(hit.snippet, DETAIL)}"
         )
     return "\n".join(lines)
 
