@@ -7,6 +7,7 @@ Every field of a card has its own budget, so whatever an alert carries, the card
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from html import escape
 
@@ -33,6 +34,11 @@ SHOWN_FAILED_ATTEMPTS = 3
 
 _SEVERITY_ICON = {"critical": "🔴", "error": "🔴", "high": "🔴", "warning": "🟠", "info": "🔵"}
 _STATUS_ICON = {"info": "•", "success": "✅", "warning": "⚠️", "error": "❌"}
+
+
+# Only http/https become links (a ``javascript:`` URL must never be one), and only short ones:
+# three links of this size still leave the card its budget.
+_LINKABLE = re.compile(r"https?://[^\s<>\"'`]{1,400}", re.IGNORECASE)
 
 
 def e(value: object) -> str:
@@ -91,6 +97,20 @@ def _card_head(card: CardView) -> str:
     where.append(f"{card.firing_count}/{card.alert_count} firing")
     lines.append(" · ".join(where))
     lines.append(f"Incident <code>{e(card.incident_id)}</code>")
+    if card.firing_since is not None and card.incident_status != "resolved":
+        # Absolute only: a card is edited when its state changes, not as minutes pass.
+        lines.append(f"🔥 firing since {clock(card.firing_since)}")
+    links = [
+        f'<a href="{e(url)}">{name}</a>'
+        for name, url in (
+            ("source", card.source_url),
+            ("Alertmanager", card.alertmanager_url),
+            ("runbook", card.runbook_url),
+        )
+        if _LINKABLE.fullmatch(url)
+    ]
+    if links:
+        lines.append("🔗 " + " · ".join(links))
     return "\n".join(lines)
 
 

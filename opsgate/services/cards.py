@@ -43,6 +43,7 @@ from opsgate.services.playbooks import record_text
 from opsgate.services.risk import blast_radius
 from opsgate.services.storage.db import Database
 from opsgate.services.storage.models import (
+    Alert,
     Approval,
     Execution,
     ExecutionAttempt,
@@ -120,7 +121,23 @@ async def build_card(session: AsyncSession, incident: Incident) -> CardView:
         .order_by(Approval.created_at.desc())
         .limit(1)
     )
+    firing = list(
+        await session.scalars(
+            select(Alert)
+            .where(Alert.incident_id == incident.id, Alert.status == "firing")
+            .order_by(Alert.starts_at, Alert.id)
+        )
+    )
+    starts = [a.starts_at for a in firing if a.starts_at is not None]
+    first = firing[0] if firing else None
+    runbooks = (str(a.annotations.get("runbook_url") or "") for a in firing)
+    # One alert's bad link does not hide another's good one.
+    runbook = next((url for url in runbooks if url.lower().startswith(("http://", "https://"))), "")
     base = CardView(
+        firing_since=min(starts) if starts else None,
+        source_url=first.generator_url if first else "",
+        alertmanager_url=incident.external_url,
+        runbook_url=runbook,
         related_case=_case_line(incident.related_case),
         incident_id=incident.id,
         incident_status=incident.status,

@@ -71,6 +71,12 @@ class CardView:
     record: str = ""
     auto_approved: bool = False
     related_case: str = ""
+    # When the earliest firing alert started, and where to look: the alert's source,
+    # Alertmanager, the runbook; as the payload gave them, checked when rendered.
+    firing_since: datetime | None = None
+    source_url: str = ""
+    alertmanager_url: str = ""
+    runbook_url: str = ""
 
     @property
     def offers_buttons(self) -> bool:

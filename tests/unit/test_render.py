@@ -137,3 +137,24 @@ def test_a_lapsed_signature_is_named_on_the_card_escaped() -> None:
     assert "Signature of @&lt;b&gt;al&amp;ce no longer counts (not in the policy any more)" in html
     assert "Signature of @u1 no longer counts (not an approver)" in html
     assert "@u2" not in html and "and 3 more signature(s) that no longer count" in html
+
+
+def test_card_shows_since_when_and_only_http_links() -> None:
+    card = replace(
+        pending_card(),
+        firing_since=datetime(2026, 12, 1, 2, 14, tzinfo=UTC),
+        source_url='http://prometheus.local/graph?g0.expr=a&b="x"',
+        alertmanager_url="javascript:alert(1)",
+        runbook_url="https://runbooks.local/checkout",
+    )
+    html = card_html(card)
+    assert "🔥 firing since 02:14 UTC" in html
+    assert '<a href="http://prometheus.local/graph?g0.expr=a&amp;b=&quot;x&quot;">' not in html
+    assert '<a href="https://runbooks.local/checkout">runbook</a>' in html
+    assert "javascript" not in html and "Alertmanager" not in html
+    plain = replace(card, source_url="http://prometheus.local/graph?g0.expr=a&b=1")
+    assert '<a href="http://prometheus.local/graph?g0.expr=a&amp;b=1">source</a>' in card_html(
+        plain
+    )
+    resolved = card_html(replace(card, incident_status="resolved"))
+    assert "firing since" not in resolved
