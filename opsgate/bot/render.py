@@ -30,6 +30,7 @@ MAX_DETAIL = 400
 MAX_ATTEMPT_ERROR = 120
 SHOWN_APPROVERS = 5
 SHOWN_LAPSED = 3
+SHOWN_ELIGIBLE = 3
 SHOWN_FAILED_ATTEMPTS = 3
 
 _SEVERITY_ICON = {"critical": "🔴", "error": "🔴", "high": "🔴", "warning": "🟠", "info": "🔵"}
@@ -143,9 +144,10 @@ def _decision_lines(card: CardView) -> list[str]:
     match card.approval_status:
         case "pending":
             if card.expires_at is None:
-                return [tally, *lapsed]
+                return [tally, *_who_may_sign(card), *lapsed]
             # An absolute time: a relative one would go stale on a card nobody re-renders.
-            return [tally, *lapsed, f"⏳ buttons close at {clock(card.expires_at)}"]
+            closes = f"⏳ buttons close at {clock(card.expires_at)}"
+            return [tally, *_who_may_sign(card), *lapsed, closes]
         case "rejected":
             rejecter = clip(card.rejected_by or "an approver", MAX_SHORT)
             return [f"🚫 <b>Rejected</b> by {rejecter}. Nothing ran."]
@@ -158,6 +160,21 @@ def _decision_lines(card: CardView) -> list[str]:
             return [f"🤖 <b>{note}</b>", *_execution_lines(card)]
         case _:
             return [f"✅ Approved by {signed}", *lapsed, *_execution_lines(card)]
+
+
+def _who_may_sign(card: CardView) -> list[str]:
+    """Names when they are few enough to read at a glance, else the roles."""
+    n = card.required_approvals
+    if 0 < len(card.eligible) <= SHOWN_ELIGIBLE:
+        names = ", ".join("@" + clip(name.removeprefix("@"), MAX_SHORT) for name in card.eligible)
+        return [f"👥 needs {n} of: {names}"]
+    if card.approver_roles:
+        shown = card.approver_roles[:SHOWN_ELIGIBLE]
+        roles = " or ".join(clip(r, MAX_SHORT) for r in shown)
+        more = " or others" if len(card.approver_roles) > len(shown) else ""
+        noun = "approver" if n == 1 else "approvers"
+        return [f"👥 needs {n} {noun} with role {roles}{more}"]
+    return []
 
 
 def _lapsed_lines(lapsed: tuple[tuple[str, str], ...]) -> list[str]:

@@ -40,7 +40,8 @@ from opsgate.services.learning import AUTO_REQUESTER, record_in, signature
 from opsgate.services.operations import Operation
 from opsgate.services.playbooks import REQUESTER_PREFIX as PLAYBOOK
 from opsgate.services.playbooks import record_text
-from opsgate.services.risk import blast_radius
+from opsgate.services.policy_source import PolicySource
+from opsgate.services.risk import Risk, blast_radius
 from opsgate.services.storage.db import Database
 from opsgate.services.storage.models import (
     Alert,
@@ -114,7 +115,10 @@ async def refused_cards(session: AsyncSession, limit: int) -> RefusedCards:
     return RefusedCards(cards, total)
 
 
-async def build_card(session: AsyncSession, incident: Incident) -> CardView:
+async def build_card(
+    session: AsyncSession, incident: Incident, policy: PolicySource | None = None
+) -> CardView:
+    """``policy``: the card names who may approve under it; without it, nobody is named."""
     approval = await session.scalar(
         select(Approval)
         .where(Approval.incident_id == incident.id)
@@ -155,6 +159,9 @@ async def build_card(session: AsyncSession, incident: Incident) -> CardView:
     if approval is None:
         return base
     op = Operation.from_dict(approval.operation)
+    roles, eligible = (
+        policy.current().who_may_approve(op, Risk(approval.risk)) if policy else ([], [])
+    )
     rejecter = await session.scalar(
         select(Signature).where(
             Signature.approval_id == approval.id, Signature.decision == "reject"
@@ -195,6 +202,8 @@ async def build_card(session: AsyncSession, incident: Incident) -> CardView:
         record=await _record(session, incident, approval),
         related_case=_case_line(incident.related_case),
         auto_approved=approval.requested_by == AUTO_REQUESTER,
+        approver_roles=tuple(roles),
+        eligible=tuple(eligible),
     )
 
 
@@ -262,8 +271,11 @@ class CardPublisher:
         quota: CardQuota | None = None,
         unknown_card_wait: timedelta = UNKNOWN_CARD_WAIT,
         metrics: Metrics | None = None,
+        policy: PolicySource | None = None,
     ) -> None:
-        """Without ``quota`` every card goes out as soon as the send budget allows."""
+        """Without ``quota`` every card goes out as soon as the send budget allows; with
+        ``policy`` a card names who may approve."""
+        self._policy = policy
         self._metrics = metrics or Metrics()
         self._db = db
         self._chat = chat
@@ -278,7 +290,7 @@ class CardPublisher:
             incident = await session.get(Incident, incident_id)
             if incident is None:
                 return
-            view = await build_card(session, incident)
+            view = await build_card(session, incident, self._policy)
             target = ChatTarget(incident.chat_id, incident.thread_id)
             message_id = incident.message_id
         if message_id is not None:
@@ -385,7 +397,7 @@ class CardPublisher:
             if incident.message_id is not None:
                 ref = MessageRef(target.chat_id, incident.message_id, target.thread_id)
                 return RequestedCard(incident_id, ref, posted=False)
-            view = await build_card(session, incident)
+            view = await build_card(session, incident, self._policy)
         ref = await self._chat.post_card(target, view, on_request=True)
         live = await self._bind(self._db.transaction, incident_id, ref)
         return RequestedCard(incident_id, live or ref, posted=live is None)
@@ -458,7 +470,7 @@ class CardPublisher:
             if record is None:
                 return
             approval, execution, incident = record.approval, record.execution, record.incident
-            view = await build_card(session, incident)
+            view = await build_card(session, incident, self._policy)
             result = await result_view(session, approval, execution, incident)
             target = ChatTarget(incident.chat_id, incident.thread_id)
             card_id = incident.message_id

@@ -77,6 +77,9 @@ class CardView:
     source_url: str = ""
     alertmanager_url: str = ""
     runbook_url: str = ""
+    # Who may sign under the policy in force: its roles, and the users holding one.
+    approver_roles: tuple[str, ...] = ()
+    eligible: tuple[str, ...] = ()
 
     @property
     def offers_buttons(self) -> bool:

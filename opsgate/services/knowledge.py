@@ -108,8 +108,7 @@ class KnowledgeService:
                     {"q": " ".join(terms), "n": limit},
                 )
             hits = [
-                SearchHit(r.id, r.incident_id, r.title, _lines(r.snippet), r.status)
-                for r in rows
+                SearchHit(r.id, r.incident_id, r.title, _lines(r.snippet), r.status) for r in rows
             ]
             if hits:
                 await session.execute(

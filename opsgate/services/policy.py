@@ -373,6 +373,14 @@ class Policy:
     def notifiers(self) -> dict[str, NotifierRule]:
         return dict(self._doc.notifiers)
 
+    def who_may_approve(self, op: Operation, risk: Risk) -> tuple[list[str], list[str]]:
+        """The roles that allow ``op`` at ``risk``, and the names of the users holding one."""
+        roles = [n for n, r in sorted(self._doc.roles.items()) if self._role_allows(r, op, risk)]
+        names = [
+            u.name or str(u.id) for u in self._users.values() if any(r in roles for r in u.roles)
+        ]
+        return roles, names
+
     def authorize(self, user_id: int, op: Operation, risk: Risk) -> Decision:
         user = self._users.get(user_id)
         if user is None:

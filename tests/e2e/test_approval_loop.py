@@ -199,6 +199,8 @@ async def test_card_shows_since_when_and_links_from_the_payload(rig: Rig) -> Non
     await rig.post_alert(am_payload('{}:{alertname="CheckoutErrors"}', early, late))
     card = await rig.wait_card()
     assert "🔥 firing since 02:14 UTC" in card.plain_text
+    # Four users hold a role that may restart in shop: too many to name, so the roles.
+    assert "👥 needs 1 approver with role admin or oncall" in card.plain_text
     units = card.plain_text.encode("utf-16-le")  # entity offsets count UTF-16 units
     links = {
         units[2 * ent["offset"] : 2 * (ent["offset"] + ent["length"])].decode("utf-16-le"): ent[

@@ -158,3 +158,11 @@ def test_card_shows_since_when_and_only_http_links() -> None:
     )
     resolved = card_html(replace(card, incident_status="resolved"))
     assert "firing since" not in resolved
+
+
+def test_pending_card_names_who_may_sign() -> None:
+    few = replace(pending_card(), required_approvals=2, eligible=("alice", "@bob"))
+    assert "👥 needs 2 of: @alice, @bob" in card_html(few)
+    many = replace(few, eligible=("a", "b", "c", "d"), approver_roles=("admin", "sre"))
+    assert "👥 needs 2 approvers with role admin or sre" in card_html(many)
+    assert "👥" not in card_html(replace(few, approval_status="approved"))

@@ -86,6 +86,8 @@ def cards(draw: st.DrawFn) -> CardView:
         source_url=draw(URL),
         alertmanager_url=draw(URL),
         runbook_url=draw(URL),
+        approver_roles=tuple(draw(st.lists(TEXT, max_size=40))),
+        eligible=tuple(draw(st.lists(TEXT, max_size=5))),
     )
 
 
