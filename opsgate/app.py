@@ -266,7 +266,12 @@ def build_app(settings: Settings, *, policy: PolicySource, kube: ApiClient) -> O
     )
     knowledge = KnowledgeService(db)
     publisher = CardPublisher(
-        db, sender, knowledge, quota=CardQuota(settings.cards_per_minute), metrics=metrics
+        db,
+        sender,
+        knowledge,
+        quota=CardQuota(settings.cards_per_minute),
+        metrics=metrics,
+        policy=policy,
     )
     digests = DigestPublisher(db, sender, cards_per_minute=settings.cards_per_minute)
     fanout = ResultFanout(

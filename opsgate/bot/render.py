@@ -7,6 +7,7 @@ Every field of a card has its own budget, so whatever an alert carries, the card
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from html import escape
 
@@ -29,10 +30,16 @@ MAX_DETAIL = 400
 MAX_ATTEMPT_ERROR = 120
 SHOWN_APPROVERS = 5
 SHOWN_LAPSED = 3
+SHOWN_ELIGIBLE = 3
 SHOWN_FAILED_ATTEMPTS = 3
 
 _SEVERITY_ICON = {"critical": "🔴", "error": "🔴", "high": "🔴", "warning": "🟠", "info": "🔵"}
 _STATUS_ICON = {"info": "•", "success": "✅", "warning": "⚠️", "error": "❌"}
+
+
+# Only http/https become links (a ``javascript:`` URL must never be one), and only short ones:
+# three links of this size still leave the card its budget.
+_LINKABLE = re.compile(r"https?://[^\s<>\"'`]{1,400}", re.IGNORECASE)
 
 
 def e(value: object) -> str:
@@ -93,6 +100,20 @@ def _card_head(card: CardView) -> str:
     lines.append(f"Incident <code>{e(card.incident_id)}</code>")
     if card.refire is not None:
         lines.append(_refire_line(card.refire))
+    if card.firing_since is not None and card.incident_status != "resolved":
+        # Absolute only: a card is edited when its state changes, not as minutes pass.
+        lines.append(f"🔥 firing since {clock(card.firing_since)}")
+    links = [
+        f'<a href="{e(url)}">{name}</a>'
+        for name, url in (
+            ("source", card.source_url),
+            ("Alertmanager", card.alertmanager_url),
+            ("runbook", card.runbook_url),
+        )
+        if _LINKABLE.fullmatch(url)
+    ]
+    if links:
+        lines.append("🔗 " + " · ".join(links))
     return "\n".join(lines)
 
 
@@ -141,9 +162,10 @@ def _decision_lines(card: CardView) -> list[str]:
     match card.approval_status:
         case "pending":
             if card.expires_at is None:
-                return [tally, *lapsed]
+                return [tally, *_who_may_sign(card), *lapsed]
             # An absolute time: a relative one would go stale on a card nobody re-renders.
-            return [tally, *lapsed, f"⏳ buttons close at {clock(card.expires_at)}"]
+            closes = f"⏳ buttons close at {clock(card.expires_at)}"
+            return [tally, *_who_may_sign(card), *lapsed, closes]
         case "rejected":
             rejecter = clip(card.rejected_by or "an approver", MAX_SHORT)
             return [f"🚫 <b>Rejected</b> by {rejecter}. Nothing ran."]
@@ -156,6 +178,21 @@ def _decision_lines(card: CardView) -> list[str]:
             return [f"🤖 <b>{note}</b>", *_execution_lines(card)]
         case _:
             return [f"✅ Approved by {signed}", *lapsed, *_execution_lines(card)]
+
+
+def _who_may_sign(card: CardView) -> list[str]:
+    """Names when they are few enough to read at a glance, else the roles."""
+    n = card.required_approvals
+    if 0 < len(card.eligible) <= SHOWN_ELIGIBLE:
+        names = ", ".join("@" + clip(name.removeprefix("@"), MAX_SHORT) for name in card.eligible)
+        return [f"👥 needs {n} of: {names}"]
+    if card.approver_roles:
+        shown = card.approver_roles[:SHOWN_ELIGIBLE]
+        roles = " or ".join(clip(r, MAX_SHORT) for r in shown)
+        more = " or others" if len(card.approver_roles) > len(shown) else ""
+        noun = "approver" if n == 1 else "approvers"
+        return [f"👥 needs {n} {noun} with role {roles}{more}"]
+    return []
 
 
 def _lapsed_lines(lapsed: tuple[tuple[str, str], ...]) -> list[str]:

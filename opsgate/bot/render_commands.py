@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 
+from opsgate.bot.markdown_html import markdown_html
 from opsgate.bot.render import (
     CUT,
     MAX_MESSAGE,
@@ -122,7 +123,7 @@ def knowledge_html(words: str, hits: list[SearchHit]) -> str:
     for hit in hits:
         lines.append(
             f"<b>{clip(hit.title, 200)}</b>\n  <code>{clip(hit.incident_id, KIND)}</code>"
-            f" · {clip(hit.status, KIND)}\n  {clip(hit.snippet, DETAIL)}"
+            f" · {clip(hit.status, KIND)}\n{markdown_html(hit.snippet, DETAIL)}"
         )
     return "\n".join(lines)
 
@@ -222,20 +223,23 @@ def whoami_html(
     username: str | None,
     roles: list[str],
     *,
+    entry_roles: list[str],
     chat_id: int | None = None,
     topic: int | None = None,
 ) -> str:
-    """``chat_id``: asked in a group, whose id is what OPSGATE_ALERT_CHAT_ID wants."""
+    """``chat_id``: asked in a group, whose id is what OPSGATE_ALERT_CHAT_ID wants.
+    ``entry_roles``: the roles the pasteable policy line names (see ``Policy.entry_roles``)."""
     name = f"@{e(username)}" if username else "(no username)"
     role_text = ", ".join(e(r) for r in roles) if roles else "none — not in the policy"
-    # JSON quoting is valid YAML, so any name pastes as is.
-    entry = f"- {{id: {user_id}, name: {json.dumps(username or 'you')}, roles: []}}"
+    entry = e(policy_entry(user_id, username, entry_roles))
     lines = [
         f"👤 {name}",
         f"Telegram id: <code>{user_id}</code>",
         f"roles: {role_text}",
-        f"Policy entry (under <code>users:</code>; pick the roles): <code>{e(entry)}</code>",
+        f"Policy entry (under <code>users:</code>): <code>{entry}</code>",
     ]
+    if not roles and entry_roles:
+        lines.append("(that role allows least of those defined; an admin may pick another)")
     if chat_id is not None:
         lines.append(f"This chat's id: <code>{chat_id}</code>")
         lines.append(f"Alert cards here: <code>OPSGATE_ALERT_CHAT_ID={chat_id}</code>")
@@ -244,6 +248,13 @@ def whoami_html(
             f"This topic's id: <code>{topic}</code> (<code>OPSGATE_ALERT_THREAD_ID={topic}</code>)"
         )
     return "\n".join(lines)
+
+
+def policy_entry(user_id: int, username: str | None, roles: list[str]) -> str:
+    """One ``users:`` item in YAML flow style. JSON quoting is valid YAML, so any name or
+    role pastes as is."""
+    quoted = ", ".join(json.dumps(r) for r in roles)
+    return f"- {{id: {user_id}, name: {json.dumps(username or 'you')}, roles: [{quoted}]}}"
 
 
 def timeline_page(page: TimelinePage) -> str:

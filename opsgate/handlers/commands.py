@@ -99,8 +99,15 @@ class ChatCommands:
             message, user = asked
             group = None if message.chat.type == "private" else message.chat_id
             topic = message.message_thread_id if message.is_topic_message else None
-            roles = self.policy.current().roles_of(user.id)
-            html = whoami_html(user.id, user.username, roles, chat_id=group, topic=topic)
+            policy = self.policy.current()
+            html = whoami_html(
+                user.id,
+                user.username,
+                policy.roles_of(user.id),
+                entry_roles=policy.entry_roles(user.id),
+                chat_id=group,
+                topic=topic,
+            )
             await self._answer(message, html)
 
     async def on_incidents(self, update: Update, _context: ContextTypes.DEFAULT_TYPE) -> None:

@@ -41,9 +41,11 @@ from opsgate.services.learning import AUTO_REQUESTER, record_in, signature
 from opsgate.services.operations import Operation
 from opsgate.services.playbooks import REQUESTER_PREFIX as PLAYBOOK
 from opsgate.services.playbooks import record_text
-from opsgate.services.risk import blast_radius
+from opsgate.services.policy_source import PolicySource
+from opsgate.services.risk import Risk, blast_radius
 from opsgate.services.storage.db import Database
 from opsgate.services.storage.models import (
+    Alert,
     Approval,
     Execution,
     ExecutionAttempt,
@@ -114,15 +116,34 @@ async def refused_cards(session: AsyncSession, limit: int) -> RefusedCards:
     return RefusedCards(cards, total)
 
 
-async def build_card(session: AsyncSession, incident: Incident) -> CardView:
+async def build_card(
+    session: AsyncSession, incident: Incident, policy: PolicySource | None = None
+) -> CardView:
+    """``policy``: the card names who may approve under it; without it, nobody is named."""
     approval = await session.scalar(
         select(Approval)
         .where(Approval.incident_id == incident.id)
         .order_by(Approval.created_at.desc())
         .limit(1)
     )
+    firing = list(
+        await session.scalars(
+            select(Alert)
+            .where(Alert.incident_id == incident.id, Alert.status == "firing")
+            .order_by(Alert.starts_at, Alert.id)
+        )
+    )
+    starts = [a.starts_at for a in firing if a.starts_at is not None]
+    first = firing[0] if firing else None
+    runbooks = (str(a.annotations.get("runbook_url") or "") for a in firing)
+    # One alert's bad link does not hide another's good one.
+    runbook = next((url for url in runbooks if url.lower().startswith(("http://", "https://"))), "")
     base = CardView(
         refire=await _refire(session, incident),
+        firing_since=min(starts) if starts else None,
+        source_url=first.generator_url if first else "",
+        alertmanager_url=incident.external_url,
+        runbook_url=runbook,
         related_case=_case_line(incident.related_case),
         incident_id=incident.id,
         incident_status=incident.status,
@@ -140,6 +161,9 @@ async def build_card(session: AsyncSession, incident: Incident) -> CardView:
     if approval is None:
         return base
     op = Operation.from_dict(approval.operation)
+    roles, eligible = (
+        policy.current().who_may_approve(op, Risk(approval.risk)) if policy else ([], [])
+    )
     rejecter = await session.scalar(
         select(Signature).where(
             Signature.approval_id == approval.id, Signature.decision == "reject"
@@ -180,6 +204,8 @@ async def build_card(session: AsyncSession, incident: Incident) -> CardView:
         record=await _record(session, incident, approval),
         related_case=_case_line(incident.related_case),
         auto_approved=approval.requested_by == AUTO_REQUESTER,
+        approver_roles=tuple(roles),
+        eligible=tuple(eligible),
     )
 
 
@@ -271,8 +297,11 @@ class CardPublisher:
         quota: CardQuota | None = None,
         unknown_card_wait: timedelta = UNKNOWN_CARD_WAIT,
         metrics: Metrics | None = None,
+        policy: PolicySource | None = None,
     ) -> None:
-        """Without ``quota`` every card goes out as soon as the send budget allows."""
+        """Without ``quota`` every card goes out as soon as the send budget allows; with
+        ``policy`` a card names who may approve."""
+        self._policy = policy
         self._metrics = metrics or Metrics()
         self._db = db
         self._chat = chat
@@ -287,7 +316,7 @@ class CardPublisher:
             incident = await session.get(Incident, incident_id)
             if incident is None:
                 return
-            view = await build_card(session, incident)
+            view = await build_card(session, incident, self._policy)
             target = ChatTarget(incident.chat_id, incident.thread_id)
             message_id = incident.message_id
         if message_id is not None:
@@ -394,7 +423,7 @@ class CardPublisher:
             if incident.message_id is not None:
                 ref = MessageRef(target.chat_id, incident.message_id, target.thread_id)
                 return RequestedCard(incident_id, ref, posted=False)
-            view = await build_card(session, incident)
+            view = await build_card(session, incident, self._policy)
         ref = await self._chat.post_card(target, view, on_request=True)
         live = await self._bind(self._db.transaction, incident_id, ref)
         return RequestedCard(incident_id, live or ref, posted=live is None)
@@ -467,7 +496,7 @@ class CardPublisher:
             if record is None:
                 return
             approval, execution, incident = record.approval, record.execution, record.incident
-            view = await build_card(session, incident)
+            view = await build_card(session, incident, self._policy)
             result = await result_view(session, approval, execution, incident)
             target = ChatTarget(incident.chat_id, incident.thread_id)
             card_id = incident.message_id

@@ -82,6 +82,15 @@ class CardView:
     auto_approved: bool = False
     related_case: str = ""
     refire: RefireLine | None = None
+    # When the earliest firing alert started, and where to look: the alert's source,
+    # Alertmanager, the runbook; as the payload gave them, checked when rendered.
+    firing_since: datetime | None = None
+    source_url: str = ""
+    alertmanager_url: str = ""
+    runbook_url: str = ""
+    # Who may sign under the policy in force: its roles, and the users holding one.
+    approver_roles: tuple[str, ...] = ()
+    eligible: tuple[str, ...] = ()
 
     @property
     def offers_buttons(self) -> bool:

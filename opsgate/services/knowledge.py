@@ -108,8 +108,7 @@ class KnowledgeService:
                     {"q": " ".join(terms), "n": limit},
                 )
             hits = [
-                SearchHit(r.id, r.incident_id, r.title, " ".join(r.snippet.split()), r.status)
-                for r in rows
+                SearchHit(r.id, r.incident_id, r.title, _lines(r.snippet), r.status) for r in rows
             ]
             if hits:
                 await session.execute(
@@ -228,3 +227,8 @@ async def _case(
         )
     )
     return title, "\n".join(lines), tags, category[:64]
+
+
+def _lines(snippet: str) -> str:
+    """The snippet's lines with their spacing tidied: the line breaks carry the markdown."""
+    return "\n".join(" ".join(line.split()) for line in snippet.splitlines() if line.strip())

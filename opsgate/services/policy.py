@@ -321,6 +321,20 @@ class Policy:
         user = self._users.get(user_id)
         return list(user.roles) if user else []
 
+    def entry_roles(self, user_id: int) -> list[str]:
+        """Roles for a policy line naming this user: theirs, or else the defined role that
+        allows least, so the line is valid as it is and grants no more than needed."""
+        if user_id in self._users:
+            return self.roles_of(user_id)
+        roles = self._doc.roles
+        if not roles:
+            return []
+        rights = {
+            name: len(r.namespaces) + len(r.operations) + len(r.risk_levels)
+            for name, r in roles.items()
+        }
+        return [min(sorted(roles), key=lambda name: rights[name])]
+
     def is_member(self, user_id: int) -> bool:
         """Anyone named in the policy may ask opsgate questions."""
         return user_id in self._users
@@ -358,6 +372,14 @@ class Policy:
     @property
     def notifiers(self) -> dict[str, NotifierRule]:
         return dict(self._doc.notifiers)
+
+    def who_may_approve(self, op: Operation, risk: Risk) -> tuple[list[str], list[str]]:
+        """The roles that allow ``op`` at ``risk``, and the names of the users holding one."""
+        roles = [n for n, r in sorted(self._doc.roles.items()) if self._role_allows(r, op, risk)]
+        names = [
+            u.name or str(u.id) for u in self._users.values() if any(r in roles for r in u.roles)
+        ]
+        return roles, names
 
     def authorize(self, user_id: int, op: Operation, risk: Risk) -> Decision:
         user = self._users.get(user_id)

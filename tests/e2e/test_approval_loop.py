@@ -189,3 +189,28 @@ async def test_twenty_concurrent_taps_by_three_approvers_execute_once(rig_factor
         assert len(replies) == 1
     finally:
         await rig.stop()
+
+
+async def test_card_shows_since_when_and_links_from_the_payload(rig: Rig) -> None:
+    early, late = alert("a"), alert("b")
+    early["startsAt"] = "2026-11-28T02:14:00Z"
+    late["annotations"]["runbook_url"] = "https://runbooks.local/checkout?x=1&y=2"
+    early["annotations"]["runbook_url"] = "javascript:alert(1)"
+    await rig.post_alert(am_payload('{}:{alertname="CheckoutErrors"}', early, late))
+    card = await rig.wait_card()
+    assert "🔥 firing since 02:14 UTC" in card.plain_text
+    # Four users hold a role that may restart in shop: too many to name, so the roles.
+    assert "👥 needs 1 approver with role admin or oncall" in card.plain_text
+    units = card.plain_text.encode("utf-16-le")  # entity offsets count UTF-16 units
+    links = {
+        units[2 * ent["offset"] : 2 * (ent["offset"] + ent["length"])].decode("utf-16-le"): ent[
+            "url"
+        ]
+        for ent in card.entities
+        if ent["type"] == "text_link"
+    }
+    assert links == {
+        "source": "http://prometheus.local/graph?g0.expr=x",
+        "Alertmanager": "http://alertmanager.local",
+        "runbook": "https://runbooks.local/checkout?x=1&y=2",
+    }

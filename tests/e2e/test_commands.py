@@ -7,11 +7,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+import yaml
 from sqlalchemy import insert
 
+from opsgate.services.policy import Policy, PolicyDocument
 from opsgate.services.storage.db import Database
 from opsgate.services.storage.models import Approval, Execution, Incident, TimelineEvent
-from tests.builders import ALICE, BOB, MALLORY, VIEWER, alert, am_payload
+from tests.builders import ALICE, BOB, MALLORY, VIEWER, alert, am_payload, policy_document
 from tests.e2e.rig import CHAT_ID, Rig
 from tests.e2e.test_approval_loop import approve_data
 from tests.fakes.telegram_api import FakeMessage
@@ -46,6 +48,10 @@ async def test_whoami_and_help_depend_on_the_policy(rig: Rig) -> None:
     rig.telegram.add_chat(MALLORY, type="private", title="Mallory")
     who = await ask(rig, MALLORY, MALLORY, "mallory", "/whoami")
     assert f"Telegram id: {MALLORY}" in who.plain_text and "not in the policy" in who.plain_text
+    line = who.plain_text.split("Policy entry (under users:): ", 1)[1].splitlines()[0]
+    document = policy_document()
+    document["users"] += yaml.safe_load(line)
+    assert Policy(PolicyDocument.model_validate(document)).roles_of(MALLORY) == ["viewer"]
     stranger = (await ask(rig, MALLORY, MALLORY, "mallory", "/start")).plain_text
     assert "/whoami" in stranger and "/incidents" not in stranger
 

@@ -52,9 +52,13 @@ async def test_knowledge_and_feedback_after_the_reply(rig: Rig) -> None:
     asked = rig.telegram.send_text(
         CHAT_ID, rig.telegram.user(VIEWER, "vic"), "/kb checkout restart"
     )
-    found = (await rig.wait_reply(asked.message_id)).plain_text
+    answer = await rig.wait_reply(asked.message_id)
+    found = answer.plain_text
     assert "Fixed CheckoutErrors with kubectl rollout restart deployment/checkout -n shop" in found
     assert incident_id in found
+    # The entry's markdown is shown as formatting, not as its marks.
+    assert "**" not in found and "- **" not in answer.text and "• " in found
+    assert sum(ent["type"] == "bold" for ent in answer.entities) > 1
 
     data = reply.buttons[0][1] or ""
     stranger = rig.telegram.tap(CHAT_ID, reply.message_id, rig.telegram.user(MALLORY, "m"), data)

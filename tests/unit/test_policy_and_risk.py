@@ -148,3 +148,12 @@ def test_a_quorum_nobody_can_reach_is_reported(tmp_path: Path) -> None:
     assert _problems(tmp_path, nodes + "users: [{id: 1, roles: [ops]}]\n") == [
         "quorum.medium: 1 approval needed, but no user may approve cordon on nodes at medium risk"
     ]
+
+
+def test_who_may_approve_names_roles_and_their_users() -> None:
+    restart = parse_operation("kubectl rollout restart deployment/checkout -n shop")
+    assert policy().who_may_approve(restart, Risk.MEDIUM) == (
+        ["admin", "oncall"],
+        ["alice", "bob", "carol", "dave"],
+    )
+    assert policy().who_may_approve(restart, Risk.CRITICAL) == (["admin"], ["carol", "dave"])

@@ -164,3 +164,32 @@ def test_ordinals() -> None:
         "101st",
         "111th",
     ]
+
+
+def test_card_shows_since_when_and_only_http_links() -> None:
+    card = replace(
+        pending_card(),
+        firing_since=datetime(2026, 12, 1, 2, 14, tzinfo=UTC),
+        source_url='http://prometheus.local/graph?g0.expr=a&b="x"',
+        alertmanager_url="javascript:alert(1)",
+        runbook_url="https://runbooks.local/checkout",
+    )
+    html = card_html(card)
+    assert "🔥 firing since 02:14 UTC" in html
+    assert '<a href="http://prometheus.local/graph?g0.expr=a&amp;b=&quot;x&quot;">' not in html
+    assert '<a href="https://runbooks.local/checkout">runbook</a>' in html
+    assert "javascript" not in html and "Alertmanager" not in html
+    plain = replace(card, source_url="http://prometheus.local/graph?g0.expr=a&b=1")
+    assert '<a href="http://prometheus.local/graph?g0.expr=a&amp;b=1">source</a>' in card_html(
+        plain
+    )
+    resolved = card_html(replace(card, incident_status="resolved"))
+    assert "firing since" not in resolved
+
+
+def test_pending_card_names_who_may_sign() -> None:
+    few = replace(pending_card(), required_approvals=2, eligible=("alice", "@bob"))
+    assert "👥 needs 2 of: @alice, @bob" in card_html(few)
+    many = replace(few, eligible=("a", "b", "c", "d"), approver_roles=("admin", "sre"))
+    assert "👥 needs 2 approvers with role admin or sre" in card_html(many)
+    assert "👥" not in card_html(replace(few, approval_status="approved"))

@@ -35,6 +35,15 @@ TEXT = st.one_of(
     ),
 )
 SHORT = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=300)
+# What a payload may carry as a link: hostile schemes, specials, and URLs of any length.
+URL = st.one_of(
+    TEXT,
+    st.builds(
+        lambda scheme, rest: scheme + rest,
+        st.sampled_from(["https://", "http://", "HTTPS://", "javascript:", "data:"]),
+        TEXT,
+    ),
+)
 
 
 @st.composite
@@ -91,6 +100,12 @@ def cards(draw: st.DrawFn) -> CardView:
                 ),
             )
         ),
+        firing_since=draw(st.one_of(st.none(), st.just(datetime(2026, 12, 1, 2, 14, tzinfo=UTC)))),
+        source_url=draw(URL),
+        alertmanager_url=draw(URL),
+        runbook_url=draw(URL),
+        approver_roles=tuple(draw(st.lists(TEXT, max_size=40))),
+        eligible=tuple(draw(st.lists(TEXT, max_size=5))),
     )
 
 
