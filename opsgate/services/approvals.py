@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from opsgate.metrics import Metrics
 from opsgate.services import timeline
 from opsgate.services.chat import MessageRef
+from opsgate.services.execution import approver_names
 from opsgate.services.ids import new_approval_id
 from opsgate.services.job_kinds import EXECUTE, LEARN, SYNC_CARD, ApprovalJob, IncidentJob, LearnJob
 from opsgate.services.jobs import enqueue
@@ -253,7 +254,7 @@ class ApprovalService:
             )
         session.add(_signature(approval.id, tapper, "approve"))
         await session.flush()
-        lapsed_before = await _lapsed_names(session, approval.id)
+        lapsed_before = await approver_names(session, approval.id, lapsed=True)
         count, lapsed = await _recheck(session, approval, op, policy)
         timeline.record(
             session,
@@ -372,7 +373,7 @@ class ApprovalService:
             for approval in list(pending):
                 checked += 1
                 required_before = approval.required_approvals
-                lapsed_before = await _lapsed_names(session, approval.id)
+                lapsed_before = await approver_names(session, approval.id, lapsed=True)
                 approval.required_approvals = policy.quorum(Risk(approval.risk))
                 op = Operation.from_dict(approval.operation)
                 count, lapsed = await _recheck(session, approval, op, policy)
@@ -503,20 +504,6 @@ async def _recheck(
         else:
             lapsed.append(Tapper(sig.user_id, sig.username).display)
     return count, lapsed
-
-
-async def _lapsed_names(session: AsyncSession, approval_id: str) -> list[str]:
-    """Who the last re-check found no longer counting, in signing order."""
-    signatures = await session.scalars(
-        select(Signature)
-        .where(
-            Signature.approval_id == approval_id,
-            Signature.decision == "approve",
-            Signature.lapsed.is_not(None),
-        )
-        .order_by(Signature.created_at, Signature.id)
-    )
-    return [Tapper(sig.user_id, sig.username).display for sig in signatures]
 
 
 def _record_lapsed(

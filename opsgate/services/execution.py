@@ -384,13 +384,17 @@ async def load_execution(session: AsyncSession, approval_id: str) -> ExecutionRe
     return ExecutionRecord(approval, execution, incident)
 
 
-async def approver_names(session: AsyncSession, approval_id: str) -> list[str]:
+async def approver_names(
+    session: AsyncSession, approval_id: str, *, lapsed: bool = False
+) -> list[str]:
+    """Who signed, in signing order: the signatures that count, or with ``lapsed`` those the
+    last re-check found no longer counting."""
     rows = await session.scalars(
         select(Signature)
         .where(
             Signature.approval_id == approval_id,
             Signature.decision == "approve",
-            Signature.lapsed.is_(None),
+            Signature.lapsed.is_not(None) if lapsed else Signature.lapsed.is_(None),
         )
         .order_by(Signature.created_at, Signature.id)
     )
