@@ -35,20 +35,26 @@ class CardButtons:
         if action is None:
             return
         user = query.from_user
+        tapper = Tapper(user.id, user.username or "")
+        refusal = await self.approvals.foreseen_refusal(action.approval_id, tapper)
+        if refusal is not None:
+            await self._answer(query.id, refusal, alert=True, arrived=arrived)
         outcome = await self.approvals.decide(
             action.approval_id,
-            Tapper(user.id, user.username or ""),
+            tapper,
             action.approve,
             origin=tapped_message(query),
             origin_offers_it=offers_tapped_button(query),
         )
         with structlog.contextvars.bound_contextvars(incident_id=outcome.incident_id):
-            await self.sender.answer_callback(
-                query.id, outcome.text, alert=outcome.alert, arrived=arrived
-            )
-            self.metrics.tap_answered(time.monotonic() - arrived)
+            if refusal is None:
+                await self._answer(query.id, outcome.text, alert=outcome.alert, arrived=arrived)
             if outcome.duplicate is not None:
                 await self._point_to_live_card(outcome.duplicate)
+
+    async def _answer(self, query_id: str, text: str, *, alert: bool, arrived: float) -> None:
+        await self.sender.answer_callback(query_id, text, alert=alert, arrived=arrived)
+        self.metrics.tap_answered(time.monotonic() - arrived)
 
     async def _point_to_live_card(self, duplicate: DuplicateCard) -> None:
         message = duplicate.message

@@ -184,6 +184,23 @@ class ApprovalService:
         )
         return outcome
 
+    async def foreseen_refusal(self, approval_id: str, tapper: Tapper) -> str | None:
+        """The answer a tap will get when the policy refuses the tapper, read without the
+        approval's row lock; None when only :meth:`decide` can tell.
+
+        A refused tap changes nothing but the timeline, so its answer need not queue behind
+        every vote on the card for the lock. ``decide`` still runs for it afterwards and
+        records the refusal (and adopts or marks the card) exactly as before.
+        """
+        async with self._db.read() as session:
+            approval = await session.get(Approval, approval_id)
+        if approval is None or approval.status != PENDING or approval.expires_at <= utcnow():
+            return None
+        verdict = self._policy.current().authorize(
+            tapper.user_id, Operation.from_dict(approval.operation), Risk(approval.risk)
+        )
+        return None if verdict.allowed else refusal_text(verdict.reason)
+
     async def _decide(
         self,
         session: AsyncSession,
@@ -233,7 +250,7 @@ class ApprovalService:
                 actor=tapper.display,
                 status="warning",
             )
-            return TapOutcome(f"Not allowed. {verdict.reason}", True, False)
+            return TapOutcome(refusal_text(verdict.reason), True, False)
         if not approve:
             await self._close(session, approval, REJECTED, f"rejected by {tapper.display}")
             session.add(_signature(approval.id, tapper, "reject"))
@@ -458,6 +475,10 @@ async def _bind_to_card(
         return TapOutcome(NOT_HERE, True, False)
     live = MessageRef(incident.chat_id, card_id, incident.thread_id)
     return TapOutcome(DUPLICATE, True, False, duplicate=DuplicateCard(incident_id, origin, live))
+
+
+def refusal_text(reason: str) -> str:
+    return f"Not allowed. {reason}"
 
 
 def _signature(approval_id: str, tapper: Tapper, decision: str) -> Signature:

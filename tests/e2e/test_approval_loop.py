@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import asyncio
 
+from sqlalchemy import select
+
 from opsgate.bot.callback_data import CardAction, encode
+from opsgate.services.storage.db import Database
+from opsgate.services.storage.models import Approval, TimelineEvent
 from tests.builders import ALICE, BOB, CAROL, MALLORY, VIEWER, alert, am_payload, policy
 from tests.e2e.rig import CHAT_ID, Rig
 
@@ -119,6 +123,37 @@ async def test_unauthorised_and_self_approval_taps_change_nothing(rig: Rig) -> N
     await rig.wait_reply(card.message_id)
     scaled = rig.kube.get("deployments", "shop", "checkout")
     assert scaled is not None and scaled["spec"]["replicas"] == 4
+
+
+async def test_a_refused_tap_is_answered_while_votes_hold_the_card(rig: Rig) -> None:
+    await rig.post_alert(am_payload())
+    card = await rig.wait_card()
+    data = approve_data(card)
+    db = Database(rig.database_url)
+    try:
+        async with db.transaction() as session:
+            # A vote in progress: the approval's row lock (PostgreSQL) or the database's
+            # write lock (SQLite), held until the end of the block.
+            await session.scalar(select(Approval).with_for_update())
+            query = rig.telegram.tap(
+                CHAT_ID, card.message_id, rig.telegram.user(MALLORY, "mallory"), data
+            )
+            answer = await rig.telegram.wait_answer(query, timeout=10)
+            assert answer.show_alert and "not in the opsgate policy" in answer.text
+        # Once the lock is free, the refusal is on the record as before.
+        async def refused() -> bool:
+            async with db.read() as session:
+                kinds = (await session.scalars(select(TimelineEvent.kind))).all()
+            return "tap_refused" in kinds
+
+        for _ in range(100):
+            if await refused():
+                break
+            await asyncio.sleep(0.05)
+        assert await refused()
+    finally:
+        await db.dispose()
+    assert "Approvals 0/1" in rig.telegram.message(CHAT_ID, card.message_id).plain_text
 
 
 async def test_quorum_of_two_and_a_late_tap(rig: Rig) -> None:
