@@ -39,7 +39,9 @@ _STATUS_ICON = {"info": "•", "success": "✅", "warning": "⚠️", "error": "
 
 # Only http/https become links (a ``javascript:`` URL must never be one), and only short ones:
 # three links of this size still leave the card its budget.
-_LINKABLE = re.compile(r"https?://[^\s<>\"'`]{1,400}", re.IGNORECASE)
+# No control characters either: Telegram's parser reads a NUL as the end of the text, so a
+# payload's "http://\0" would make it refuse the whole card.
+_LINKABLE = re.compile(r"https?://[^\s<>\"'`\x00-\x1f\x7f]{1,400}", re.IGNORECASE)
 
 
 def e(value: object) -> str:
@@ -101,8 +103,8 @@ def _card_head(card: CardView) -> str:
     if card.refire is not None:
         lines.append(_refire_line(card.refire))
     if card.firing_since is not None and card.incident_status != "resolved":
-        # Absolute only: a card is edited when its state changes, not as minutes pass.
-        lines.append(f"🔥 firing since {clock(card.firing_since)}")
+        since = clock(card.firing_since)
+        lines.append(f"🔥 firing since {since} ({relative(card.firing_since, since)})")
     links = [
         f'<a href="{e(url)}">{name}</a>'
         for name, url in (
@@ -163,8 +165,8 @@ def _decision_lines(card: CardView) -> list[str]:
         case "pending":
             if card.expires_at is None:
                 return [tally, *_who_may_sign(card), *lapsed]
-            # An absolute time: a relative one would go stale on a card nobody re-renders.
-            closes = f"⏳ buttons close at {clock(card.expires_at)}"
+            at = clock(card.expires_at)
+            closes = f"⏳ buttons close {relative(card.expires_at, f'at {at}')} ({at})"
             return [tally, *_who_may_sign(card), *lapsed, closes]
         case "rejected":
             rejecter = clip(card.rejected_by or "an approver", MAX_SHORT)
@@ -362,6 +364,16 @@ def pack(
 def clock(at: datetime, *, seconds: bool = False) -> str:
     fmt = "%Y-%m-%d %H:%M:%S UTC" if seconds else "%H:%M UTC"
     return at.astimezone(UTC).strftime(fmt)
+
+
+def relative(at: datetime, fallback: str) -> str:
+    """``at`` as Telegram shows a relative time ("in 1 hour", "37 minutes ago"), kept current
+    by the client itself, so the card needs no edit as minutes pass.
+
+    ``fallback`` is what clients without date-time entities show; it must not depend on the
+    time of rendering, or every re-render of an unchanged card would become an edit.
+    """
+    return f'<tg-time unix="{int(at.timestamp())}" format="r">{e(fallback)}</tg-time>'
 
 
 def took(seconds: float | None) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime
 
 from sqlalchemy import select
 
@@ -234,6 +235,12 @@ async def test_card_shows_since_when_and_links_from_the_payload(rig: Rig) -> Non
     await rig.post_alert(am_payload('{}:{alertname="CheckoutErrors"}', early, late))
     card = await rig.wait_card()
     assert "🔥 firing since 02:14 UTC" in card.plain_text
+    # Telegram keeps "N minutes ago" and "in 1 hour" current itself: no edits as time passes.
+    times = [ent for ent in card.entities if ent["type"] == "date_time"]
+    assert [ent["date_time_format"] for ent in times] == ["r", "r"]
+    assert times[0]["unix_time"] == int(datetime(2026, 11, 28, 2, 14, tzinfo=UTC).timestamp())
+    assert times[1]["unix_time"] > times[0]["unix_time"]
+    assert "⏳ buttons close at " in card.plain_text
     # Four users hold a role that may restart in shop: too many to name, so the roles.
     assert "👥 needs 1 approver with role admin or oncall" in card.plain_text
     units = card.plain_text.encode("utf-16-le")  # entity offsets count UTF-16 units

@@ -262,7 +262,10 @@ _HTML_TAGS = {
     "pre": "pre",
     "blockquote": "blockquote",
     "tg-emoji": "custom_emoji",
+    "tg-time": "date_time",
 }
+# Bot API's date-time formats: relative, or any of weekday, date (short/long), time (short/long).
+_DATE_TIME_FORMAT = re.compile(r"r|w?[dD]?[tT]?")
 _NAMED_REFERENCES = {"lt": "<", "gt": ">", "amp": "&", "quot": '"'}
 _NUMERIC_REFERENCE = re.compile(r"&#(?:x(?P<hex>[0-9a-fA-F]*)|(?P<dec>[0-9]*))")
 _NAMED_REFERENCE = re.compile(r"&(?P<name>[A-Za-z]*)")
@@ -481,7 +484,21 @@ class _HtmlParser:
             if not tag.argument:
                 return
             entity["custom_emoji_id"] = tag.argument
+        elif tag.name == "tg-time":
+            entity.update(self._date_time(tag.argument))
         self._entities.append(entity)
+
+    def _date_time(self, argument: str) -> JsonDict:
+        # Stricter than tdlib on purpose: a time Telegram cannot show is a bug in the sender.
+        unix, _, fmt = argument.partition("|")
+        if not unix.isdigit():
+            raise self._error('Tag "tg-time" must have an integer attribute "unix"')
+        if not _DATE_TIME_FORMAT.fullmatch(fmt):
+            raise self._error(f'Invalid date and time format "{fmt}" in the tag "tg-time"')
+        entity: JsonDict = {"unix_time": int(unix)}
+        if fmt:
+            entity["date_time_format"] = fmt
+        return entity
 
 
 def _tag_argument(tag: str, attribute: str, value: str, current: str) -> str:
@@ -494,6 +511,9 @@ def _tag_argument(tag: str, attribute: str, value: str, current: str) -> str:
         return value.removeprefix("tg-")
     if tag == "tg-emoji" and attribute == "emoji-id":
         return value
+    if tag == "tg-time" and attribute in ("unix", "format"):
+        unix, _, fmt = current.partition("|")
+        return f"{value}|{fmt}" if attribute == "unix" else f"{unix}|{value}"
     return current
 
 

@@ -144,6 +144,11 @@ async def test_parameters_are_typed_per_field_in_every_encoding(
         ("tail <", "Unclosed start tag at byte offset 5"),
         ("a&nbsp;b", 'Unsupported HTML entity "&nbsp;" at byte offset 1'),
         ("<span>x</span>", 'Tag "span" must have class "tg-spoiler" at byte offset 0'),
+        ('<tg-time format="r">x</tg-time>', 'Tag "tg-time" must have an integer attribute "unix"'),
+        (
+            '<tg-time unix="1" format="rt">x</tg-time>',
+            'Invalid date and time format "rt" in the tag "tg-time"',
+        ),
     ],
 )
 async def test_invalid_html_is_refused(api: httpx.AsyncClient, text: str, detail: str) -> None:
@@ -157,18 +162,27 @@ async def test_valid_html_becomes_visible_text_and_entities(
 ) -> None:
     source = (
         "  <b>R&D</b> &amp; co: &lt;db&gt; <a href='https://x.test/?a=1&amp;b=2'>runbook</a> "
-        '<span class="tg-spoiler">s</span><blockquote expandable>q</blockquote>\n'
+        '<span class="tg-spoiler">s</span><blockquote expandable>q</blockquote>'
+        '<tg-time unix="1796000000" format="r">t</tg-time><tg-time unix=1796000000>u</tg-time>\n'
     )
     status, body = await call(api, "sendMessage", chat_id=GROUP, text=source, parse_mode="html")
 
     assert status == 200, body
     result = body["result"]
-    assert result["text"] == "R&D & co: <db> runbook sq"
+    assert result["text"] == "R&D & co: <db> runbook sqtu"
     assert result["entities"] == [
         {"type": "bold", "offset": 0, "length": 3},
         {"type": "text_link", "offset": 15, "length": 7, "url": "https://x.test/?a=1&b=2"},
         {"type": "spoiler", "offset": 23, "length": 1},
         {"type": "expandable_blockquote", "offset": 24, "length": 1},
+        {
+            "type": "date_time",
+            "offset": 25,
+            "length": 1,
+            "unix_time": 1796000000,
+            "date_time_format": "r",
+        },
+        {"type": "date_time", "offset": 26, "length": 1, "unix_time": 1796000000},
     ]
     message = tg.messages(GROUP)[0]
     assert (message.text, message.plain_text) == (source, result["text"])

@@ -6,6 +6,7 @@ from opsgate.bot.callback_data import CardAction, decode, encode
 from opsgate.bot.render import MAX_MESSAGE, card_html, ordinal, result_html
 from opsgate.services.chat import AttemptLine, CardView, RefireLine, ResultView
 from tests.builders import pending_card
+from tests.fakes.telegram_api import parse_html
 
 NOW = datetime(2026, 11, 28, 3, 0, tzinfo=UTC)
 
@@ -57,7 +58,11 @@ def balanced(html: str) -> bool:
 def test_pending_card_shows_tally_and_expiry() -> None:
     html = card_html(card())
     assert "Approvals 1/2: @alice" in html
-    assert "buttons close at 05:00 UTC" in html
+    expires = int((NOW + timedelta(hours=2)).timestamp())
+    assert (
+        f'buttons close <tg-time unix="{expires}" format="r">at 05:00 UTC</tg-time> (05:00 UTC)'
+        in html
+    )
     assert "INC-ABCD1234" in html and "risk <b>medium</b>" in html
 
 
@@ -175,7 +180,8 @@ def test_card_shows_since_when_and_only_http_links() -> None:
         runbook_url="https://runbooks.local/checkout",
     )
     html = card_html(card)
-    assert "🔥 firing since 02:14 UTC" in html
+    since = int(datetime(2026, 12, 1, 2, 14, tzinfo=UTC).timestamp())
+    assert f'🔥 firing since 02:14 UTC (<tg-time unix="{since}" format="r">' in html
     assert '<a href="http://prometheus.local/graph?g0.expr=a&amp;b=&quot;x&quot;">' not in html
     assert '<a href="https://runbooks.local/checkout">runbook</a>' in html
     assert "javascript" not in html and "Alertmanager" not in html
@@ -193,3 +199,11 @@ def test_pending_card_names_who_may_sign() -> None:
     many = replace(few, eligible=("a", "b", "c", "d"), approver_roles=("admin", "sre"))
     assert "👥 needs 2 approvers with role admin or sre" in card_html(many)
     assert "👥" not in card_html(replace(few, approval_status="approved"))
+
+
+def test_a_link_with_a_control_character_is_left_out() -> None:
+    # Telegram's HTML parser reads a NUL as the end of the text and would refuse the card.
+    card = replace(pending_card(), source_url="http://\0x", runbook_url="https://r.local/\x1b")
+    html = card_html(card)
+    assert "<a " not in html
+    parse_html(html)
