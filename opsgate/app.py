@@ -58,7 +58,8 @@ from opsgate.services.finetune_export import export_finetune
 from opsgate.services.health import HealthService, kube_version_check
 from opsgate.services.incidents import IncidentService
 from opsgate.services.job_kinds import JobKind
-from opsgate.services.jobs import JobRunner, Periodic
+from opsgate.services.job_lanes import ACTIONS_LANE, lanes
+from opsgate.services.jobs import JobHandler, JobRunner, Periodic
 from opsgate.services.knowledge import KnowledgeService
 from opsgate.services.kube_executor import KubeExecutor
 from opsgate.services.leadership import Leadership
@@ -150,8 +151,8 @@ class OpsGate:
     chats: ChatDirectory
     kube: ApiClient
     http: httpx.AsyncClient
-    runner: JobRunner
-    update_runner: JobRunner | None
+    # One per lane (see JOB_LANES), and the updates' own when updates come by webhook.
+    runners: tuple[JobRunner, ...]
     api: FastAPI
     # What uvicorn serves: the API behind the token and body-size gate.
     http_app: RequestGate
@@ -311,26 +312,31 @@ def build_app(settings: Settings, *, policy: PolicySource, kube: ApiClient) -> O
     }
     if settings.export_dir is not None:
         periodic["finetune_export"] = Periodic(settings.export_interval_seconds, export_recent)
-    runner = JobRunner(
-        db,
-        {
-            JobKind.EXECUTE: execution.run_job,
-            JobKind.SYNC_CARD: publisher.sync_card,
-            JobKind.PUBLISH_RESULT: publisher.publish_result,
-            JobKind.DIGEST: digests.run_job,
-            JobKind.NOTIFY: fanout.notify,
-            JobKind.VERIFY: verification.run_job,
-            JobKind.LEARN: learning.run_job,
-            JobKind.KNOWLEDGE: knowledge.write_back,
-            JobKind.EXTRACT_PLAYBOOK: playbooks.extract,
-        },
-        owner=settings.instance_id,
-        lease_seconds=settings.job_lease_seconds,
-        poll_interval=settings.job_poll_interval,
-        concurrency=settings.job_concurrency,
-        periodic=periodic,
-        on_dead=metrics.job_dead,
-    )
+    handlers: dict[JobKind, JobHandler] = {
+        JobKind.EXECUTE: execution.run_job,
+        JobKind.SYNC_CARD: publisher.sync_card,
+        JobKind.PUBLISH_RESULT: publisher.publish_result,
+        JobKind.DIGEST: digests.run_job,
+        JobKind.NOTIFY: fanout.notify,
+        JobKind.VERIFY: verification.run_job,
+        JobKind.LEARN: learning.run_job,
+        JobKind.KNOWLEDGE: knowledge.write_back,
+        JobKind.EXTRACT_PLAYBOOK: playbooks.extract,
+    }
+    runners = [
+        JobRunner(
+            db,
+            lane_handlers,
+            owner=settings.instance_id,
+            lease_seconds=settings.job_lease_seconds,
+            poll_interval=settings.job_poll_interval,
+            concurrency=settings.job_concurrency,
+            periodic=periodic if lane == ACTIONS_LANE else None,
+            name=lane,
+            on_dead=metrics.job_dead,
+        )
+        for lane, lane_handlers in lanes(handlers).items()
+    ]
     health = HealthService(
         db,
         chats,
@@ -357,7 +363,6 @@ def build_app(settings: Settings, *, policy: PolicySource, kube: ApiClient) -> O
     ]
     webhook_secret: str | None = None
     webhook_gate: tuple[str, str] | None = None
-    update_runner: JobRunner | None = None
     if settings.telegram_webhook_url is not None:
         webhook_secret = (
             settings.telegram_webhook_secret.get_secret_value()
@@ -380,6 +385,7 @@ def build_app(settings: Settings, *, policy: PolicySource, kube: ApiClient) -> O
             name="updates",
             on_dead=metrics.job_dead,
         )
+        runners.append(update_runner)
         path = urlsplit(settings.telegram_webhook_url).path or "/telegram/webhook"
         routers.append(telegram_webhook_router(path, inbox.accept))
         webhook_gate = (path, webhook_secret)
@@ -393,8 +399,7 @@ def build_app(settings: Settings, *, policy: PolicySource, kube: ApiClient) -> O
         chats=chats,
         kube=kube,
         http=http,
-        runner=runner,
-        update_runner=update_runner,
+        runners=tuple(runners),
         api=api,
         http_app=RequestGate(api, token=token, telegram_webhook=webhook_gate),
         webhook_secret=webhook_secret,
@@ -479,9 +484,9 @@ class Runtime:
             )
         server = uvicorn.Server(uvicorn.Config(og.http_app, log_config=None, lifespan="off"))
         runner_stop = asyncio.Event()
-        runners = [og.runner, *([og.update_runner] if og.update_runner else [])]
         runner_tasks = [
-            asyncio.create_task(r.run(runner_stop), name=f"job-runner-{r.name}") for r in runners
+            asyncio.create_task(r.run(runner_stop), name=f"job-runner-{r.name}")
+            for r in og.runners
         ]
         server_task = asyncio.create_task(server.serve(sockets=[sock]), name="http-server")
         stop_task = asyncio.create_task(self.stop.wait(), name="stop-signal")

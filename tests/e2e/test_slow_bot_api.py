@@ -8,7 +8,7 @@ from sqlalchemy import select
 
 from opsgate.services.storage.db import Database
 from opsgate.services.storage.models import TimelineEvent
-from tests.builders import ALICE, am_payload
+from tests.builders import ALICE, alert, am_payload
 from tests.e2e.rig import CHAT_ID, Rig
 from tests.e2e.test_approval_loop import approve_data, real_writes
 
@@ -87,3 +87,24 @@ async def test_a_tap_before_the_card_is_stored_keeps_it_the_card(rig: Rig) -> No
     # Not even for a moment: no edit ever showed it as a duplicate.
     assert not any("Duplicate" in text for text in [*final.history, final.text])
     assert "card_adopted" in await timeline_kinds(rig)
+
+
+async def test_an_approved_action_runs_while_cards_wait_for_telegram(rig_factory: Rig) -> None:
+    rig = rig_factory
+    # One worker per lane: in a shared pool, the held card below would hold the only one.
+    rig.overrides.update(job_concurrency=1)
+    await rig.start()
+    await rig.post_alert(am_payload())
+    card = await rig.wait_card()
+    held = rig.telegram.hold("sendMessage", chat_id=CHAT_ID)
+    await rig.post_alert(am_payload("g-storm", alert(alertname="DiskFull")))
+    await held.wait_arrived()
+    query = rig.telegram.tap(
+        CHAT_ID, card.message_id, rig.telegram.user(ALICE, "alice"), approve_data(card)
+    )
+    assert "executing" in (await rig.telegram.wait_answer(query)).text
+    await rig.eventually(lambda: len(real_writes(rig)) == 1)
+    held.release()
+    reply = await rig.wait_reply(card.message_id)
+    assert "Succeeded" in reply.plain_text
+    assert any("DiskFull" in m.plain_text for m in rig.cards())
