@@ -85,11 +85,13 @@ def policy_document(quorum: dict[str, int] | None = None, **extra: Any) -> dict[
                 "namespaces": ["shop"],
                 "operations": ["rollout_restart", "rollout_undo", "scale", "delete_pod"],
                 "risk_levels": ["low", "medium", "high"],
+                "alerts": ["silence", "ack"],
             },
             "admin": {
                 "namespaces": ["*"],
                 "operations": ["*"],
                 "risk_levels": ["low", "medium", "high", "critical"],
+                "alerts": ["silence", "ack"],
             },
             "viewer": {"namespaces": [], "operations": [], "risk_levels": []},
         },
