@@ -125,3 +125,9 @@ def pending_card(incident_id: str = "INC-TEST") -> CardView:
         approval_status="pending",
         required_approvals=1,
     )
+
+
+def decision_buttons(message: Any) -> list[tuple[str, str | None]]:
+    """A card's Approve / Reject buttons, without the silence and ack ones a firing card keeps."""
+    buttons: list[tuple[str, str | None]] = message.buttons
+    return [(t, d) for t, d in buttons if d and d.startswith(("v1:ap:", "v1:rj:"))]
