@@ -43,9 +43,12 @@ from opsgate.handlers.http_routes import (
     policy_router,
     telegram_webhook_router,
 )
+from opsgate.handlers.response_buttons import ResponseButtons
 from opsgate.handlers.telegram_updates import ALLOWED_UPDATES, register
 from opsgate.metrics import Metrics
 from opsgate.services import jobs
+from opsgate.services.acks import AckService
+from opsgate.services.alertmanager_api import AlertmanagerClient
 from opsgate.services.approvals import DECISION_OUTCOMES, ApprovalService, RetryPolicy
 from opsgate.services.card_quota import CardQuota
 from opsgate.services.cards import REFUSAL_REASONS, CardPublisher
@@ -71,6 +74,7 @@ from opsgate.services.policy_source import PolicySource
 from opsgate.services.process_locks import LockUnavailable, ProcessLock, process_lock
 from opsgate.services.queries import IncidentQueries
 from opsgate.services.routing import Router
+from opsgate.services.silences import SilenceService
 from opsgate.services.storage.db import Database, describe_database_error
 from opsgate.services.telegram_inbox import UpdateInbox
 from opsgate.services.verification import OUTCOMES as VERIFICATION_OUTCOMES
@@ -352,6 +356,16 @@ def build_app(settings: Settings, *, policy: PolicySource, kube: ApiClient) -> O
             IncidentQueries(db), health, knowledge, playbooks, policy, chats, sender, publisher
         ),
         ChatMembers(chats),
+        ResponseButtons(
+            SilenceService(
+                db,
+                AlertmanagerClient(http, settings.alertmanager_timeout_seconds),
+                policy,
+                alertmanager_url=settings.alertmanager_url,
+            ),
+            AckService(db, policy),
+            sender,
+        ),
     )
 
     token = settings.webhook_token.get_secret_value() if settings.webhook_token else None

@@ -56,6 +56,11 @@ class Settings(BaseSettings):
     export_dir: Path | None = None
     export_interval_seconds: float = Field(default=7 * 24 * 3600.0, gt=0)
     notifier_timeout_seconds: float = Field(default=5.0, gt=0)
+    # Silences from the card go here; unset, to the externalURL of the incident's payloads.
+    alertmanager_url: str | None = None
+    # A silence is made while the tap waits for its answer, so the call must end well inside
+    # Telegram's 15 s window for it.
+    alertmanager_timeout_seconds: float = Field(default=4.0, gt=0, le=10)
 
     # Stable across restarts, so a restarted process takes back its previous incarnation's work.
     instance_id: str = Field(default_factory=socket.gethostname, min_length=1, max_length=200)
@@ -96,6 +101,13 @@ class Settings(BaseSettings):
         if not value.startswith(("http://", "https://")):
             raise ValueError("must be an http(s) URL, the root of a Bot API server")
         return value.rstrip("/")
+
+    @field_validator("alertmanager_url")
+    @classmethod
+    def _alertmanager_root(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError("must be an http(s) URL, the root of an Alertmanager")
+        return value.rstrip("/") if value is not None else None
 
     @field_validator("redis_url")
     @classmethod

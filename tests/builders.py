@@ -85,11 +85,13 @@ def policy_document(quorum: dict[str, int] | None = None, **extra: Any) -> dict[
                 "namespaces": ["shop"],
                 "operations": ["rollout_restart", "rollout_undo", "scale", "delete_pod"],
                 "risk_levels": ["low", "medium", "high"],
+                "alerts": ["silence", "ack"],
             },
             "admin": {
                 "namespaces": ["*"],
                 "operations": ["*"],
                 "risk_levels": ["low", "medium", "high", "critical"],
+                "alerts": ["silence", "ack"],
             },
             "viewer": {"namespaces": [], "operations": [], "risk_levels": []},
         },
@@ -123,3 +125,9 @@ def pending_card(incident_id: str = "INC-TEST") -> CardView:
         approval_status="pending",
         required_approvals=1,
     )
+
+
+def decision_buttons(message: Any) -> list[tuple[str, str | None]]:
+    """A card's Approve / Reject buttons, without the silence and ack ones a firing card keeps."""
+    buttons: list[tuple[str, str | None]] = message.buttons
+    return [(t, d) for t, d in buttons if d and d.startswith(("v1:ap:", "v1:rj:"))]

@@ -105,6 +105,7 @@ def _card_head(card: CardView) -> str:
     if card.firing_since is not None and card.incident_status != "resolved":
         since = clock(card.firing_since)
         lines.append(f"🔥 firing since {since} ({relative(card.firing_since, since)})")
+    lines.extend(_response_lines(card))
     links = [
         f'<a href="{e(url)}">{name}</a>'
         for name, url in (
@@ -117,6 +118,27 @@ def _card_head(card: CardView) -> str:
     if links:
         lines.append("🔗 " + " · ".join(links))
     return "\n".join(lines)
+
+
+def _response_lines(card: CardView) -> list[str]:
+    """Who is on it and the card's silence; bounded: two names, three times."""
+    lines = []
+    if card.acked_by:
+        since = f" (since {clock(card.acked_at)})" if card.acked_at else ""
+        lines.append(f"👀 {clip(card.acked_by, MAX_SHORT)} is on it{since}")
+    silence = card.silence
+    if silence is not None:
+        by = clip(silence.created_by, MAX_SHORT)
+        if silence.active:
+            lines.append(f"🔕 silenced until {clock(silence.ends_at)} by {by}")
+        elif silence.expired_at is not None:
+            lifted = clip(silence.expired_by or "someone", MAX_SHORT)
+            lines.append(
+                f"🔔 silence by {by} expired early by {lifted} at {clock(silence.expired_at)}"
+            )
+        else:
+            lines.append(f"🔔 silence by {by} ended at {clock(silence.ends_at)}")
+    return lines
 
 
 def _refire_line(refire: RefireLine) -> str:

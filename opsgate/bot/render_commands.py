@@ -69,6 +69,8 @@ def incidents_page(page: IncidentPage, now: datetime | None = None) -> str:
             f"<b>{clip(row.alertname or '?', NAME)}</b>"
             f"{f' · {where}' if where else ''} · {age(row.created_at, now)} · "
             f"{clip(row.approval, KIND)}"
+            + (f" · 👀 {clip(row.acked_by, KIND)}" if row.acked_by else "")
+            + (f" · 🔕 until {clock(row.silenced_until)}" if row.silenced_until else "")
         )
     return "\n".join(lines)
 

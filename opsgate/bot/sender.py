@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import time
 import warnings
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
 from typing import TypeVar
 
@@ -19,6 +19,7 @@ from telegram import (
     BotCommand,
     ChatMemberAdministrator,
     ChatMemberRestricted,
+    InlineKeyboardButton,
     InlineKeyboardMarkup,
     LinkPreviewOptions,
     Message,
@@ -39,6 +40,7 @@ from opsgate.bot.keyboards import approval_keyboard, feedback_keyboard
 from opsgate.bot.outbound import OutboundScheduler, Priority
 from opsgate.bot.render import card_html, duplicate_card_html, result_html
 from opsgate.bot.render_digest import digest_html
+from opsgate.bot.response_keyboard import response_row
 from opsgate.bot.send_budget import FloodLimits, SendBudget
 from opsgate.services.chat import (
     CardView,
@@ -365,10 +367,15 @@ class TelegramSender:
 
 
 def _markup(card: CardView) -> InlineKeyboardMarkup | None:
-    """Buttons only while a decision is open; omitting the markup removes the keyboard."""
+    """Approve / Reject only while a decision is open, silence and ack while the incident
+    fires; omitting the markup removes the keyboard."""
+    rows: list[Sequence[InlineKeyboardButton]] = []
     if card.offers_buttons and card.approval_id is not None:
-        return approval_keyboard(card.approval_id)
-    return None
+        rows.extend(approval_keyboard(card.approval_id).inline_keyboard)
+    response = response_row(card)
+    if response:
+        rows.append(response)
+    return InlineKeyboardMarkup(rows) if rows else None
 
 
 def _ref(message: Message, thread_id: int | None) -> MessageRef:

@@ -15,10 +15,12 @@ from telegram.ext import (
 )
 
 from opsgate.bot.callback_data import PAGE, VERSION, WRONG_DIAGNOSIS
+from opsgate.bot.response_data import CODES as RESPONSE_CODES
 from opsgate.handlers.card_buttons import CardButtons
 from opsgate.handlers.chat_members import ChatMembers
 from opsgate.handlers.commands import ChatCommands
 from opsgate.handlers.feedback_buttons import FeedbackButtons
+from opsgate.handlers.response_buttons import ResponseButtons
 
 log = structlog.get_logger(__name__)
 
@@ -31,10 +33,14 @@ def register(
     feedback: FeedbackButtons,
     commands: ChatCommands,
     members: ChatMembers,
+    responses: ResponseButtons,
 ) -> None:
     application.add_handler(CallbackQueryHandler(commands.on_page, pattern=f"^{VERSION}:{PAGE}:"))
     application.add_handler(
         CallbackQueryHandler(feedback.on_tap, pattern=f"^{VERSION}:{WRONG_DIAGNOSIS}:")
+    )
+    application.add_handler(
+        CallbackQueryHandler(responses.on_tap, pattern=f"^{VERSION}:({'|'.join(RESPONSE_CODES)}):")
     )
     application.add_handler(CallbackQueryHandler(buttons.on_tap))
     for name, handler in (

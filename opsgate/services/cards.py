@@ -43,6 +43,7 @@ from opsgate.services.playbooks import REQUESTER_PREFIX as PLAYBOOK
 from opsgate.services.playbooks import record_text
 from opsgate.services.policy_source import PolicySource
 from opsgate.services.risk import Risk, blast_radius
+from opsgate.services.silences import latest_silence, may_silence
 from opsgate.services.storage.db import Database
 from opsgate.services.storage.models import (
     Alert,
@@ -157,6 +158,10 @@ async def build_card(
         labels={str(k): str(v) for k, v in incident.labels.items()},
         action=incident.proposed_action or None,
         action_refusal=incident.action_refusal,
+        acked_by=incident.acked_by,
+        acked_at=incident.acked_at,
+        silence=await latest_silence(session, incident.id),
+        silenceable=may_silence(incident),
     )
     if approval is None:
         return base

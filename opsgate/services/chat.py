@@ -43,6 +43,17 @@ class RefireLine:
 
 
 @dataclass(frozen=True)
+class SilenceLine:
+    """The latest silence set from the card: who, until when, and whether it was lifted."""
+
+    created_by: str
+    ends_at: datetime
+    active: bool
+    expired_by: str = ""
+    expired_at: datetime | None = None
+
+
+@dataclass(frozen=True)
 class CardView:
     """Everything an alert card shows, already decided; rendering only formats it."""
 
@@ -91,6 +102,12 @@ class CardView:
     # Who may sign under the policy in force: its roles, and the users holding one.
     approver_roles: tuple[str, ...] = ()
     eligible: tuple[str, ...] = ()
+    # Who is on it, and the silence set from the card (services/acks.py, silences.py).
+    acked_by: str = ""
+    acked_at: datetime | None = None
+    silence: SilenceLine | None = None
+    # An Alertmanager incident with labels to match: the card offers to silence it.
+    silenceable: bool = False
 
     @property
     def offers_buttons(self) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from collections import defaultdict
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal
 
@@ -42,12 +43,21 @@ class PolicyProblem:
         return ": ".join(part for part in (source, self.where, self.message) if part)
 
 
+class AlertPermission(StrEnum):
+    """What a role may do to an alert itself, apart from approving remediations."""
+
+    SILENCE = "silence"  # create and expire Alertmanager silences from the card
+    ACK = "ack"  # say "I am on it"
+
+
 class RoleRule(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     namespaces: list[str] = Field(default_factory=list)
     operations: list[str] = Field(default_factory=list)
     risk_levels: list[Risk] = Field(default_factory=list)
+    # Scoped by ``namespaces`` like operations; an incident without a namespace needs "*".
+    alerts: list[AlertPermission] = Field(default_factory=list)
 
     @field_validator("operations")
     @classmethod
@@ -330,7 +340,7 @@ class Policy:
         if not roles:
             return []
         rights = {
-            name: len(r.namespaces) + len(r.operations) + len(r.risk_levels)
+            name: len(r.namespaces) + len(r.operations) + len(r.risk_levels) + len(r.alerts)
             for name, r in roles.items()
         }
         return [min(sorted(roles), key=lambda name: rights[name])]
@@ -393,6 +403,24 @@ class Policy:
             False,
             f"Your roles ({', '.join(user.roles)}) do not allow {op.kind.value} "
             f"on {op.target()} at {risk.value} risk.",
+        )
+
+    def may_handle_alert(
+        self, user_id: int, permission: AlertPermission, namespace: str
+    ) -> Decision:
+        """Whether the user may silence or acknowledge an incident in ``namespace``."""
+        user = self._users.get(user_id)
+        if user is None:
+            return Decision(False, f"Your Telegram id {user_id} is not in the opsgate policy.")
+        for role_name in user.roles:
+            rule = self._doc.roles[role_name]
+            if permission in rule.alerts and (
+                ANY in rule.namespaces or (namespace != "" and namespace in rule.namespaces)
+            ):
+                return Decision(True)
+        where = f"in namespace {namespace}" if namespace else "outside a namespace"
+        return Decision(
+            False, f"Your roles ({', '.join(user.roles)}) do not allow {permission.value} {where}."
         )
 
     @staticmethod

@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from opsgate.services import timeline
 from opsgate.services.execution import approver_names
+from opsgate.services.silences import latest_silence
 from opsgate.services.storage.db import Database
 from opsgate.services.storage.models import (
     Approval,
@@ -31,6 +32,9 @@ class IncidentRow:
     namespace: str
     created_at: datetime
     approval: str
+    # Who is on it, and until when the card's silence holds (see services/acks.py, silences.py).
+    acked_by: str = ""
+    silenced_until: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -113,6 +117,8 @@ class IncidentQueries:
                     i.namespace,
                     i.created_at,
                     await _approval_state(session, i.id),
+                    i.acked_by,
+                    await _silenced_until(session, i.id),
                 )
                 for i in incidents
             ]
@@ -172,6 +178,11 @@ class IncidentQueries:
                 )
                 for execution, approval in rows
             ]
+
+
+async def _silenced_until(session: AsyncSession, incident_id: str) -> datetime | None:
+    silence = await latest_silence(session, incident_id)
+    return silence.ends_at if silence is not None and silence.active else None
 
 
 async def _approval_state(session: AsyncSession, incident_id: str) -> str:

@@ -10,7 +10,17 @@ from sqlalchemy import select
 from opsgate.bot.callback_data import CardAction, encode
 from opsgate.services.storage.db import Database
 from opsgate.services.storage.models import Approval, TimelineEvent
-from tests.builders import ALICE, BOB, CAROL, MALLORY, VIEWER, alert, am_payload, policy
+from tests.builders import (
+    ALICE,
+    BOB,
+    CAROL,
+    MALLORY,
+    VIEWER,
+    alert,
+    am_payload,
+    decision_buttons,
+    policy,
+)
 from tests.e2e.rig import CHAT_ID, Rig
 
 RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"
@@ -36,7 +46,7 @@ async def test_alert_to_restart_end_to_end(rig: Rig) -> None:
     assert incident_id in card.plain_text
     assert "kubectl rollout restart deployment/checkout -n shop" in card.plain_text
     assert "Approvals 0/1" in card.plain_text
-    assert [text for text, _ in card.buttons] == ["✅ Approve", "❌ Reject"]
+    assert [text for text, _ in decision_buttons(card)] == ["✅ Approve", "❌ Reject"]
 
     alice = rig.telegram.user(ALICE, "alice")
     query = rig.telegram.tap(CHAT_ID, card.message_id, alice, approve_data(card))
@@ -52,7 +62,7 @@ async def test_alert_to_restart_end_to_end(rig: Rig) -> None:
     assert RESTARTED_AT in annotations
 
     final = await rig.wait_text(card.message_id, "Done")
-    assert final.buttons == []
+    assert decision_buttons(final) == []
     # Dry run first, then exactly one real write.
     patches = [r for r in rig.kube.requests if r.method == "PATCH"]
     assert [r.dry_run for r in patches] == [True, False]
@@ -196,7 +206,7 @@ async def test_reject_closes_the_card(rig: Rig) -> None:
     answer = await rig.telegram.wait_answer(query)
     assert "Rejected" in answer.text
     closed = await rig.wait_text(card.message_id, "Rejected by @bob")
-    assert closed.buttons == []
+    assert decision_buttons(closed) == []
     assert real_writes(rig) == []
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.builders import ALICE, BOB, CAROL, alert, am_payload, policy
+from tests.builders import ALICE, BOB, CAROL, alert, am_payload, decision_buttons, policy
 from tests.e2e.rig import CHAT_ID, Rig
 from tests.e2e.test_approval_loop import approve_data, real_writes
 from tests.e2e.test_commands import ask
@@ -75,7 +75,7 @@ async def test_auto_approve_runs_a_trusted_low_risk_playbook(rig_factory: Rig) -
     assert "Succeeded" in reply.plain_text and "approved by nobody" in reply.plain_text
     final = rig.telegram.message(CHAT_ID, card.message_id)
     assert "Auto-approved by playbook #1 (trust 0.65)" in final.plain_text
-    assert final.buttons == []
+    assert decision_buttons(final) == []
     assert len(real_writes(rig, "DELETE")) == deletes_before + 1
 
 

@@ -3,9 +3,6 @@ grouping, bearer auth and send_resolved, instead of hand-written payloads alone.
 
 from __future__ import annotations
 
-import asyncio
-import os
-import shutil
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -14,17 +11,12 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.alertmanager_proc import needs_alertmanager, running_alertmanager
 from tests.builders import ALICE
 from tests.e2e.rig import CHAT_ID, WEBHOOK_TOKEN, Rig
 from tests.e2e.test_approval_loop import approve_data
-from tests.procs import free_port
 
-BINARY = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
-
-pytestmark = pytest.mark.skipif(
-    BINARY is None and not os.environ.get("CI"),
-    reason="needs Debian's prometheus-alertmanager (.ci/run installs it)",
-)
+pytestmark = needs_alertmanager
 
 CONFIG = """
 route:
@@ -47,40 +39,12 @@ receivers:
 
 @pytest.fixture
 async def alertmanager(rig: Rig, tmp_path: Path) -> AsyncIterator[str]:
-    assert BINARY is not None, "prometheus-alertmanager is not installed"
     assert rig.runtime is not None
-    config = tmp_path / "alertmanager.yml"
-    config.write_text(
-        CONFIG.format(
-            url=f"http://127.0.0.1:{rig.runtime.port}/webhook/alertmanager", token=WEBHOOK_TOKEN
-        )
+    config = CONFIG.format(
+        url=f"http://127.0.0.1:{rig.runtime.port}/webhook/alertmanager", token=WEBHOOK_TOKEN
     )
-    port = free_port()
-    process = await asyncio.create_subprocess_exec(
-        BINARY,
-        f"--config.file={config}",
-        f"--storage.path={tmp_path / 'am-data'}",
-        f"--web.listen-address=127.0.0.1:{port}",
-        "--cluster.listen-address=",
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.DEVNULL,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        async with httpx.AsyncClient() as client:
-            for _ in range(100):
-                try:
-                    if (await client.get(f"{base}/-/ready")).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                await asyncio.sleep(0.1)
-            else:
-                raise RuntimeError("alertmanager did not become ready")
+    async with running_alertmanager(config, tmp_path) as base:
         yield base
-    finally:
-        process.terminate()
-        await asyncio.wait_for(process.wait(), 10)
 
 
 def _alert(pod: str, *, ends_at: datetime | None = None) -> dict[str, Any]:

@@ -8,7 +8,7 @@ from sqlalchemy import select
 
 from opsgate.services.storage.db import Database
 from opsgate.services.storage.models import ExecutionAttempt
-from tests.builders import ALICE, alert, am_payload
+from tests.builders import ALICE, alert, am_payload, decision_buttons
 from tests.e2e.rig import CHAT_ID, Rig
 from tests.e2e.test_approval_loop import approve_data, real_writes
 
@@ -59,7 +59,7 @@ async def test_dropped_connections_exhaust_the_retries(rig: Rig) -> None:
     reply = await rig.wait_reply(card_id)
     assert "Failed" in reply.plain_text and "gave up after 3 attempts" in reply.plain_text
     assert [a.outcome for a in await _attempts(rig)] == ["transient"] * 3
-    assert rig.telegram.message(CHAT_ID, card_id).buttons == []
+    assert decision_buttons(rig.telegram.message(CHAT_ID, card_id)) == []
 
 
 async def test_permanent_failure_is_not_retried(rig: Rig) -> None:

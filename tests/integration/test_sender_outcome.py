@@ -25,7 +25,7 @@ from opsgate.services.chat import (
 from opsgate.services.chats import ChatDirectory
 from opsgate.services.storage.db import Database
 from opsgate.settings import Settings
-from tests.builders import pending_card
+from tests.builders import decision_buttons, pending_card
 from tests.fakes.telegram_api import FakeTelegram
 
 CHAT_ID = -1001234567890
@@ -79,7 +79,7 @@ async def test_a_card_answered_too_late_is_posted_with_an_unknown_outcome(
         await sender.post_card(ChatTarget(CHAT_ID), CARD)
     [card] = telegram.messages(CHAT_ID)
     assert "INC-LOST" in card.plain_text
-    assert [text for text, _ in card.buttons] == ["✅ Approve", "❌ Reject"]
+    assert [text for text, _ in decision_buttons(card)] == ["✅ Approve", "❌ Reject"]
 
     # The answer was lost, not the connection: the next send goes through.
     ref = await sender.post_card(ChatTarget(CHAT_ID), CARD)

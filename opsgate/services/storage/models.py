@@ -105,6 +105,32 @@ class Incident(Base):
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
     resolved_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    # Who said "I am on it" (see services/acks.py); the first one stays.
+    acked_by: Mapped[str] = mapped_column(Text, default="", server_default="")
+    acked_at: Mapped[datetime | None] = mapped_column(nullable=True)
+
+
+class Silence(Base):
+    """An Alertmanager silence set from an incident's card (see services/silences.py).
+
+    The row is written before Alertmanager is called, without ``alertmanager_id``, so two taps
+    cannot make two silences; it gets the id once Alertmanager answered, or is deleted.
+    """
+
+    __tablename__ = "silences"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    incident_id: Mapped[str] = mapped_column(ForeignKey("incidents.id"), index=True)
+    alertmanager_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # Where it was made, so it is expired there whatever the setting says later.
+    alertmanager_url: Mapped[str] = mapped_column(Text)
+    matchers: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_by: Mapped[str] = mapped_column(Text)
+    created_by_id: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[datetime]
+    ends_at: Mapped[datetime]
+    expired_by: Mapped[str] = mapped_column(Text, default="")
+    expired_at: Mapped[datetime | None] = mapped_column(nullable=True)
 
 
 class Digest(Base):
