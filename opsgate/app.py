@@ -44,6 +44,7 @@ from opsgate.handlers.http_routes import (
     telegram_webhook_router,
 )
 from opsgate.handlers.telegram_updates import ALLOWED_UPDATES, register
+from opsgate.handlers.undo_buttons import UndoButtons
 from opsgate.metrics import Metrics
 from opsgate.services import jobs
 from opsgate.services.approvals import DECISION_OUTCOMES, ApprovalService, RetryPolicy
@@ -64,6 +65,7 @@ from opsgate.services.kube_executor import KubeExecutor
 from opsgate.services.leadership import Leadership
 from opsgate.services.learning import LearningService
 from opsgate.services.notifiers import PolicyNotifiers
+from opsgate.services.plans import PlanService
 from opsgate.services.playbooks import PlaybookService
 from opsgate.services.policy_reload import PolicyReloader, ReloadRefused
 from opsgate.services.policy_source import PolicySource
@@ -72,6 +74,7 @@ from opsgate.services.queries import IncidentQueries
 from opsgate.services.routing import Router
 from opsgate.services.storage.db import Database, describe_database_error
 from opsgate.services.telegram_inbox import UpdateInbox
+from opsgate.services.undo import UndoService
 from opsgate.services.verification import OUTCOMES as VERIFICATION_OUTCOMES
 from opsgate.services.verification import VerificationService
 from opsgate.settings import Settings, SettingsError
@@ -258,6 +261,7 @@ def build_app(settings: Settings, *, policy: PolicySource, kube: ApiClient) -> O
         else None,
         metrics=metrics,
     )
+    plans = PlanService(db, executor, approvals)
     execution = ExecutionService(
         db,
         executor,
@@ -323,6 +327,7 @@ def build_app(settings: Settings, *, policy: PolicySource, kube: ApiClient) -> O
             JobKind.LEARN: learning.run_job,
             JobKind.KNOWLEDGE: knowledge.write_back,
             JobKind.EXTRACT_PLAYBOOK: playbooks.extract,
+            JobKind.PLAN: plans.run_job,
         },
         owner=settings.instance_id,
         lease_seconds=settings.job_lease_seconds,
@@ -346,6 +351,7 @@ def build_app(settings: Settings, *, policy: PolicySource, kube: ApiClient) -> O
             IncidentQueries(db), health, knowledge, playbooks, policy, chats, sender, publisher
         ),
         ChatMembers(chats),
+        undo=UndoButtons(UndoService(db, approvals, policy), sender),
     )
 
     token = settings.webhook_token.get_secret_value() if settings.webhook_token else None

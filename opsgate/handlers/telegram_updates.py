@@ -14,11 +14,12 @@ from telegram.ext import (
     filters,
 )
 
-from opsgate.bot.callback_data import PAGE, VERSION, WRONG_DIAGNOSIS
+from opsgate.bot.callback_data import PAGE, UNDO, VERSION, WRONG_DIAGNOSIS
 from opsgate.handlers.card_buttons import CardButtons
 from opsgate.handlers.chat_members import ChatMembers
 from opsgate.handlers.commands import ChatCommands
 from opsgate.handlers.feedback_buttons import FeedbackButtons
+from opsgate.handlers.undo_buttons import UndoButtons
 
 log = structlog.get_logger(__name__)
 
@@ -31,11 +32,14 @@ def register(
     feedback: FeedbackButtons,
     commands: ChatCommands,
     members: ChatMembers,
+    undo: UndoButtons | None = None,
 ) -> None:
     application.add_handler(CallbackQueryHandler(commands.on_page, pattern=f"^{VERSION}:{PAGE}:"))
     application.add_handler(
         CallbackQueryHandler(feedback.on_tap, pattern=f"^{VERSION}:{WRONG_DIAGNOSIS}:")
     )
+    if undo is not None:
+        application.add_handler(CallbackQueryHandler(undo.on_tap, pattern=f"^{VERSION}:{UNDO}:"))
     application.add_handler(CallbackQueryHandler(buttons.on_tap))
     for name, handler in (
         ("start", commands.on_help),
