@@ -45,6 +45,7 @@ from opsgate.handlers.http_routes import (
 )
 from opsgate.handlers.response_buttons import ResponseButtons
 from opsgate.handlers.telegram_updates import ALLOWED_UPDATES, register
+from opsgate.handlers.undo_buttons import UndoButtons
 from opsgate.metrics import Metrics
 from opsgate.services import jobs
 from opsgate.services.acks import AckService
@@ -68,6 +69,7 @@ from opsgate.services.kube_executor import KubeExecutor
 from opsgate.services.leadership import Leadership
 from opsgate.services.learning import LearningService
 from opsgate.services.notifiers import PolicyNotifiers
+from opsgate.services.plans import PlanService
 from opsgate.services.playbooks import PlaybookService
 from opsgate.services.policy_reload import PolicyReloader, ReloadRefused
 from opsgate.services.policy_source import PolicySource
@@ -77,6 +79,7 @@ from opsgate.services.routing import Router
 from opsgate.services.silences import SilenceService
 from opsgate.services.storage.db import Database, describe_database_error
 from opsgate.services.telegram_inbox import UpdateInbox
+from opsgate.services.undo import UndoService
 from opsgate.services.verification import OUTCOMES as VERIFICATION_OUTCOMES
 from opsgate.services.verification import VerificationService
 from opsgate.settings import Settings, SettingsError
@@ -263,6 +266,7 @@ def build_app(settings: Settings, *, policy: PolicySource, kube: ApiClient) -> O
         else None,
         metrics=metrics,
     )
+    plans = PlanService(db, executor, approvals)
     execution = ExecutionService(
         db,
         executor,
@@ -326,6 +330,7 @@ def build_app(settings: Settings, *, policy: PolicySource, kube: ApiClient) -> O
         JobKind.LEARN: learning.run_job,
         JobKind.KNOWLEDGE: knowledge.write_back,
         JobKind.EXTRACT_PLAYBOOK: playbooks.extract,
+        JobKind.PLAN: plans.run_job,
     }
     runners = [
         JobRunner(
@@ -366,6 +371,7 @@ def build_app(settings: Settings, *, policy: PolicySource, kube: ApiClient) -> O
             AckService(db, policy),
             sender,
         ),
+        undo=UndoButtons(UndoService(db, approvals, policy), sender),
     )
 
     token = settings.webhook_token.get_secret_value() if settings.webhook_token else None

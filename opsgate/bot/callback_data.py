@@ -1,6 +1,7 @@
 """Compact, versioned callback data, far below Telegram's 64 bytes.
 
-``v1:ap:<approval-id>`` / ``v1:rj:<approval-id>`` on alert cards; ``v1:pg:inc:<offset>`` under
+``v1:ap:<approval-id>`` / ``v1:rj:<approval-id>`` on alert cards; ``v1:wd:<approval-id>`` and
+``v1:un:<approval-id>`` under a result; ``v1:pg:inc:<offset>`` under
 /incidents and ``v1:pg:tl:<incident-id>:<offset>`` under /timeline.
 """
 
@@ -16,6 +17,7 @@ APPROVE = "ap"
 REJECT = "rj"
 PAGE = "pg"
 WRONG_DIAGNOSIS = "wd"
+UNDO = "un"
 MAX_BYTES = 64
 MAX_OFFSET_DIGITS = 9
 
@@ -39,6 +41,13 @@ class FeedbackAction:
 
 
 @dataclass(frozen=True)
+class UndoAction:
+    """ "Undo" under a result: propose the inverse of that execution for approval."""
+
+    approval_id: str
+
+
+@dataclass(frozen=True)
 class PageAction:
     view: PagedView
     offset: int
@@ -46,12 +55,14 @@ class PageAction:
     subject: str = ""
 
 
-def encode(action: CardAction | PageAction | FeedbackAction) -> str:
+def encode(action: CardAction | PageAction | FeedbackAction | UndoAction) -> str:
     if isinstance(action, PageAction):
         where = f"{action.subject}:" if action.view == PagedView.TIMELINE else ""
         data = f"{VERSION}:{PAGE}:{action.view}:{where}{action.offset}"
     elif isinstance(action, FeedbackAction):
         data = f"{VERSION}:{WRONG_DIAGNOSIS}:{action.approval_id}"
+    elif isinstance(action, UndoAction):
+        data = f"{VERSION}:{UNDO}:{action.approval_id}"
     else:
         data = f"{VERSION}:{APPROVE if action.approve else REJECT}:{action.approval_id}"
     if len(data.encode()) > MAX_BYTES:
@@ -62,14 +73,18 @@ def encode(action: CardAction | PageAction | FeedbackAction) -> str:
     return data
 
 
-def decode(data: str | None) -> CardAction | PageAction | FeedbackAction | None:
+def decode(data: str | None) -> CardAction | PageAction | FeedbackAction | UndoAction | None:
     """None for anything this version did not write: old buttons, forged data."""
     if not data:
         return None
     parts = data.split(":")
     if len(parts) >= 4 and parts[:2] == [VERSION, PAGE]:
         return _page(parts[2:])
-    if len(parts) != 3 or parts[0] != VERSION or parts[1] not in (APPROVE, REJECT, WRONG_DIAGNOSIS):
+    if (
+        len(parts) != 3
+        or parts[0] != VERSION
+        or parts[1] not in (APPROVE, REJECT, WRONG_DIAGNOSIS, UNDO)
+    ):
         return None
     approval_id = parts[2]
     # ASCII only: str.isalnum also takes letters and digits of every script.
@@ -77,6 +92,8 @@ def decode(data: str | None) -> CardAction | PageAction | FeedbackAction | None:
         return None
     if parts[1] == WRONG_DIAGNOSIS:
         return FeedbackAction(approval_id)
+    if parts[1] == UNDO:
+        return UndoAction(approval_id)
     return CardAction(parts[1] == APPROVE, approval_id)
 
 

@@ -2,7 +2,14 @@
 
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup
 
-from opsgate.bot.callback_data import CardAction, FeedbackAction, PageAction, PagedView, encode
+from opsgate.bot.callback_data import (
+    CardAction,
+    FeedbackAction,
+    PageAction,
+    PagedView,
+    UndoAction,
+    encode,
+)
 
 
 def approval_keyboard(approval_id: str) -> InlineKeyboardMarkup:
@@ -44,6 +51,10 @@ def timeline_keyboard(
     return InlineKeyboardMarkup([buttons]) if buttons else None
 
 
-def feedback_keyboard(approval_id: str) -> InlineKeyboardMarkup:
+def feedback_keyboard(approval_id: str, *, undo: bool = False) -> InlineKeyboardMarkup:
+    """Under a result; ``undo`` adds the button that proposes the inverse for approval."""
     data = encode(FeedbackAction(approval_id))
-    return InlineKeyboardMarkup([[InlineKeyboardButton("👎 Wrong diagnosis", callback_data=data)]])
+    row = [InlineKeyboardButton("👎 Wrong diagnosis", callback_data=data)]
+    if undo:
+        row.append(InlineKeyboardButton("↩️ Undo", callback_data=encode(UndoAction(approval_id))))
+    return InlineKeyboardMarkup([row])

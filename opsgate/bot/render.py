@@ -171,6 +171,7 @@ def _card_action(card: CardView) -> str:
         f"<code>{clip(card.action or '', MAX_ACTION)}</code>",
         f"risk <b>{clip(card.risk or '', MAX_SHORT)}</b> · {clip(card.blast_radius, MAX_NOTE)}",
     ]
+    lines.extend(f"⚠️ {clip(w, MAX_NOTE)}" for w in card.plan_warnings[:2])
     if card.record:
         lines.append(f"📈 {clip(card.record, MAX_NOTE)}")
     if card.related_case:

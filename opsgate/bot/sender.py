@@ -254,7 +254,7 @@ class TelegramSender:
     ) -> MessageRef:
         # Under the alert, people who saw the incident can say the diagnosis was wrong.
         markup = (
-            feedback_keyboard(result.approval_id)
+            feedback_keyboard(result.approval_id, undo=result.undoable)
             if reply_to is not None and result.approval_id
             else None
         )

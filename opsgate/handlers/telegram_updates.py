@@ -14,13 +14,14 @@ from telegram.ext import (
     filters,
 )
 
-from opsgate.bot.callback_data import PAGE, VERSION, WRONG_DIAGNOSIS
+from opsgate.bot.callback_data import PAGE, UNDO, VERSION, WRONG_DIAGNOSIS
 from opsgate.bot.response_data import CODES as RESPONSE_CODES
 from opsgate.handlers.card_buttons import CardButtons
 from opsgate.handlers.chat_members import ChatMembers
 from opsgate.handlers.commands import ChatCommands
 from opsgate.handlers.feedback_buttons import FeedbackButtons
 from opsgate.handlers.response_buttons import ResponseButtons
+from opsgate.handlers.undo_buttons import UndoButtons
 
 log = structlog.get_logger(__name__)
 
@@ -34,6 +35,7 @@ def register(
     commands: ChatCommands,
     members: ChatMembers,
     responses: ResponseButtons,
+    undo: UndoButtons | None = None,
 ) -> None:
     application.add_handler(CallbackQueryHandler(commands.on_page, pattern=f"^{VERSION}:{PAGE}:"))
     application.add_handler(
@@ -42,6 +44,8 @@ def register(
     application.add_handler(
         CallbackQueryHandler(responses.on_tap, pattern=f"^{VERSION}:({'|'.join(RESPONSE_CODES)}):")
     )
+    if undo is not None:
+        application.add_handler(CallbackQueryHandler(undo.on_tap, pattern=f"^{VERSION}:{UNDO}:"))
     application.add_handler(CallbackQueryHandler(buttons.on_tap))
     for name, handler in (
         ("start", commands.on_help),

@@ -16,12 +16,21 @@ from opsgate.services import timeline
 from opsgate.services.chat import MessageRef
 from opsgate.services.execution import approver_names
 from opsgate.services.ids import new_approval_id
-from opsgate.services.job_kinds import EXECUTE, LEARN, SYNC_CARD, ApprovalJob, IncidentJob, LearnJob
+from opsgate.services.job_kinds import (
+    EXECUTE,
+    LEARN,
+    PLAN,
+    SYNC_CARD,
+    ApprovalJob,
+    IncidentJob,
+    LearnJob,
+)
 from opsgate.services.jobs import enqueue
+from opsgate.services.operation_specs import effective_risk
 from opsgate.services.operations import Operation, parse_operation
 from opsgate.services.policy import Policy
 from opsgate.services.policy_source import PolicySource
-from opsgate.services.risk import Risk, effective_risk
+from opsgate.services.risk import Risk
 from opsgate.services.storage.db import Database
 from opsgate.services.storage.models import Approval, Execution, Incident, Signature, utcnow
 
@@ -118,8 +127,11 @@ class ApprovalService:
         self._retry = retry
         self._metrics = metrics or Metrics()
 
-    def propose(self, session: AsyncSession, incident: Incident, proposal: Proposal) -> Approval:
-        """Create a pending approval; raises OperationRefused when the action is not allowed."""
+    async def propose(
+        self, session: AsyncSession, incident: Incident, proposal: Proposal
+    ) -> Approval:
+        """Create a pending approval and have its plan read; raises OperationRefused when the
+        action is not allowed."""
         op = parse_operation(proposal.action, default_namespace=incident.namespace or "default")
         risk = effective_risk(op, proposal.declared_risk)
         now = utcnow()
@@ -147,7 +159,12 @@ class ApprovalService:
             f"needs {approval.required_approvals} approval(s)",
             actor=proposal.requested_by,
         )
+        await enqueue(session, PLAN, ApprovalJob(approval_id=approval.id))
         return approval
+
+    async def refuse(self, session: AsyncSession, approval: Approval, note: str) -> bool:
+        """Close a pending approval whose plan the cluster refused: there is nothing to sign."""
+        return await self._close(session, approval, CANCELLED, note)
 
     async def decide(
         self,

@@ -38,11 +38,12 @@ from opsgate.services.execution import SUCCEEDED, approver_names, load_execution
 from opsgate.services.job_kinds import IncidentJob, ResultJob
 from opsgate.services.jobs import ClaimedJob, Lease, RetryJob
 from opsgate.services.learning import AUTO_REQUESTER, record_in, signature
+from opsgate.services.operation_specs import Plan, PlanState, blast_radius, inverse
 from opsgate.services.operations import Operation
 from opsgate.services.playbooks import REQUESTER_PREFIX as PLAYBOOK
 from opsgate.services.playbooks import record_text
 from opsgate.services.policy_source import PolicySource
-from opsgate.services.risk import Risk, blast_radius
+from opsgate.services.risk import Risk
 from opsgate.services.silences import latest_silence, may_silence
 from opsgate.services.storage.db import Database
 from opsgate.services.storage.models import (
@@ -58,6 +59,10 @@ from opsgate.services.storage.models import (
 
 log = structlog.get_logger(__name__)
 
+# How long a new card waits for its action's plan before it goes out without it: a card that
+# shows the plan at once never offers Approve for a target that does not exist.
+PLAN_WAIT = timedelta(seconds=5)
+PLAN_POLL = timedelta(milliseconds=200)
 # How long a card whose delivery Telegram did not confirm waits for a tap to claim it before
 # it is posted again.
 UNKNOWN_CARD_WAIT = timedelta(seconds=60)
@@ -188,7 +193,11 @@ async def build_card(
         action=approval.action,
         action_refusal="",
         risk=approval.risk,
-        blast_radius=blast_radius(op),
+        blast_radius=_what_happens(op, approval),
+        plan_warnings=_plan_warnings(approval),
+        plan_pending_since=approval.created_at
+        if approval.plan is None and approval.status == "pending"
+        else None,
         approval_id=approval.id,
         approval_status=approval.status,
         required_approvals=approval.required_approvals,
@@ -212,6 +221,26 @@ async def build_card(
         approver_roles=tuple(roles),
         eligible=tuple(eligible),
     )
+
+
+def _what_happens(op: Operation, approval: Approval) -> str:
+    """The plan's account once it was read; before, or without it, what the kind does."""
+    if approval.plan is None:
+        if approval.status == "pending":
+            return f"{blast_radius(op)} (reading the target…)"
+        return blast_radius(op)
+    plan = Plan.from_dict(approval.plan)
+    match plan.state:
+        case PlanState.READY:
+            return plan.summary
+        case PlanState.UNAVAILABLE:
+            return f"{blast_radius(op)} (plan unavailable: {plan.summary})"
+        case PlanState.REFUSED:
+            return f"plan refused: {plan.summary}"
+
+
+def _plan_warnings(approval: Approval) -> tuple[str, ...]:
+    return Plan.from_dict(approval.plan).warnings if approval.plan else ()
 
 
 # How far back the card counts a group's incidents ("3rd time in 24 h").
@@ -278,6 +307,8 @@ async def result_view(
         service=incident.service,
         namespace=incident.namespace,
         approval_id=approval.id,
+        undoable=execution.status == SUCCEEDED
+        and inverse(Operation.from_dict(approval.operation), execution.context) is not None,
     )
 
 
@@ -332,6 +363,8 @@ class CardPublisher:
             except ChatRejected as exc:
                 log.warning("card_edit_rejected", incident_id=incident_id, error=str(exc))
             return
+        if view.plan_pending_since is not None and utcnow() - view.plan_pending_since < PLAN_WAIT:
+            raise RetryJob(utcnow() + PLAN_POLL, "the card waits for its action's plan")
         if self._quota is not None and not await self._card_turn(job.lease, incident_id):
             return
         if self._cases is not None:

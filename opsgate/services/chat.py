@@ -71,6 +71,10 @@ class CardView:
     action_refusal: str = ""
     risk: str | None = None
     blast_radius: str = ""
+    # What the plan read from the target warns about (operation_specs).
+    plan_warnings: tuple[str, ...] = ()
+    # When the pending approval's plan was asked for, while it is not there yet.
+    plan_pending_since: datetime | None = None
     approval_id: str | None = None
     approval_status: str | None = None
     required_approvals: int = 0
@@ -127,6 +131,8 @@ class ResultView:
     service: str = ""
     namespace: str = ""
     approval_id: str = ""
+    # A successful change with an inverse: the reply offers to propose it (operation_specs).
+    undoable: bool = False
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from enum import StrEnum
 from typing import Any
 
 import structlog
+from kubernetes_asyncio.client.exceptions import ApiException
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -37,7 +38,8 @@ from opsgate.services.job_kinds import (
     ResultJob,
 )
 from opsgate.services.jobs import ClaimedJob, Lease, LeaseLost, RetryJob, enqueue
-from opsgate.services.kube_executor import Executor, StageFailed, UndoImpossible
+from opsgate.services.kube_executor import APPLY_SENT, Executor, StageFailed, UndoImpossible
+from opsgate.services.operation_specs import Plan, PlanState, changed_since, verifiable
 from opsgate.services.operations import Operation
 from opsgate.services.storage.db import Database
 from opsgate.services.storage.models import (
@@ -48,7 +50,7 @@ from opsgate.services.storage.models import (
     Signature,
     utcnow,
 )
-from opsgate.services.verification import VERIFYING, verifiable
+from opsgate.services.verification import VERIFYING
 
 log = structlog.get_logger(__name__)
 
@@ -76,6 +78,12 @@ class _Attempt:
     number: int
     # The worker running this attempt died after the real call was sent.
     cut_short: bool = False
+    # The plan the approvers saw (operation_specs.Plan as JSON), if one was read.
+    plan: dict[str, Any] | None = None
+
+
+class TargetChanged(Exception):
+    """The target no longer is what the approvers saw: the approved change is not sent."""
 
 
 class ExecutionService:
@@ -109,6 +117,7 @@ class ExecutionService:
         detail = ""
 
         async def applying() -> None:
+            await self._check_unchanged(attempt)
             await self._mark_applying(job.lease, approval_id, attempt)
 
         try:
@@ -119,6 +128,10 @@ class ExecutionService:
             raise
         except StageFailed as exc:
             stage, failure = exc.stage, classify(exc.cause)
+        except TargetChanged as exc:
+            # Nothing was sent: the mark the executor set for the real call does not hold.
+            attempt.context.pop(APPLY_SENT, None)
+            stage, failure = "plan", Failure(False, str(exc))
         except UndoImpossible as exc:
             stage, failure = "read", Failure(False, str(exc))
         except Exception as exc:
@@ -171,7 +184,11 @@ class ExecutionService:
                     "change was sent",
                 )
                 return _Attempt(
-                    approval.incident_id, op, dict(execution.context), execution.attempts
+                    approval.incident_id,
+                    op,
+                    dict(execution.context),
+                    execution.attempts,
+                    plan=approval.plan,
                 )
             execution.attempts += 1
             if execution.attempts == 1 and approval.decided_at is not None:
@@ -200,7 +217,39 @@ class ExecutionService:
                 f"attempt {execution.attempts}/{execution.max_attempts}: {op.describe()}",
             )
             await enqueue(session, SYNC_CARD, IncidentJob(incident_id=approval.incident_id))
-            return _Attempt(approval.incident_id, op, dict(execution.context), execution.attempts)
+            return _Attempt(
+                approval.incident_id,
+                op,
+                dict(execution.context),
+                execution.attempts,
+                plan=approval.plan,
+            )
+
+    async def _check_unchanged(self, attempt: _Attempt) -> None:
+        """The plan read again just before the real call: a target that changed since the
+        approvers saw it (someone scaled it, a new revision rolled out) stops the execution."""
+        if attempt.plan is None:
+            return
+        planned = Plan.from_dict(attempt.plan)
+        if planned.state is not PlanState.READY:
+            return
+        op = attempt.op
+        try:
+            now = await self._executor.survey(op, dry_run=False)
+        except ApiException as exc:
+            if exc.status == 404:
+                raise TargetChanged(
+                    f"stopped: {op.target()} no longer exists; nothing was applied"
+                ) from exc
+            raise
+        except UndoImpossible as exc:
+            raise TargetChanged(f"stopped: {exc}; nothing was applied") from exc
+        diff = changed_since(op, planned.facts, now)
+        if diff is not None:
+            raise TargetChanged(
+                f"stopped: {op.target()} changed since it was approved ({diff}); "
+                "nothing was applied"
+            )
 
     async def _mark_applying(self, lease: Lease, approval_id: str, attempt: _Attempt) -> None:
         """Just before the real call: from here on a crash leaves the outcome to be proven.
@@ -266,7 +315,7 @@ class ExecutionService:
             if row is not None:
                 row.finished_at = now
                 row.duration_ms = duration_ms
-                row.dry_run_ok = failure is None or stage == "apply"
+                row.dry_run_ok = failure is None or stage in ("apply", "plan")
                 row.detail = detail
                 if failure is not None:
                     row.outcome = "transient" if failure.transient else "permanent"

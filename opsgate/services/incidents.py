@@ -351,7 +351,7 @@ class IncidentService:
     async def _propose(self, session: AsyncSession, incident: Incident, choice: _Choice) -> None:
         try:
             declared = parse_risk(choice.risk) if choice.risk else None
-            approval = self._approvals.propose(
+            approval = await self._approvals.propose(
                 session,
                 incident,
                 Proposal(
@@ -415,7 +415,7 @@ class IncidentService:
                     f"{incident.alertname or 'incident'} reported by {requester}",
                     actor=requester,
                 )
-            approval = self._approvals.propose(session, incident, request.proposal)
+            approval = await self._approvals.propose(session, incident, request.proposal)
             incident.proposed_action = request.proposal.action
             incident.action_refusal = ""
             incident.updated_at = utcnow()

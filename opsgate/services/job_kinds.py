@@ -28,6 +28,7 @@ class JobKind(StrEnum):
     TELEGRAM_UPDATE = "telegram_update"
     PERIODIC = "periodic"
     DIGEST = "digest"
+    PLAN = "plan"
 
 
 class Payload(BaseModel):
@@ -156,6 +157,11 @@ DIGEST = JobSpec(
     coalesce=True,
 )
 
+# Reads the target of a proposed action and dry-runs it, for the card.
+PLAN = JobSpec(
+    JobKind.PLAN, ApprovalJob, lambda p: p.approval_id, lambda p: f"plan:{p.approval_id}"
+)
+
 SPECS: dict[JobKind, JobSpec[Any]] = {
     spec.kind: spec
     for spec in (
@@ -170,5 +176,6 @@ SPECS: dict[JobKind, JobSpec[Any]] = {
         TELEGRAM_UPDATE,
         PERIODIC,
         DIGEST,
+        PLAN,
     )
 }

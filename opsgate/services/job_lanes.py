@@ -19,8 +19,10 @@ REPLIES_LANE = "replies"
 CHAT_LANE = "chat"
 
 JOB_LANES: dict[str, tuple[JobKind, ...]] = {
-    # Kubernetes and the database only: never waits for a message budget.
+    # Kubernetes and the database only (plans, executions, learning): never waits for a
+    # message budget.
     ACTIONS_LANE: (
+        JobKind.PLAN,
         JobKind.EXECUTE,
         JobKind.VERIFY,
         JobKind.LEARN,

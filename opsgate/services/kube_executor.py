@@ -40,6 +40,8 @@ POD_TEMPLATE_HASH = "pod-template-hash"
 DRY_RUN = "All"
 APPLY_SENT = "apply_sent"
 CONFIRMED = "(confirmed by reading the object)"
+# Pods in these phases hold nothing on their node.
+_ENDED: tuple[str | None, ...] = ("Succeeded", "Failed")
 
 BeforeApply = Callable[[], Awaitable[None]]
 
@@ -60,6 +62,10 @@ class Executor(Protocol):
 
     async def prove(self, op: Operation, context: dict[str, Any]) -> str | None:
         """The account of ``op`` when its change is observably in place, else None."""
+        ...
+
+    async def survey(self, op: Operation, *, dry_run: bool) -> dict[str, Any]:
+        """The facts of ``op``'s plan as the target shows them now (operation_specs)."""
         ...
 
 
@@ -135,6 +141,99 @@ class KubeExecutor:
                 return None
             raise
         return f"{account} {CONFIRMED}" if account is not None else None
+
+    async def survey(self, op: Operation, *, dry_run: bool) -> dict[str, Any]:
+        """The facts a plan is made of (operation_specs), read from the target; with
+        ``dry_run`` the change is also sent as a server-side dry run, so a refusal shows now.
+
+        Raises what reading raises (a 404 for a target that does not exist), ``StageFailed``
+        when the dry run is refused, ``UndoImpossible`` when there is nothing to go back to.
+        """
+        match op.kind:
+            case OperationKind.SCALE:
+                return await self._survey_scale(op, dry_run)
+            case OperationKind.ROLLOUT_RESTART:
+                return await self._survey_restart(op, dry_run)
+            case OperationKind.ROLLOUT_UNDO:
+                return await self._survey_undo(op, dry_run)
+            case OperationKind.DELETE_POD:
+                return await self._survey_delete_pod(op, dry_run)
+            case OperationKind.CORDON | OperationKind.UNCORDON:
+                return await self._survey_node(op, dry_run)
+
+    async def _dry_run(self, call: Any, *args: Any, **kwargs: Any) -> None:
+        try:
+            await call(*args, dry_run=DRY_RUN, _request_timeout=self._timeout, **kwargs)
+        except Exception as exc:
+            raise StageFailed("dry_run", exc) from exc
+
+    async def _survey_scale(self, op: Operation, dry_run: bool) -> dict[str, Any]:
+        workload = await self._read_workload(op)
+        if dry_run:
+            patch = getattr(self._apps, f"patch_namespaced_{_snake(op.target_kind)}_scale")
+            await self._dry_run(patch, op.name, _ns(op), {"spec": {"replicas": op.replicas}})
+        return {"replicas": workload.spec.replicas}
+
+    async def _survey_restart(self, op: Operation, dry_run: bool) -> dict[str, Any]:
+        workload = await self._read_workload(op)
+        if op.target_kind == "daemonset":
+            pods = (workload.status.desired_number_scheduled if workload.status else 0) or 0
+        else:
+            pods = workload.spec.replicas
+        if dry_run:
+            stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+            body = {"spec": {"template": {"metadata": {"annotations": {RESTARTED_AT: stamp}}}}}
+            await self._dry_run(self._workload_api(op, "patch"), op.name, _ns(op), body)
+        return {"replicas": pods, "template": _digest(self._json(workload.spec.template))}
+
+    async def _survey_undo(self, op: Operation, dry_run: bool) -> dict[str, Any]:
+        workload = await self._read_workload(op)
+        revisions = await self._revisions(op, workload)
+        current = self._current_revision(op, workload, revisions)
+        live = self._json(workload.spec.template)
+        target = _undo_target(op, revisions, current, {})
+        if dry_run and _digest(live) != _digest(target.template):
+            await self._dry_run(self._workload_api(op, "patch"), op.name, _ns(op), target.patch)
+        return {
+            "revision": current,
+            "image": _images(live),
+            "to_revision": target.number,
+            "to_image": _images(target.template),
+            "same_template": _digest(_unstamped(live)) == _digest(_unstamped(target.template)),
+            "template": _digest(live),
+        }
+
+    async def _survey_delete_pod(self, op: Operation, dry_run: bool) -> dict[str, Any]:
+        pod = await self._core.read_namespaced_pod(op.name, _ns(op), _request_timeout=self._timeout)
+        if dry_run:
+            only_this = V1DeleteOptions(preconditions=V1Preconditions(uid=pod.metadata.uid))
+            await self._dry_run(self._core.delete_namespaced_pod, op.name, _ns(op), body=only_this)
+        owner = next((r for r in pod.metadata.owner_references or [] if r.controller), None)
+        return {
+            "uid": pod.metadata.uid,
+            "phase": pod.status.phase if pod.status else None,
+            "node": pod.spec.node_name if pod.spec else None,
+            "owner": {"kind": owner.kind, "name": owner.name} if owner else None,
+        }
+
+    async def _survey_node(self, op: Operation, dry_run: bool) -> dict[str, Any]:
+        node = await self._core.read_node(op.name, _request_timeout=self._timeout)
+        if dry_run:
+            body = {"spec": {"unschedulable": op.kind is OperationKind.CORDON}}
+            await self._dry_run(self._core.patch_node, op.name, body)
+        pods = await self._core.list_pod_for_all_namespaces(
+            field_selector=f"spec.nodeName={op.name}", _request_timeout=self._timeout
+        )
+        running = [p for p in pods.items if (p.status.phase if p.status else None) not in _ENDED]
+        return {
+            "unschedulable": bool(node.spec.unschedulable) if node.spec else False,
+            "pods": len(running),
+        }
+
+    def _current_revision(self, op: Operation, workload: Any, revisions: list[_Revision]) -> int:
+        if op.target_kind == "deployment":
+            return int((workload.metadata.annotations or {}).get(REVISION, "0"))
+        return max((r.number for r in revisions), default=0)
 
     async def _twice(
         self,
@@ -311,10 +410,7 @@ class KubeExecutor:
     ) -> str:
         workload = await self._read_workload(op)
         revisions = await self._revisions(op, workload)
-        if op.target_kind == "deployment":
-            current = int((workload.metadata.annotations or {}).get(REVISION, "0"))
-        else:
-            current = max((r.number for r in revisions), default=0)
+        current = self._current_revision(op, workload, revisions)
         target = _undo_target(op, revisions, current, context)
         number = context["undo_to_revision"]
         if _digest(self._json(workload.spec.template)) == _digest(target.template):
@@ -405,6 +501,18 @@ def _digest(template: dict[str, Any]) -> str:
     ((stripped.get("metadata") or {}).get("labels") or {}).pop(POD_TEMPLATE_HASH, None)
     canonical = json.dumps(_pruned(stripped), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _unstamped(template: dict[str, Any]) -> dict[str, Any]:
+    """A template without the restart stamp: two revisions that differ only by it run the same."""
+    stripped = copy.deepcopy(template)
+    ((stripped.get("metadata") or {}).get("annotations") or {}).pop(RESTARTED_AT, None)
+    return stripped
+
+
+def _images(template: dict[str, Any]) -> str:
+    containers = (template.get("spec") or {}).get("containers") or []
+    return ", ".join(str(c.get("image")) for c in containers) or "none"
 
 
 def _pruned(value: Any) -> Any:

@@ -60,7 +60,7 @@ def signature_of(alertname: str, namespace: str, service: str) -> str:
 NOT_HERE = "This button does not belong here."
 
 
-def _is_result_reply(
+def is_result_reply(
     incident: Incident | None,
     execution: Execution,
     origin: MessageRef | None,
@@ -154,7 +154,7 @@ class LearningService:
             if approval is None or execution is None:
                 return "This result is not known to opsgate any more."
             incident = await session.get(Incident, approval.incident_id)
-            if not _is_result_reply(incident, execution, origin, origin_offers_it):
+            if not is_result_reply(incident, execution, origin, origin_offers_it):
                 return NOT_HERE
             already = await session.get(LearningApplied, (approval_id, WRONG_DIAGNOSIS))
             if already is not None or await is_queued(session, LEARN, wanted):

@@ -18,8 +18,9 @@ from pydantic import (
     field_validator,
 )
 
+from opsgate.services.operation_specs import DEFAULT_RISK
 from opsgate.services.operations import Operation, OperationKind
-from opsgate.services.risk import DEFAULT_RISK, Risk
+from opsgate.services.risk import Risk
 
 ANY = "*"
 # Nodes belong to no namespace: only a role over every namespace may touch them.

@@ -48,10 +48,6 @@ class ClusterReader(Protocol):
     async def read_owner(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None: ...
 
 
-def verifiable(op: Operation) -> bool:
-    return op.kind is not OperationKind.CORDON and op.kind is not OperationKind.UNCORDON
-
-
 class VerificationService:
     def __init__(
         self,

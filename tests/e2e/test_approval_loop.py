@@ -63,9 +63,10 @@ async def test_alert_to_restart_end_to_end(rig: Rig) -> None:
 
     final = await rig.wait_text(card.message_id, "Done")
     assert decision_buttons(final) == []
-    # Dry run first, then exactly one real write.
+    # The plan's dry run when proposed, the executor's just before the call, then exactly one
+    # real write.
     patches = [r for r in rig.kube.requests if r.method == "PATCH"]
-    assert [r.dry_run for r in patches] == [True, False]
+    assert [r.dry_run for r in patches] == [True, True, False]
 
     # The timeline is written in the same transactions as the facts; ask until the last one,
     # recorded just after the reply went out, is there too.

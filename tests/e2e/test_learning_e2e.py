@@ -42,7 +42,8 @@ async def test_knowledge_and_feedback_after_the_reply(rig: Rig) -> None:
     )
     reply = await rig.wait_reply(card.message_id)
     await rig.wait_text(card.message_id, "verified")
-    assert [text for text, _ in reply.buttons] == ["👎 Wrong diagnosis"]
+    # A restart can be undone: the reply offers that too (tests/e2e/test_plans.py).
+    assert [text for text, _ in reply.buttons] == ["👎 Wrong diagnosis", "↩️ Undo"]
 
     async def entry_verified() -> bool:
         _, entry = await _stat_and_entry(rig)

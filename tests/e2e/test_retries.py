@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 from sqlalchemy import select
 
@@ -15,9 +16,12 @@ from tests.e2e.test_approval_loop import approve_data, real_writes
 DEPLOYMENT_PATH = r"/apis/apps/v1/namespaces/shop/deployments/checkout$"
 
 
-async def _approve(rig: Rig) -> int:
+async def _approve(rig: Rig, fault: Callable[[], None] | None = None) -> int:
+    """``fault`` is injected once the card is out: after the plan's own dry run."""
     await rig.post_alert(am_payload())
     card = await rig.wait_card()
+    if fault is not None:
+        fault()
     query = rig.telegram.tap(
         CHAT_ID, card.message_id, rig.telegram.user(ALICE, "alice"), approve_data(card)
     )
@@ -37,8 +41,7 @@ async def _attempts(rig: Rig) -> list[ExecutionAttempt]:
 
 
 async def test_transient_failure_then_success(rig: Rig) -> None:
-    rig.kube.inject("PATCH", DEPLOYMENT_PATH, 503, count=1)
-    card_id = await _approve(rig)
+    card_id = await _approve(rig, lambda: rig.kube.inject("PATCH", DEPLOYMENT_PATH, 503, count=1))
     await rig.wait_text(card_id, "attempt 1 failed: 503")
     reply = await rig.wait_reply(card_id)
     assert "Succeeded" in reply.plain_text and "2 attempts" in reply.plain_text
@@ -54,8 +57,9 @@ async def test_transient_failure_then_success(rig: Rig) -> None:
 
 
 async def test_dropped_connections_exhaust_the_retries(rig: Rig) -> None:
-    rig.kube.inject("PATCH", DEPLOYMENT_PATH, "drop", count=10)
-    card_id = await _approve(rig)
+    card_id = await _approve(
+        rig, lambda: rig.kube.inject("PATCH", DEPLOYMENT_PATH, "drop", count=10)
+    )
     reply = await rig.wait_reply(card_id)
     assert "Failed" in reply.plain_text and "gave up after 3 attempts" in reply.plain_text
     assert [a.outcome for a in await _attempts(rig)] == ["transient"] * 3
@@ -63,8 +67,7 @@ async def test_dropped_connections_exhaust_the_retries(rig: Rig) -> None:
 
 
 async def test_permanent_failure_is_not_retried(rig: Rig) -> None:
-    rig.kube.inject("PATCH", DEPLOYMENT_PATH, 403, count=5)
-    card_id = await _approve(rig)
+    card_id = await _approve(rig, lambda: rig.kube.inject("PATCH", DEPLOYMENT_PATH, 403, count=5))
     reply = await rig.wait_reply(card_id)
     assert "Failed" in reply.plain_text and "403" in reply.plain_text
     assert "not retried" in reply.plain_text
@@ -75,17 +78,15 @@ async def test_permanent_failure_is_not_retried(rig: Rig) -> None:
     assert real_writes(rig) == []
 
 
-async def test_missing_target_fails_in_the_dry_run(rig: Rig) -> None:
+async def test_missing_target_is_refused_by_the_plan(rig: Rig) -> None:
     await rig.post_alert(
         am_payload("g2", alert(action="kubectl rollout restart deployment/ghost -n shop"))
     )
     card = await rig.wait_card()
-    query = rig.telegram.tap(
-        CHAT_ID, card.message_id, rig.telegram.user(ALICE, "alice"), approve_data(card)
-    )
-    await rig.telegram.wait_answer(query)
-    reply = await rig.wait_reply(card.message_id)
-    assert "404" in reply.plain_text and "not found" in reply.plain_text
+    card = await rig.wait_text(card.message_id, "does not exist")
+    # The plan found no target: nothing to approve, nothing sent but the read.
+    assert card.buttons == []
+    assert not [r for r in rig.kube.requests if r.method == "PATCH"]
 
 
 async def test_restart_during_the_retry_wait_resumes(rig_factory: Rig) -> None:
@@ -93,8 +94,9 @@ async def test_restart_during_the_retry_wait_resumes(rig_factory: Rig) -> None:
     rig.overrides["retry_delay_seconds"] = 1.5
     await rig.start()
     try:
-        rig.kube.inject("PATCH", DEPLOYMENT_PATH, 503, count=1)
-        card_id = await _approve(rig)
+        card_id = await _approve(
+            rig, lambda: rig.kube.inject("PATCH", DEPLOYMENT_PATH, 503, count=1)
+        )
         await rig.wait_text(card_id, "retrying in 1.5 s")
         await rig.stop()
         # Nobody runs opsgate for a moment; the retry is only a row in the database.
@@ -110,11 +112,13 @@ async def test_restart_during_the_retry_wait_resumes(rig_factory: Rig) -> None:
 
 async def test_a_retry_waits_as_long_as_the_servers_retry_after(rig: Rig) -> None:
     # The rig retries 0.3 s apart; the API server asks for 2 s and gets them.
-    rig.kube.inject("PATCH", DEPLOYMENT_PATH, 429, count=1, retry_after=2)
-    card_id = await _approve(rig)
+    card_id = await _approve(
+        rig, lambda: rig.kube.inject("PATCH", DEPLOYMENT_PATH, 429, count=1, retry_after=2)
+    )
     await rig.wait_reply(card_id, timeout=20)
     patches = [r for r in rig.kube.requests if r.method == "PATCH"]
-    refused, retried = patches[0], patches[1]
+    at = next(i for i, r in enumerate(patches) if r.status == 429)
+    refused, retried = patches[at], patches[at + 1]
     assert refused.status == 429
     assert (retried.at - refused.at) >= 2.0
     assert len(real_writes(rig)) == 1

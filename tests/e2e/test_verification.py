@@ -77,8 +77,19 @@ async def test_a_deleted_pod_is_verified_once_its_controller_is_back_to_strength
 
 
 async def test_verification_errors_never_touch_the_result(rig: Rig) -> None:
+    # Reads fail only once the change is on its way: the plan and the check before the call
+    # read the deployment too, and a refused read there would stop the execution itself.
+    real_call = rig.kube.hold("PATCH", r"/deployments/checkout$", dry_run=False)
+    await rig.post_alert(am_payload("g:verify", alert()))
+    card_id = (await rig.wait_card()).message_id
+    tap = rig.telegram.tap(
+        CHAT_ID, card_id, rig.telegram.user(ALICE, "alice"), approve_data(rig.cards()[0])
+    )
+    await rig.telegram.wait_answer(tap)
+    await real_call.wait_arrived()
     rig.kube.inject("GET", r"/deployments/checkout$", 403, count=50)
-    card_id = await _run(rig)
+    real_call.release()
+    await rig.wait_reply(card_id)
     card = await rig.wait_text(card_id, "verification failed: 403")
     assert "Done" in card.plain_text
     replies = [m for m in rig.bot_messages() if m.reply_to_message_id == card_id]

@@ -1378,6 +1378,14 @@ class FakeKube(LoopbackServer):
             container["image"] = image
         self._update(res, old, new, dry_run=False)
 
+    def scale(self, kind: str, namespace: str, name: str, replicas: int) -> None:
+        """Set ``spec.replicas`` as another client would (``kubectl scale``, an autoscaler)."""
+        res = self._resource(kind)
+        old = self._require(kind, namespace, name)
+        new = copy.deepcopy(old)
+        new["spec"]["replicas"] = replicas
+        self._update(res, old, new, dry_run=False)
+
     # ------------------------------------------------------------------ HTTP
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:

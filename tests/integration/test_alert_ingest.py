@@ -115,7 +115,8 @@ async def test_a_new_group_is_written_whole(database: Database) -> None:
     assert rows["fp2"].starts_at is not None and rows["fp2"].generator_url
     assert kinds == ["alert_received", "approval_requested"]
     assert approval is not None and approval.incident_id == incident.id
-    assert jobs == ["sync_card"]
+    # The card, and the plan of the proposed action (read from the cluster, not here).
+    assert sorted(jobs) == ["plan", "sync_card"]
 
 
 async def test_a_resolve_for_an_unknown_group_stores_nothing(database: Database) -> None:

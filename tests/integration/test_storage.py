@@ -92,8 +92,8 @@ async def test_same_payload_twice_changes_nothing(database: Database) -> None:
         assert await session.scalar(select(func.count()).select_from(Approval)) == 1
         jobs = await session.scalar(select(func.count()).select_from(Job))
         events = await session.scalar(select(func.count()).select_from(TimelineEvent))
-    # One card job, and no timeline noise from the repeat.
-    assert jobs == 1
+    # One card job and one plan job, and no timeline noise from the repeat.
+    assert jobs == 2
     assert events == 2
 
 

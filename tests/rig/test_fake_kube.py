@@ -802,3 +802,20 @@ async def test_held_answer_of_a_killed_client_leaves_the_change_applied(
     deployment = await AppsV1Api(api).read_namespaced_deployment("web", "shop")
     assert deployment.spec.replicas == 3
     assert kube.requests[0].status is None  # the answer never went out
+
+
+async def test_another_clients_scale_and_the_pods_of_a_node(kube: FakeKube, api: ApiClient) -> None:
+    """What a plan reads: a count someone else changed, and the pods on one node, across
+    namespaces, by field selector as ``kubectl get pods -A --field-selector`` asks."""
+    kube.add_node("worker-1")
+    kube.add_deployment("shop", "web", replicas=1, image="web:1")
+    kube.add_node("worker-2")
+    kube.scale("deployments", "shop", "web", 3)
+    apps, core = AppsV1Api(api), CoreV1Api(api)
+    deployment = await apps.read_namespaced_deployment("web", "shop")
+    assert deployment.spec.replicas == 3
+    everywhere = await core.list_pod_for_all_namespaces()
+    nodes = [p.spec.node_name for p in everywhere.items]
+    assert len(nodes) == 3 and set(nodes) <= {"worker-1", "worker-2"}
+    on_one = await core.list_pod_for_all_namespaces(field_selector="spec.nodeName=worker-1")
+    assert [p.spec.node_name for p in on_one.items] == [n for n in nodes if n == "worker-1"]

@@ -2,9 +2,10 @@ from pathlib import Path
 
 import pytest
 
+from opsgate.services.operation_specs import effective_risk
 from opsgate.services.operations import parse_operation
 from opsgate.services.policy import Policy, PolicyError
-from opsgate.services.risk import Risk, effective_risk
+from opsgate.services.risk import Risk
 from tests.builders import ALICE, CAROL, MALLORY, VIEWER, policy
 
 

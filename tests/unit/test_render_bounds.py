@@ -67,6 +67,7 @@ def cards(draw: st.DrawFn) -> CardView:
         action_refusal=draw(st.one_of(st.just(""), TEXT)),
         risk=draw(SHORT),
         blast_radius=draw(TEXT),
+        plan_warnings=tuple(draw(st.lists(TEXT, max_size=5))),
         approval_id=draw(st.one_of(st.none(), st.just("ap00000001"))),
         approval_status=draw(
             st.sampled_from(["pending", "approved", "rejected", "expired", "cancelled"])

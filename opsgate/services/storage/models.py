@@ -198,6 +198,9 @@ class Approval(Base):
     expires_at: Mapped[datetime]
     decided_at: Mapped[datetime | None] = mapped_column(nullable=True)
     decision_note: Mapped[str] = mapped_column(Text, default="")
+    # What the change will do, read from the target when it was proposed (operation_specs.Plan);
+    # None until the plan job ran.
+    plan: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True, default=None)
 
 
 class Signature(Base):
