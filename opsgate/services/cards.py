@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from opsgate.metrics import Metrics
 from opsgate.services import timeline
+from opsgate.services.agent_evidence import agent_card_fields
 from opsgate.services.card_quota import CardQuota
 from opsgate.services.chat import (
     AttemptLine,
@@ -206,6 +207,7 @@ async def build_card(
         auto_approved=approval.requested_by == AUTO_REQUESTER,
         approver_roles=tuple(roles),
         eligible=tuple(eligible),
+        **agent_card_fields(approval),
     )
 
 

@@ -91,6 +91,10 @@ class CardView:
     # Who may sign under the policy in force: its roles, and the users holding one.
     approver_roles: tuple[str, ...] = ()
     eligible: tuple[str, ...] = ()
+    # An AI agent's proposal: its name, rationale and first findings (the rest: /evidence).
+    agent: str = ""
+    rationale: str = ""
+    findings: tuple[tuple[str, str], ...] = ()
 
     @property
     def offers_buttons(self) -> bool:

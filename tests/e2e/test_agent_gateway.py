@@ -100,6 +100,13 @@ async def test_mcp_propose_card_taps_and_wait_for_the_result(agent_rig: Rig) -> 
         approval_id = proposed["approval_id"]
         card = await rig.wait_card()
         assert "kubectl rollout restart deployment/checkout -n shop" in card.plain_text
+        assert "proposed by agent holmes" in card.plain_text
+        assert "pods hold stale config" in card.plain_text and "p99_ms=930" in card.plain_text
+        alice = rig.telegram.user(ALICE, "alice")
+        asked = rig.telegram.send_text(CHAT_ID, alice, f"/evidence {proposed['incident_id']}")
+        evidence = (await rig.wait_reply(asked.message_id)).plain_text
+        assert "WARN config cache stale <reload>" in evidence
+        assert "https://grafana.example/d/checkout" in evidence
 
         # Nothing decided yet: a short wait comes back not final.
         waited = await call(
@@ -108,7 +115,6 @@ async def test_mcp_propose_card_taps_and_wait_for_the_result(agent_rig: Rig) -> 
         assert waited["final"] is False and waited["status"] == "pending"
 
         # A changed proposal for the same incident starts the quorum again.
-        alice = rig.telegram.user(ALICE, "alice")
         first = rig.telegram.tap(CHAT_ID, card.message_id, alice, approve_data(card))
         await rig.telegram.wait_answer(first)
         changed = await call(
