@@ -38,7 +38,7 @@ from opsgate.services.digests import is_listed, schedule_digest
 from opsgate.services.execution import SUCCEEDED, approver_names, load_execution
 from opsgate.services.job_kinds import IncidentJob, ResultJob
 from opsgate.services.jobs import ClaimedJob, Lease, RetryJob
-from opsgate.services.learning import AUTO_REQUESTER, record_in, signature
+from opsgate.services.learning import AUTO_REQUESTER, proposer_signature, record_in, signature
 from opsgate.services.operations import Operation
 from opsgate.services.playbooks import REQUESTER_PREFIX as PLAYBOOK
 from opsgate.services.playbooks import record_text
@@ -257,7 +257,15 @@ async def _record(session: AsyncSession, incident: Incident, approval: Approval)
     record = await record_in(session, signature(incident), approval.action)
     origin = approval.requested_by
     source = f"playbook #{origin.removeprefix(PLAYBOOK)}, " if origin.startswith(PLAYBOOK) else ""
-    return f"{source}{record_text(record)}" if record or source else ""
+    line = f"{source}{record_text(record)}" if record or source else ""
+    if approval.agent:
+        # The agent's own record with this kind of alert, beside everyone's.
+        own = await record_in(
+            session, proposer_signature(approval.agent, incident), approval.action
+        )
+        mine = f"agent {approval.agent}: {record_text(own)}"
+        line = f"{line}; {mine}" if line else mine
+    return line
 
 
 async def result_view(
