@@ -44,7 +44,8 @@ _STATUS_ICON = {"info": "•", "success": "✅", "warning": "⚠️", "error": "
 
 # Only http/https become links (a ``javascript:`` URL must never be one), and only short ones:
 # three links of this size still leave the card its budget.
-_LINKABLE = re.compile(r"https?://[^\s<>\"'`]{1,400}", re.IGNORECASE)
+# Control characters (a NUL ends Telegram's parse) never belong in one either.
+_LINKABLE = re.compile(r"https?://[^\s<>\"'`\x00-\x1f\x7f]{1,400}", re.IGNORECASE)
 
 
 def e(value: object) -> str:
