@@ -22,6 +22,7 @@ from fastapi import FastAPI
 from kubernetes_asyncio import config as kube_config
 from kubernetes_asyncio.client import ApiClient, Configuration
 from kubernetes_asyncio.config.config_exception import ConfigException
+from mcp.server.mcpserver import MCPServer
 from sqlalchemy.exc import SQLAlchemyError
 from telegram import Update
 from telegram.error import InvalidToken, NetworkError
@@ -31,6 +32,7 @@ from opsgate.bot.outbound import OutboundScheduler
 from opsgate.bot.render_commands import COMMANDS
 from opsgate.bot.send_budget import FloodLimits, SendBudget, redis_storage
 from opsgate.bot.sender import TelegramSender
+from opsgate.handlers.agent_routes import agent_router
 from opsgate.handlers.card_buttons import CardButtons
 from opsgate.handlers.chat_members import ChatMembers
 from opsgate.handlers.commands import ChatCommands
@@ -43,12 +45,14 @@ from opsgate.handlers.http_routes import (
     policy_router,
     telegram_webhook_router,
 )
+from opsgate.handlers.mcp_server import McpDoor, build_mcp, mcp_app
 from opsgate.handlers.response_buttons import ResponseButtons
 from opsgate.handlers.telegram_updates import ALLOWED_UPDATES, register
 from opsgate.handlers.undo_buttons import UndoButtons
 from opsgate.metrics import Metrics
 from opsgate.services import jobs
 from opsgate.services.acks import AckService
+from opsgate.services.agent_gateway import AgentGateway
 from opsgate.services.alertmanager_api import AlertmanagerClient
 from opsgate.services.approvals import DECISION_OUTCOMES, ApprovalService, RetryPolicy
 from opsgate.services.card_quota import CardQuota
@@ -165,6 +169,8 @@ class OpsGate:
     http_app: RequestGate
     webhook_secret: str | None
     reloader: PolicyReloader
+    # The MCP server behind /mcp; its session manager runs while the HTTP server does.
+    mcp: MCPServer
     routed_chats: tuple[int, ...] = ()
 
 
@@ -376,8 +382,11 @@ def build_app(settings: Settings, *, policy: PolicySource, kube: ApiClient) -> O
 
     token = settings.webhook_token.get_secret_value() if settings.webhook_token else None
     reloader = PolicyReloader(policy, settings.policy_file, approvals)
+    gateway = AgentGateway(db, incidents, policy, knowledge, IncidentQueries(db))
+    mcp = build_mcp(gateway)
     routers = [
-        ingest_router(incidents, db, on_alert=metrics.alerts_received.inc),
+        ingest_router(incidents, db, on_alert=metrics.alerts_received.inc, gateway=gateway),
+        agent_router(gateway),
         policy_router(reloader),
         health_router(db, metrics.registry, before_scrape=refresh_queue_gauges),
     ]
@@ -421,7 +430,10 @@ def build_app(settings: Settings, *, policy: PolicySource, kube: ApiClient) -> O
         http=http,
         runners=tuple(runners),
         api=api,
-        http_app=RequestGate(api, token=token, telegram_webhook=webhook_gate),
+        http_app=RequestGate(
+            McpDoor(api, mcp_app(mcp), gateway), token=token, telegram_webhook=webhook_gate
+        ),
+        mcp=mcp,
         webhook_secret=webhook_secret,
         reloader=reloader,
         routed_chats=router.chats(),
@@ -503,6 +515,9 @@ class Runtime:
                 settings.telegram_webhook_url, og.webhook_secret, list(ALLOWED_UPDATES)
             )
         server = uvicorn.Server(uvicorn.Config(og.http_app, log_config=None, lifespan="off"))
+        # uvicorn runs no lifespan here, so the MCP session manager is started by hand.
+        mcp_sessions = contextlib.AsyncExitStack()
+        await mcp_sessions.enter_async_context(og.mcp.session_manager.run())
         runner_stop = asyncio.Event()
         runner_tasks = [
             asyncio.create_task(r.run(runner_stop), name=f"job-runner-{r.name}")
@@ -539,6 +554,7 @@ class Runtime:
             stop_task.cancel()
             reload_task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            await mcp_sessions.aclose()
 
     async def _check_chats(self) -> None:
         """A wrong alert chat would otherwise show only as a rejected first card."""

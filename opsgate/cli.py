@@ -14,6 +14,7 @@ import structlog
 
 from opsgate.app import Runtime, build_app, load_kube_client, migrate_database, open_database
 from opsgate.logs import configure_logging
+from opsgate.services import audit_chain
 from opsgate.services.finetune_export import export_finetune
 from opsgate.services.policy import Policy, PolicyError
 from opsgate.services.policy_source import PolicySource
@@ -37,12 +38,22 @@ def main(argv: list[str] | None = None) -> int:
     export.add_argument("what", choices=["finetune"])
     export.add_argument("--since", required=True, type=_utc_date, help="YYYY-MM-DD (UTC)")
     export.add_argument("--out", required=True, type=Path, help="the JSONL file to write")
+    audit = sub.add_parser("audit", help="check or export the tamper-evident audit chain")
+    audit_sub = audit.add_subparsers(dest="audit_command", required=True)
+    audit_sub.add_parser("verify", help="check every record; exit 1 naming the first broken one")
+    audit_export = audit_sub.add_parser("export", help="write the chain as JSON lines")
+    audit_export.add_argument("--since", required=True, type=_utc_date, help="YYYY-MM-DD (UTC)")
+    audit_export.add_argument("--out", type=Path, help="the JSONL file (default: stdout)")
     args = parser.parse_args(argv)
     try:
         if args.command == "check-policy":
             Policy.from_file(Path(args.path))
             print(f"policy ok: {args.path}")
             return 0
+        if args.command == "audit":
+            configure_logging("auto", "warning")
+            url = load_database_settings().database_url
+            return asyncio.run(_audit(url, args))
         if args.command in ("migrate", "export"):
             configure_logging("auto", "warning")
             url = load_database_settings().database_url
@@ -79,6 +90,29 @@ async def _export(url: str, since: datetime, out: Path) -> int:
         return await export_finetune(db, since, out)
     finally:
         await db.dispose()
+
+
+async def _audit(url: str, args: argparse.Namespace) -> int:
+    db = open_database(url)
+    try:
+        await migrate_database(db)
+        if args.audit_command == "export":
+            count = await audit_chain.export_to(db, args.since, args.out, sys.stdout)
+            if args.out is not None:
+                print(f"wrote {count} records to {args.out}")
+            return 0
+        verdict = await audit_chain.verify(db)
+    finally:
+        await db.dispose()
+    if verdict.ok:
+        print(f"audit chain ok: {verdict.records} records")
+        return 0
+    print(
+        f"audit chain broken at record {verdict.broken_seq}: {verdict.reason} "
+        f"({verdict.records} records before it are intact)",
+        file=sys.stderr,
+    )
+    return 1
 
 
 def _utc_date(text: str) -> datetime:

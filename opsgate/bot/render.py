@@ -28,6 +28,11 @@ MAX_ACTION = 300
 MAX_NOTE = 160
 MAX_DETAIL = 400
 MAX_ATTEMPT_ERROR = 120
+# An AI agent's lines on a card.
+MAX_AGENT = 40
+MAX_RATIONALE = 200
+MAX_FINDING_KEY = 30
+MAX_FINDING_VALUE = 60
 SHOWN_APPROVERS = 5
 SHOWN_LAPSED = 3
 SHOWN_ELIGIBLE = 3
@@ -176,8 +181,28 @@ def _card_action(card: CardView) -> str:
         lines.append(f"📈 {clip(card.record, MAX_NOTE)}")
     if card.related_case:
         lines.append(f"📚 past case: {clip(card.related_case, MAX_NOTE)}")
+    lines.extend(agent_lines(card))
     lines.extend(_decision_lines(card))
     return "\n".join(lines)
+
+
+def agent_lines(card: CardView) -> list[str]:
+    """An agent's proposal: who, why, its first findings; bounded by the MAX_ budgets."""
+    if not card.agent:
+        return []
+    lines = [f"🤖 proposed by agent <b>{clip(card.agent, MAX_AGENT)}</b> (an agent cannot approve)"]
+    if card.rationale:
+        lines.append(f"💬 {clip(card.rationale, MAX_RATIONALE)}")
+    if card.findings:
+        lines.append(
+            "🔎 "
+            + " · ".join(
+                f"{clip(k, MAX_FINDING_KEY)}=<code>{clip(v, MAX_FINDING_VALUE)}</code>"
+                for k, v in card.findings
+            )
+        )
+    lines.append(f"Full evidence: /evidence {e(card.incident_id)}")
+    return lines
 
 
 def _decision_lines(card: CardView) -> list[str]:

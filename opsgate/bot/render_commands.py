@@ -43,12 +43,22 @@ COMMANDS = [
     ("pending", "Approvals waiting for a decision"),
     ("audit", "What ran, approved by whom: /audit [INC-…]"),
     ("kb", "Search past incident cases: /kb words"),
+    ("evidence", "An agent's full evidence for its proposal: /evidence INC-…"),
     ("playbooks", "Learned playbooks and their record"),
     ("status", "Bot health"),
     ("whoami", "Your Telegram id and roles"),
     ("help", "What opsgate does here"),
 ]
-VIEWER_COMMANDS = ("incidents", "timeline", "card", "audit", "kb", "playbooks", "status")
+VIEWER_COMMANDS = (
+    "incidents",
+    "timeline",
+    "card",
+    "audit",
+    "kb",
+    "evidence",
+    "playbooks",
+    "status",
+)
 APPROVER_COMMANDS = ("pending",)
 OPEN_COMMANDS = ("whoami", "help")
 

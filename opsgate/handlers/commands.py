@@ -26,6 +26,7 @@ from opsgate.bot.render_commands import (
     timeline_page,
     whoami_html,
 )
+from opsgate.bot.render_evidence import evidence_html
 from opsgate.bot.sender import TelegramSender
 from opsgate.handlers.callback_actions import STALE, expect, offers_tapped_button
 from opsgate.services.approvals import NOT_HERE
@@ -45,6 +46,7 @@ CARD_USAGE = "Usage: /card INC-XXXXXXXX (the storm digest lists the incidents wa
 TIMELINE_USAGE = "Usage: /timeline INC-XXXXXXXX (or reply /timeline to an alert card)"
 AUDIT_USAGE = "Usage: /audit [INC-XXXXXXXX]"
 PLAYBOOK_USAGE = "Usage: /playbook approve N or /playbook retire N (see /playbooks)"
+EVIDENCE_USAGE = "Usage: /evidence INC-…"
 KB_USAGE = "Usage: /kb words to search for, e.g. /kb checkout restart"
 NOT_MEMBER = "You are not in the opsgate policy. Send /whoami and ask an admin to add you."
 NOT_APPROVER = "Only approvers see pending approvals. /incidents shows what is open."
@@ -253,6 +255,21 @@ class ChatCommands:
             return
         hits = await self.knowledge.search(words)
         await self._answer(asked[0], knowledge_html(words, hits))
+
+    async def on_evidence(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        asked = await self._member(update)
+        if asked is None:
+            return
+        args = context.args or []
+        incident_id = args[0].strip().upper() if len(args) == 1 else ""
+        if not INCIDENT_ID.match(incident_id):
+            await self._answer(asked[0], EVIDENCE_USAGE)
+            return
+        found = await self.queries.agent_evidence(incident_id)
+        if found is None:
+            await self._answer(asked[0], f"No agent proposed anything for {e(incident_id)}.")
+            return
+        await self._answer(asked[0], evidence_html(incident_id, *found))
 
     async def on_playbooks(self, update: Update, _context: ContextTypes.DEFAULT_TYPE) -> None:
         asked = await self._member(update)

@@ -27,6 +27,8 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 MAX_BODY_BYTES = 4 * 1024 * 1024
 PROTECTED_PREFIXES = ("/webhook/alertmanager", "/api/")
+# Under /api/ but for AI agents, whose own tokens the routes check (handlers/agent_routes.py).
+AGENT_PREFIX = "/api/v1/agent/"
 # The header Telegram sends with each webhook update, carrying setWebhook's secret_token.
 TELEGRAM_SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
 
@@ -88,18 +90,18 @@ class RequestGate:
         """Pass the request on, or answer it here; returns why it was refused here, if so."""
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         path = str(scope.get("path", ""))
-        if path.startswith(self._protected):
+        if path.startswith(self._protected) and not path.startswith(AGENT_PREFIX):
             problem = bearer_problem(self._token, headers.get("authorization", ""))
             if problem is not None:
                 status, reason = problem
                 extra = {"WWW-Authenticate": "Bearer"} if status == 401 else {}
-                await _answer(send, status, reason, extra)
+                await answer(send, status, reason, extra)
                 return reason
         if self._telegram_webhook is not None and path == self._telegram_webhook[0]:
             given = headers.get(TELEGRAM_SECRET_HEADER.lower(), "")
             if not hmac.compare_digest(given.encode(), self._telegram_webhook[1].encode()):
                 reason = "wrong secret token"
-                await _answer(send, 403, reason)
+                await answer(send, 403, reason)
                 return reason
         declared = headers.get("content-length", "")
         if declared.isdigit() and int(declared) > self._max_body:
@@ -128,7 +130,7 @@ class RequestGate:
 
     async def _too_large(self, send: Send) -> str:
         reason = f"the body is larger than {self._max_body} bytes"
-        await _answer(send, 413, reason)
+        await answer(send, 413, reason)
         return reason
 
 
@@ -148,7 +150,7 @@ def _access_log(scope: Scope, status: int, seconds: float, reason: str | None) -
     )
 
 
-async def _answer(
+async def answer(
     send: Send, status: int, reason: str, headers: dict[str, str] | None = None
 ) -> None:
     body = json.dumps({"detail": reason}).encode()

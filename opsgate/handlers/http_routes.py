@@ -8,12 +8,13 @@ from datetime import datetime
 from typing import Any, Literal
 
 import structlog
-from fastapi import APIRouter, FastAPI, HTTPException, Request, Response
+from fastapi import APIRouter, FastAPI, HTTPException, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from opsgate.services.agent_gateway import MAX_WAIT_SECONDS, AgentGateway, NotVisible
 from opsgate.services.alertmanager import AmPayload
 from opsgate.services.approvals import Proposal
 from opsgate.services.incidents import ApiProposal, Conflict, IncidentService, NotFound
@@ -74,8 +75,23 @@ class ApprovalStatus(BaseModel):
     expires_at: datetime
 
 
+class ApprovalState(ApprovalStatus):
+    """``GET /api/v1/approvals/{id}``: with the signatures and, once run, the result."""
+
+    # Decided, and if approved its execution ended: a long poll ends early only then.
+    final: bool
+    approvals: list[str]
+    decision_note: str
+    execution_status: str | None
+    result: str | None
+    verification: str | None
+
+
 def ingest_router(
-    incidents: IncidentService, db: Database, on_alert: Callable[[], None]
+    incidents: IncidentService,
+    db: Database,
+    on_alert: Callable[[], None],
+    gateway: AgentGateway,
 ) -> APIRouter:
     """Routes behind the bearer token, which ``http_guards.RequestGate`` checks first."""
     router = APIRouter()
@@ -116,12 +132,36 @@ def ingest_router(
         return _status(result.approval)
 
     @router.get("/api/v1/approvals/{approval_id}")
-    async def show(approval_id: str) -> ApprovalStatus:
-        async with db.transaction() as session:
-            approval = await session.get(Approval, approval_id)
-        if approval is None:
-            raise HTTPException(404, f"approval {approval_id} does not exist")
-        return _status(approval)
+    async def show(
+        approval_id: str,
+        wait: float = Query(
+            default=0,
+            ge=0,
+            le=MAX_WAIT_SECONDS,
+            description="Seconds to wait for the decision (and, if approved, the result).",
+        ),
+    ) -> ApprovalState:
+        """The approval; with ``wait``, answered once it is final or the wait ran out."""
+        try:
+            shown = await gateway.wait(None, approval_id, wait)
+        except NotVisible:
+            raise HTTPException(404, f"approval {approval_id} does not exist") from None
+        execution = shown["execution"] or {}
+        return ApprovalState(
+            approval_id=shown["approval_id"],
+            incident_id=shown["incident_id"],
+            status=shown["status"],
+            action=shown["action"],
+            risk=shown["risk"],
+            required_approvals=shown["required_approvals"],
+            expires_at=datetime.fromisoformat(shown["expires_at"]),
+            final=shown["final"],
+            approvals=shown["approvals"],
+            decision_note=shown["decision_note"],
+            execution_status=execution.get("status"),
+            result=execution.get("result"),
+            verification=execution.get("verification"),
+        )
 
     return router
 

@@ -58,6 +58,7 @@ def register(
         ("timeline", commands.on_timeline),
         ("card", commands.on_card),
         ("kb", commands.on_kb),
+        ("evidence", commands.on_evidence),
         ("playbooks", commands.on_playbooks),
         ("playbook", commands.on_playbook),
     ):

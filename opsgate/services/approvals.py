@@ -12,7 +12,9 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from opsgate.metrics import Metrics
-from opsgate.services import timeline
+from opsgate.services import audit_chain, timeline
+from opsgate.services.action_digest import operation_digest
+from opsgate.services.audit_chain import AuditKind
 from opsgate.services.chat import MessageRef
 from opsgate.services.execution import approver_names
 from opsgate.services.ids import new_approval_id
@@ -41,9 +43,17 @@ APPROVED = "approved"
 REJECTED = "rejected"
 EXPIRED = "expired"
 CANCELLED = "cancelled"
+# Replaced by a changed proposal for the same incident; its signatures do not carry over.
+SUPERSEDED = "superseded"
 # Not an approval status (the approval is approved): how it came to be, for the metrics.
 AUTO_APPROVED = "auto_approved"
-DECISION_OUTCOMES = (APPROVED, AUTO_APPROVED, REJECTED, EXPIRED, CANCELLED)
+DECISION_OUTCOMES = (APPROVED, AUTO_APPROVED, REJECTED, EXPIRED, CANCELLED, SUPERSEDED)
+_AUDIT_KINDS = {
+    REJECTED: AuditKind.REJECTED,
+    EXPIRED: AuditKind.EXPIRED,
+    CANCELLED: AuditKind.CANCELLED,
+    SUPERSEDED: AuditKind.SUPERSEDED,
+}
 
 
 @dataclass(frozen=True)
@@ -54,6 +64,8 @@ class Proposal:
     declared_risk: Risk | None = None
     requester_user_id: int | None = None
     evidence: dict[str, Any] | None = None
+    # The policy agent that proposed it (never a Telegram user, so it can never sign).
+    agent: str | None = None
 
 
 @dataclass(frozen=True)
@@ -145,6 +157,8 @@ class ApprovalService:
             requested_by=proposal.requested_by,
             requester_user_id=proposal.requester_user_id,
             evidence=proposal.evidence or {},
+            agent=proposal.agent,
+            operation_digest=operation_digest(op),
             status=PENDING,
             required_approvals=self._policy.current().quorum(risk),
             created_at=now,
@@ -159,12 +173,29 @@ class ApprovalService:
             f"needs {approval.required_approvals} approval(s)",
             actor=proposal.requested_by,
         )
+        audit_chain.record(
+            session,
+            AuditKind.PROPOSED,
+            approval_id=approval.id,
+            incident_id=incident.id,
+            actor=proposal.requested_by,
+            operation=approval.operation,
+            operation_digest=approval.operation_digest,
+            risk=approval.risk,
+            agent=proposal.agent,
+            required_approvals=approval.required_approvals,
+        )
         await enqueue(session, PLAN, ApprovalJob(approval_id=approval.id))
         return approval
 
     async def refuse(self, session: AsyncSession, approval: Approval, note: str) -> bool:
         """Close a pending approval whose plan the cluster refused: there is nothing to sign."""
         return await self._close(session, approval, CANCELLED, note)
+
+    async def supersede(self, session: AsyncSession, approval: Approval, note: str) -> bool:
+        """Close a pending approval that a changed proposal replaces: its signatures were
+        over another operation, so none of them carries over to the new one."""
+        return await self._close(session, approval, SUPERSEDED, note)
 
     async def decide(
         self,
@@ -267,10 +298,22 @@ class ApprovalService:
                 actor=tapper.display,
                 status="warning",
             )
+            audit_chain.record(
+                session,
+                AuditKind.TAP_REFUSED,
+                approval_id=approval.id,
+                incident_id=approval.incident_id,
+                actor=tapper.display,
+                user_id=tapper.user_id,
+                approve=approve,
+                reason=verdict.reason,
+            )
             return TapOutcome(refusal_text(verdict.reason), True, False)
         if not approve:
-            await self._close(session, approval, REJECTED, f"rejected by {tapper.display}")
-            session.add(_signature(approval.id, tapper, "reject"))
+            await self._close(
+                session, approval, REJECTED, f"rejected by {tapper.display}", actor=tapper
+            )
+            session.add(_signature(approval, tapper, "reject"))
             return TapOutcome("Rejected. Nothing will run.", False, True)
         if _is_requester(approval, tapper):
             return TapOutcome(
@@ -286,7 +329,7 @@ class ApprovalService:
             return TapOutcome(
                 f"You already approved this ({count}/{approval.required_approvals}).", True, False
             )
-        session.add(_signature(approval.id, tapper, "approve"))
+        session.add(_signature(approval, tapper, "approve"))
         await session.flush()
         lapsed_before = await approver_names(session, approval.id, lapsed=True)
         count, lapsed = await _recheck(session, approval, op, policy)
@@ -296,6 +339,17 @@ class ApprovalService:
             "approval_signed",
             f"approved by {tapper.display} ({count}/{approval.required_approvals})",
             actor=tapper.display,
+        )
+        audit_chain.record(
+            session,
+            AuditKind.SIGNED,
+            approval_id=approval.id,
+            incident_id=approval.incident_id,
+            actor=tapper.display,
+            user_id=tapper.user_id,
+            operation_digest=approval.operation_digest,
+            counted=count,
+            required=approval.required_approvals,
         )
         _record_lapsed(session, approval.incident_id, lapsed_before, lapsed)
         if count < approval.required_approvals:
@@ -348,13 +402,30 @@ class ApprovalService:
         timeline.record(
             session, approval.incident_id, "approval_granted", f"{note}; execution queued"
         )
+        audit_chain.record(
+            session,
+            AuditKind.APPROVED,
+            approval_id=approval.id,
+            incident_id=approval.incident_id,
+            note=note,
+            outcome=outcome,
+            operation=approval.operation,
+            operation_digest=approval.operation_digest,
+            approvers=await approver_names(session, approval.id),
+        )
         await enqueue(session, EXECUTE, ApprovalJob(approval_id=approval.id))
         await enqueue(session, LEARN, LearnJob(approval_id=approval.id, event="approved"))
         await enqueue(session, SYNC_CARD, IncidentJob(incident_id=approval.incident_id))
         return True
 
     async def _close(
-        self, session: AsyncSession, approval: Approval, status: str, note: str
+        self,
+        session: AsyncSession,
+        approval: Approval,
+        status: str,
+        note: str,
+        *,
+        actor: Tapper | None = None,
     ) -> bool:
         now = utcnow()
         result = await session.execute(
@@ -366,8 +437,19 @@ class ApprovalService:
         if result.rowcount != 1:  # type: ignore[attr-defined]
             return False
         self._metrics.approval_decided(status, (now - approval.created_at).total_seconds())
-        kind = {REJECTED: "approval_rejected", EXPIRED: "approval_expired"}.get(
-            status, "approval_cancelled"
+        kind = {
+            REJECTED: "approval_rejected",
+            EXPIRED: "approval_expired",
+            SUPERSEDED: "approval_superseded",
+        }.get(status, "approval_cancelled")
+        audit_chain.record(
+            session,
+            _AUDIT_KINDS.get(status, AuditKind.CANCELLED),
+            approval_id=approval.id,
+            incident_id=approval.incident_id,
+            actor=actor.display if actor else "opsgate",
+            note=note,
+            **({"user_id": actor.user_id} if actor else {}),
         )
         if status in (REJECTED, EXPIRED):
             await enqueue(session, LEARN, LearnJob(approval_id=approval.id, event=status))
@@ -498,12 +580,14 @@ def refusal_text(reason: str) -> str:
     return f"Not allowed. {reason}"
 
 
-def _signature(approval_id: str, tapper: Tapper, decision: str) -> Signature:
+def _signature(approval: Approval, tapper: Tapper, decision: str) -> Signature:
     return Signature(
-        approval_id=approval_id,
+        approval_id=approval.id,
         user_id=tapper.user_id,
         username=tapper.username,
         decision=decision,
+        # Over what the card showed when it was tapped: the approval's operation, fixed.
+        operation_digest=approval.operation_digest,
         created_at=utcnow(),
     )
 
@@ -536,7 +620,10 @@ async def _recheck(
     )
     count, lapsed = 0, []
     for sig in signatures:
-        sig.lapsed = lapse_reason(policy, sig.user_id, op, Risk(approval.risk))
+        if sig.operation_digest != approval.operation_digest:
+            sig.lapsed = "signed a different operation"
+        else:
+            sig.lapsed = lapse_reason(policy, sig.user_id, op, Risk(approval.risk))
         if sig.lapsed is None:
             count += 1
         else:

@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from opsgate.metrics import Metrics
 from opsgate.services import timeline
+from opsgate.services.agent_evidence import agent_card_fields
 from opsgate.services.card_quota import CardQuota
 from opsgate.services.chat import (
     AttemptLine,
@@ -37,7 +38,7 @@ from opsgate.services.digests import is_listed, schedule_digest
 from opsgate.services.execution import SUCCEEDED, approver_names, load_execution
 from opsgate.services.job_kinds import IncidentJob, ResultJob
 from opsgate.services.jobs import ClaimedJob, Lease, RetryJob
-from opsgate.services.learning import AUTO_REQUESTER, record_in, signature
+from opsgate.services.learning import AUTO_REQUESTER, proposer_signature, record_in, signature
 from opsgate.services.operation_specs import Plan, PlanState, blast_radius, inverse
 from opsgate.services.operations import Operation
 from opsgate.services.playbooks import REQUESTER_PREFIX as PLAYBOOK
@@ -220,6 +221,7 @@ async def build_card(
         auto_approved=approval.requested_by == AUTO_REQUESTER,
         approver_roles=tuple(roles),
         eligible=tuple(eligible),
+        **agent_card_fields(approval),
     )
 
 
@@ -289,7 +291,15 @@ async def _record(session: AsyncSession, incident: Incident, approval: Approval)
     record = await record_in(session, signature(incident), approval.action)
     origin = approval.requested_by
     source = f"playbook #{origin.removeprefix(PLAYBOOK)}, " if origin.startswith(PLAYBOOK) else ""
-    return f"{source}{record_text(record)}" if record or source else ""
+    line = f"{source}{record_text(record)}" if record or source else ""
+    if approval.agent:
+        # The agent's own record with this kind of alert, beside everyone's.
+        own = await record_in(
+            session, proposer_signature(approval.agent, incident), approval.action
+        )
+        mine = f"agent {approval.agent}: {record_text(own)}"
+        line = f"{line}; {mine}" if line else mine
+    return line
 
 
 async def result_view(

@@ -112,6 +112,10 @@ class CardView:
     silence: SilenceLine | None = None
     # An Alertmanager incident with labels to match: the card offers to silence it.
     silenceable: bool = False
+    # An AI agent's proposal: its name, rationale and first findings (the rest: /evidence).
+    agent: str = ""
+    rationale: str = ""
+    findings: tuple[tuple[str, str], ...] = ()
 
     @property
     def offers_buttons(self) -> bool:

@@ -22,7 +22,9 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from opsgate.metrics import Metrics
-from opsgate.services import timeline
+from opsgate.services import audit_chain, timeline
+from opsgate.services.action_digest import operation_digest
+from opsgate.services.audit_chain import AuditKind
 from opsgate.services.failures import Failure, classify
 from opsgate.services.job_kinds import (
     KNOWLEDGE,
@@ -163,6 +165,20 @@ class ExecutionService:
             assert approval is not None
             op = Operation.from_dict(approval.operation)
             now = utcnow()
+            changed = await _changed_since_signed(session, approval, op)
+            if changed is not None:
+                await self._finish(session, approval, execution, FAILED, changed)
+                audit_chain.record(
+                    session,
+                    AuditKind.ATTEMPT_ENDED,
+                    approval_id=approval_id,
+                    incident_id=approval.incident_id,
+                    attempt=execution.attempts,
+                    outcome="refused",
+                    error=changed,
+                )
+                log.error("execution_refused_changed", approval_id=approval_id, reason=changed)
+                return None
             if execution.status == RUNNING:
                 row = await _attempt_row(session, approval_id, execution.attempts)
                 if row is not None and row.phase == Phase.APPLYING:
@@ -215,6 +231,16 @@ class ExecutionService:
                 approval.incident_id,
                 "execution_started",
                 f"attempt {execution.attempts}/{execution.max_attempts}: {op.describe()}",
+            )
+            audit_chain.record(
+                session,
+                AuditKind.ATTEMPT_STARTED,
+                approval_id=approval_id,
+                incident_id=approval.incident_id,
+                attempt=execution.attempts,
+                operation=approval.operation,
+                operation_digest=approval.operation_digest,
+                approvers=approvers,
             )
             await enqueue(session, SYNC_CARD, IncidentJob(incident_id=approval.incident_id))
             return _Attempt(
@@ -282,6 +308,7 @@ class ExecutionService:
                     row.finished_at = now
                     row.detail = note
                 await self._finish(session, approval, execution, SUCCEEDED, note)
+                _audit_attempt(session, approval, attempt.number, SUCCEEDED, note)
                 log.warning("execution_proven_after_restart", approval_id=approval_id)
                 return
             note = (
@@ -293,6 +320,7 @@ class ExecutionService:
                 row.finished_at = now
                 row.error = note
             await self._finish(session, approval, execution, FAILED, note)
+            _audit_attempt(session, approval, attempt.number, "interrupted", note)
         log.error("execution_interrupted", approval_id=approval_id, attempt=attempt.number)
 
     async def _record(
@@ -323,6 +351,17 @@ class ExecutionService:
                     row.error = f"{stage}: {failure.message}"
                 else:
                     row.outcome = SUCCEEDED
+            _audit_attempt(
+                session,
+                approval,
+                attempt.number,
+                SUCCEEDED
+                if failure is None
+                else ("transient" if failure.transient else "permanent"),
+                detail if failure is None else f"{stage}: {failure.message}",
+                http_status=failure.http_status if failure else None,
+                duration_ms=duration_ms,
+            )
             execution.context = dict(attempt.context)
             if failure is None:
                 await self._finish(session, approval, execution, SUCCEEDED, detail)
@@ -397,6 +436,49 @@ class ExecutionService:
         self._metrics.execution_finished(
             Operation.from_dict(approval.operation).kind.value, status, took.total_seconds()
         )
+
+
+def _audit_attempt(
+    session: AsyncSession,
+    approval: Approval,
+    number: int,
+    outcome: str,
+    detail: str,
+    **extra: Any,
+) -> None:
+    audit_chain.record(
+        session,
+        AuditKind.ATTEMPT_ENDED,
+        approval_id=approval.id,
+        incident_id=approval.incident_id,
+        attempt=number,
+        outcome=outcome,
+        detail=detail,
+        **extra,
+    )
+
+
+async def _changed_since_signed(
+    session: AsyncSession, approval: Approval, op: Operation
+) -> str | None:
+    """Why the stored operation is not the one its approvers signed, or None when it is.
+
+    Approvals from before digests existed carry none, and neither do their signatures.
+    """
+    if approval.operation_digest is None:
+        return None
+    if operation_digest(op) != approval.operation_digest:
+        return "refused: the stored operation no longer matches the approved digest"
+    signed = await session.scalars(
+        select(Signature.operation_digest).where(
+            Signature.approval_id == approval.id,
+            Signature.decision == "approve",
+            Signature.lapsed.is_(None),
+        )
+    )
+    if any(digest != approval.operation_digest for digest in signed):
+        return "refused: a counted signature is over a different operation"
+    return None
 
 
 async def _attempt_row(

@@ -108,6 +108,9 @@ async def _record(session: AsyncSession, approval: Approval) -> dict[str, Any]:
             "risk": approval.risk,
             "description": approval.description,
             "requested_by": approval.requested_by,
+            # The AI agent that proposed it (its evidence is above), and what was signed.
+            "agent": approval.agent,
+            "operation_digest": approval.operation_digest,
         },
         "decision": {
             "outcome": approval.status,

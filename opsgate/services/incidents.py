@@ -18,6 +18,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from opsgate.services import timeline
+from opsgate.services.action_digest import operation_digest
 from opsgate.services.alertmanager import ACTION_ANNOTATION, RISK_ANNOTATION, AmAlert, AmPayload
 from opsgate.services.approvals import APPROVED, PENDING, ApprovalService, Proposal
 from opsgate.services.execution import FINAL_STATES
@@ -25,7 +26,7 @@ from opsgate.services.ids import new_incident_id
 from opsgate.services.job_kinds import EXTRACT_PLAYBOOK, SYNC_CARD, IncidentJob
 from opsgate.services.jobs import enqueue
 from opsgate.services.learning import AUTO_REQUESTER, record_in, signature
-from opsgate.services.operations import OperationRefused
+from opsgate.services.operations import OperationRefused, parse_operation
 from opsgate.services.playbooks import REQUESTER_PREFIX as PLAYBOOK_REQUESTER
 from opsgate.services.playbooks import PlaybookService
 from opsgate.services.policy_source import PolicySource
@@ -93,6 +94,10 @@ class ApiProposal:
 class ProposalResult:
     approval: Approval
     incident_id: str
+    # The pending approval this one replaced (the same proposer changed the operation).
+    superseded: str | None = None
+    # The same proposer sent the same operation again: nothing new was stored.
+    unchanged: bool = False
 
 
 class IncidentService:
@@ -392,6 +397,7 @@ class IncidentService:
         """Raises NotFound, Conflict, or OperationRefused (nothing is stored then)."""
         self.last_received_at = utcnow()
         requester = request.proposal.requested_by
+        superseded: str | None = None
         async with self._db.transaction() as session:
             if request.incident_id:
                 incident = await session.scalar(
@@ -399,7 +405,23 @@ class IncidentService:
                 )
                 if incident is None:
                     raise NotFound(f"incident {request.incident_id} does not exist")
-                if await _has_open_approval(session, incident.id):
+                pending = await session.scalar(
+                    select(Approval)
+                    .where(Approval.incident_id == incident.id, Approval.status == PENDING)
+                    .with_for_update()
+                )
+                if pending is not None and _same_proposer(pending, request.proposal):
+                    op = parse_operation(
+                        request.proposal.action, default_namespace=incident.namespace or "default"
+                    )
+                    if operation_digest(op) == pending.operation_digest:
+                        return ProposalResult(pending, incident.id, unchanged=True)
+                    # A changed proposal is a new approval: no signature carries over.
+                    await self._approvals.supersede(
+                        session, pending, f"replaced by a changed proposal: {op.describe()}"
+                    )
+                    superseded = pending.id
+                elif await _has_open_approval(session, incident.id):
                     raise Conflict(f"incident {incident.id} already has an open approval")
             else:
                 incident = self._new_incident(f"api:{uuid.uuid4()}", "api", request.labels)
@@ -421,8 +443,13 @@ class IncidentService:
             incident.updated_at = utcnow()
             await enqueue(session, SYNC_CARD, IncidentJob(incident_id=incident.id))
             incident_id = incident.id
-        log.info("approval_proposed", incident_id=incident_id, approval_id=approval.id)
-        return ProposalResult(approval, incident_id)
+        log.info(
+            "approval_proposed",
+            incident_id=incident_id,
+            approval_id=approval.id,
+            superseded=superseded,
+        )
+        return ProposalResult(approval, incident_id, superseded=superseded)
 
 
 def _alert_values(am: AmAlert) -> dict[str, Any]:
@@ -493,6 +520,12 @@ def _link_refire(session: AsyncSession, previous: Incident, incident: Incident) 
         actor="alertmanager",
         status="warning",
     )
+
+
+def _same_proposer(approval: Approval, proposal: Proposal) -> bool:
+    if approval.agent is not None or proposal.agent is not None:
+        return approval.agent == proposal.agent
+    return approval.requested_by.strip().lower() == proposal.requested_by.strip().lower()
 
 
 async def _has_open_approval(session: AsyncSession, incident_id: str) -> bool:

@@ -78,8 +78,11 @@ class KnowledgeService:
             entry.updated_at = now
         log.info("knowledge_written", approval_id=approval.id, incident_id=incident.id)
 
-    async def search(self, words: str, limit: int = SEARCH_LIMIT) -> list[SearchHit]:
-        """The best matches that are not archived; each one returned counts as referenced."""
+    async def search(
+        self, words: str, limit: int = SEARCH_LIMIT, *, count_reference: bool = True
+    ) -> list[SearchHit]:
+        """The best matches that are not archived; each one returned counts as referenced
+        (unless ``count_reference`` is off: an agent's read tools change nothing)."""
         terms = _WORD.findall(words)[:12]
         if not terms:
             return []
@@ -110,7 +113,7 @@ class KnowledgeService:
             hits = [
                 SearchHit(r.id, r.incident_id, r.title, _lines(r.snippet), r.status) for r in rows
             ]
-            if hits:
+            if hits and count_reference:
                 await session.execute(
                     update(KnowledgeEntry)
                     .where(KnowledgeEntry.id.in_([h.entry_id for h in hits]))

@@ -4,6 +4,10 @@ Every fact arrives as a durable ``learn`` job naming an approval and an event; e
 counted once (``learning_applied``), so a retried job never counts twice, and a failure here
 never touches the result already posted.
 
+An agent's proposals are also counted per proposer: the same statistics on a row whose
+signature starts with ``agent:<name>|`` (``proposer_signature``), so an agent's record with
+one kind of alert is its own, beside the playbook's record that every proposer shares.
+
 Trust is an exponentially weighted moving average of verified outcomes:
 ``trust <- ALPHA * score + (1 - ALPHA) * trust``, starting at ``INITIAL_TRUST``, with score 1.0
 for a verified success, 0.5 for degraded, 0.0 for failed, timeout or a "wrong diagnosis" tap.
@@ -55,6 +59,11 @@ def signature(incident: Incident) -> str:
 
 def signature_of(alertname: str, namespace: str, service: str) -> str:
     return "|".join((alertname, namespace, service))[:255]
+
+
+def proposer_signature(agent: str, incident: Incident) -> str:
+    """The statistics key of one agent's proposals for this kind of alert."""
+    return f"agent:{agent}|{signature(incident)}"[:255]
 
 
 NOT_HERE = "This button does not belong here."
@@ -116,27 +125,12 @@ class LearningService:
         if event in (REJECTED, EXPIRED):
             await _count(session, sig, "human_rejected" if event == REJECTED else "expired")
             return
-        stat = await _stat(session, sig, approval.action)
-        stat.updated_at = utcnow()
         execution = await session.get(Execution, approval.id)
-        if event == EXECUTED and execution is not None:
-            stat.attempts += 1
-            stat.successes += execution.status == "succeeded"
-        elif event == VERIFIED and execution is not None and execution.verification_status:
-            outcome = execution.verification_status
-            field = f"verified_{outcome}"
-            if hasattr(stat, field):
-                setattr(stat, field, getattr(stat, field) + 1)
-            if outcome in SCORES:
-                stat.trust = ewma(stat.trust, SCORES[outcome])
-            if outcome == "success" and execution.verified_at is not None:
-                stat.recoveries += 1
-                stat.recovery_seconds_total += (
-                    execution.verified_at - incident.created_at
-                ).total_seconds()
-        elif event == WRONG_DIAGNOSIS:
-            stat.wrong_diagnoses += 1
-            stat.trust = ewma(stat.trust, 0.0)
+        sigs = [sig]
+        if approval.agent:
+            sigs.append(proposer_signature(approval.agent, incident))
+        for each in sigs:
+            _learn(await _stat(session, each, approval.action), event, execution, incident)
 
     async def record_feedback(
         self, approval_id: str, who: str, *, origin: MessageRef | None, origin_offers_it: bool
@@ -173,6 +167,29 @@ class LearningService:
     async def record_for(self, signature_: str, operation: str) -> PlaybookRecord | None:
         async with self._db.transaction() as session:
             return await record_in(session, signature_, operation)
+
+
+def _learn(stat: PlaybookStat, event: str, execution: Execution | None, incident: Incident) -> None:
+    """One outcome into one statistics row."""
+    stat.updated_at = utcnow()
+    if event == EXECUTED and execution is not None:
+        stat.attempts += 1
+        stat.successes += execution.status == "succeeded"
+    elif event == VERIFIED and execution is not None and execution.verification_status:
+        outcome = execution.verification_status
+        field = f"verified_{outcome}"
+        if hasattr(stat, field):
+            setattr(stat, field, getattr(stat, field) + 1)
+        if outcome in SCORES:
+            stat.trust = ewma(stat.trust, SCORES[outcome])
+        if outcome == "success" and execution.verified_at is not None:
+            stat.recoveries += 1
+            stat.recovery_seconds_total += (
+                execution.verified_at - incident.created_at
+            ).total_seconds()
+    elif event == WRONG_DIAGNOSIS:
+        stat.wrong_diagnoses += 1
+        stat.trust = ewma(stat.trust, 0.0)
 
 
 async def record_in(session: AsyncSession, sig: str, operation: str) -> PlaybookRecord | None:

@@ -18,6 +18,7 @@ from pydantic import (
     field_validator,
 )
 
+from opsgate.services.agents import AgentRule
 from opsgate.services.operation_specs import DEFAULT_RISK
 from opsgate.services.operations import Operation, OperationKind
 from opsgate.services.risk import Risk
@@ -137,6 +138,8 @@ class PolicyDocument(BaseModel):
     result_subscribers: list[int] = Field(default_factory=list)
     result_notifiers: list[str] = Field(default_factory=list)
     notifiers: dict[str, NotifierRule] = Field(default_factory=dict)
+    # AI agents that may propose (never approve); see services/agents.py.
+    agents: dict[str, AgentRule] = Field(default_factory=dict)
 
     @field_validator("quorum")
     @classmethod
@@ -383,6 +386,10 @@ class Policy:
     @property
     def notifiers(self) -> dict[str, NotifierRule]:
         return dict(self._doc.notifiers)
+
+    @property
+    def agents(self) -> dict[str, AgentRule]:
+        return dict(self._doc.agents)
 
     def who_may_approve(self, op: Operation, risk: Risk) -> tuple[list[str], list[str]]:
         """The roles that allow ``op`` at ``risk``, and the names of the users holding one."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -91,6 +92,19 @@ class IncidentQueries:
                 )
             )
         return found
+
+    async def agent_evidence(self, incident_id: str) -> tuple[str, dict[str, Any]] | None:
+        """The latest agent proposal's agent and evidence, or None when no agent proposed."""
+        async with self._db.read() as session:
+            row = (
+                await session.execute(
+                    select(Approval.agent, Approval.evidence)
+                    .where(Approval.incident_id == incident_id, Approval.agent.is_not(None))
+                    .order_by(Approval.created_at.desc())
+                    .limit(1)
+                )
+            ).first()
+        return None if row is None else (str(row[0]), dict(row[1] or {}))
 
     async def open_incidents(self, offset: int, limit: int) -> IncidentPage:
         """Firing incidents, newest first, with the state of their latest approval."""

@@ -37,6 +37,7 @@ async def test_commands_are_registered(rig: Rig) -> None:
         "pending",
         "audit",
         "kb",
+        "evidence",
         "playbooks",
         "status",
         "whoami",

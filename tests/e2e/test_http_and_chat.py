@@ -71,7 +71,11 @@ async def test_api_proposal_on_an_alertmanager_incident(rig: Rig) -> None:
     assert response.status_code == 201, response.text
     status = response.json()
     assert status["action"] == "kubectl rollout restart deployment/checkout -n shop"
-    assert (await rig.client.post("/api/v1/approvals", json=body)).status_code == 409
+    # The same proposal again is the same approval; another proposer's is a conflict.
+    again = await rig.client.post("/api/v1/approvals", json=body)
+    assert again.json()["approval_id"] == status["approval_id"]
+    other = {**body, "requested_by": "someone-else"}
+    assert (await rig.client.post("/api/v1/approvals", json=other)).status_code == 409
     with_buttons = await rig.wait_text(card.message_id, "Approvals 0/1")
     assert approve_data(with_buttons)
     fetched = await rig.client.get(f"/api/v1/approvals/{status['approval_id']}")

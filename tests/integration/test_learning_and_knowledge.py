@@ -13,6 +13,7 @@ from opsgate.services.job_kinds import KNOWLEDGE, LEARN, ApprovalJob, LearnJob
 from opsgate.services.knowledge import KnowledgeService
 from opsgate.services.learning import NOT_HERE, LearningService, signature
 from opsgate.services.operations import parse_operation
+from opsgate.services.playbooks import record_text
 from opsgate.services.storage.db import Database
 from opsgate.services.storage.models import (
     Approval,
@@ -39,6 +40,7 @@ async def _case(
     alertname: str = "CheckoutErrors",
     action: str = ACTION,
     service: str = "checkout",
+    agent: str | None = None,
 ) -> str:
     """One incident with one approval (and execution), as the approval loop leaves them."""
     incident_id, approval_id = f"INC-TEST{n:04d}", f"ap{n:08d}"
@@ -68,7 +70,8 @@ async def _case(
                 action=action,
                 operation=parse_operation(action).to_dict(),
                 risk="medium",
-                requested_by="alertmanager",
+                requested_by=f"agent:{agent}" if agent else "alertmanager",
+                agent=agent,
                 status=status,
                 required_approvals=1,
                 created_at=T0,
@@ -155,6 +158,37 @@ async def test_trust_counts_and_recovery_match_hand_computed_values(database: Da
         stat = await session.scalar(select(PlaybookStat))
     assert stat is not None and stat.wrong_diagnoses == 1
     assert stat.trust == pytest.approx(0.7 * 0.6185)
+
+
+async def test_an_agents_record_is_kept_beside_the_shared_one(database: Database) -> None:
+    learning = LearningService(database)
+    cases = [("holmes", "success"), ("holmes", "success"), ("holmes", "failed"), (None, "success")]
+    for n, (agent, verified) in enumerate(cases):
+        approval_id = await _case(database, n, verified=verified, agent=agent)
+        for event in ("approved", "executed", "verified"):
+            await learning.run_job(
+                await held_job(database, LEARN, LearnJob(approval_id=approval_id, event=event))
+            )
+    await learning.run_job(
+        await held_job(database, LEARN, LearnJob(approval_id="ap00000000", event="wrong_diagnosis"))
+    )
+    shared = await learning.record_for("CheckoutErrors|shop|checkout", ACTION)
+    holmes = await learning.record_for("agent:holmes|CheckoutErrors|shop|checkout", ACTION)
+    assert shared is not None and holmes is not None
+    assert (shared.attempts, shared.verified_success, shared.verified_total) == (4, 3, 4)
+    assert (holmes.attempts, holmes.verified_success, holmes.verified_total) == (3, 2, 3)
+    # holmes: 0.5 -> 0.65 -> 0.755 -> 0.7*0.755 = 0.5285, wrong diagnosis -> 0.36995
+    assert holmes.trust == pytest.approx(0.36995)
+    # shared: ... 0.5285 -> 0.3 + 0.7*0.5285 = 0.66995, wrong diagnosis -> 0.468965
+    assert shared.trust == pytest.approx(0.468965)
+    assert record_text(holmes) == "worked 2/3, trust 0.37"
+    async with database.read() as session:
+        wrong = await session.scalar(
+            select(PlaybookStat.wrong_diagnoses).where(
+                PlaybookStat.signature == "agent:holmes|CheckoutErrors|shop|checkout"
+            )
+        )
+    assert wrong == 1
 
 
 async def test_signature_is_alert_name_namespace_service() -> None:

@@ -163,7 +163,7 @@ async def test_a_burst_of_cards_fits_the_group_limit_in_about_the_least_time(
     started = loop.time()
 
     refs = await asyncio.gather(
-        *(sender.post_card(ChatTarget(GROUP), card(f"INC-{n:02}")) for n in range(25))
+        *(sender.post_card(ChatTarget(GROUP), card(f"INC-{n:04}")) for n in range(25))
     )
 
     elapsed = loop.time() - started
@@ -270,7 +270,7 @@ async def test_the_most_urgent_waiting_call_goes_first(
     # Queued least urgent first, while the chat's budget is spent.
     calls = [
         sender.send_result_copy(target, replace(RESULT, incident_id="INC-COPY")),
-        sender.post_card(target, card("INC-NEW")),
+        sender.post_card(target, card("INC-NEWCARD")),
         sender.edit_card(ref, card("INC-FLOOD", summary="edited")),
         sender.send_result(target, ref.message_id, RESULT),
         sender.send_html(GROUP, "<b>command answer</b>"),
@@ -291,7 +291,7 @@ def _which(text: str) -> str:
     for marker, name in (
         ("command answer", "command"),
         ("INC-RES", "result"),
-        ("INC-NEW", "new card"),
+        ("INC-NEWCARD", "new card"),
         ("INC-COPY", "copy"),
     ):
         if marker in text:
@@ -331,7 +331,7 @@ async def test_two_replicas_share_one_budget_through_redis(
         ]
         await asyncio.gather(
             *(
-                replica.post_card(ChatTarget(GROUP), card(f"INC-R{r}-{n}"))
+                replica.post_card(ChatTarget(GROUP), card(f"INC-R{r}N{n:02}"))
                 for r, replica in enumerate(replicas)
                 for n in range(8)
             )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import fcntl
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -66,6 +66,9 @@ class Database:
         async with self.sessions() as session:
             async with session.begin():
                 yield session
+                # Last, so whatever lock a writer takes is the transaction's last one.
+                for writer in session.info.pop(_BEFORE_COMMIT, {}).values():
+                    await writer(session)
             for topic in session.info.pop(_AFTER_COMMIT, ()):
                 for listener in self._commit_listeners.get(topic, ()):
                     listener()
@@ -176,6 +179,7 @@ class Database:
 
 
 _AFTER_COMMIT = "opsgate_after_commit"
+_BEFORE_COMMIT = "opsgate_before_commit"
 # The execution option that marks the connections of ``Database.read``.
 _READ_ONLY = "opsgate_read_only"
 
@@ -184,6 +188,20 @@ def after_commit(session: AsyncSession, topic: str) -> None:
     """Mark the session's transaction: once it commits, ``topic``'s listeners are told."""
     topics: set[str] = session.info.setdefault(_AFTER_COMMIT, set())
     topics.add(topic)
+
+
+def before_commit(
+    session: AsyncSession, name: str, writer: Callable[[AsyncSession], Awaitable[None]]
+) -> None:
+    """Run ``writer`` once, at the end of the session's transaction, just before its commit.
+
+    For writes that must be the transaction's last (the audit chain takes its head row's lock
+    there, so no transaction waits for another lock while holding it). One writer per name.
+    """
+    writers: dict[str, Callable[[AsyncSession], Awaitable[None]]] = session.info.setdefault(
+        _BEFORE_COMMIT, {}
+    )
+    writers.setdefault(name, writer)
 
 
 def _serialise_sqlite_writers(engine: AsyncEngine) -> None:

@@ -192,6 +192,10 @@ class Approval(Base):
     requested_by: Mapped[str] = mapped_column(Text)
     requester_user_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     evidence: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # The agent identity (from the policy's agents) that proposed it; None for people/alerts.
+    agent: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # sha256 of the exact operation (services/action_digest.py); what every signature is over.
+    operation_digest: Mapped[str | None] = mapped_column(String(64), nullable=True)
     status: Mapped[str] = mapped_column(String(16), index=True)
     required_approvals: Mapped[int] = mapped_column(Integer)
     created_at: Mapped[datetime]
@@ -212,6 +216,8 @@ class Signature(Base):
     user_id: Mapped[int] = mapped_column(BigInteger)
     username: Mapped[str] = mapped_column(Text, default="")
     decision: Mapped[str] = mapped_column(String(16))
+    # The approval's operation digest the signer saw: a signature counts only for it.
+    operation_digest: Mapped[str | None] = mapped_column(String(64), nullable=True)
     created_at: Mapped[datetime]
     # Why the signature stopped counting under the policy in force; None while it counts.
     lapsed: Mapped[str | None] = mapped_column(Text, default=None)
@@ -272,6 +278,33 @@ class ExecutionAttempt(Base):
     http_status: Mapped[int | None] = mapped_column(Integer, nullable=True)
     error: Mapped[str] = mapped_column(Text, default="")
     detail: Mapped[str] = mapped_column(Text, default="")
+
+
+class AuditRecord(Base):
+    """One link of the tamper-evident audit chain (see services/audit_chain.py)."""
+
+    __tablename__ = "audit_chain"
+
+    # Gapless, assigned under the head row's lock: the chain's order.
+    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    at: Mapped[datetime]
+    kind: Mapped[str] = mapped_column(String(32))
+    approval_id: Mapped[str | None] = mapped_column(String(16), nullable=True, index=True)
+    incident_id: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    actor: Mapped[str] = mapped_column(Text, default="")
+    data: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64))
+
+
+class AuditHead(Base):
+    """The chain's one head row: its lock serialises appends across replicas."""
+
+    __tablename__ = "audit_chain_head"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    seq: Mapped[int] = mapped_column(BigInteger, default=0)
+    hash: Mapped[str] = mapped_column(String(64))
 
 
 class TimelineEvent(Base):

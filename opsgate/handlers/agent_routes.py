@@ -1,0 +1,71 @@
+"""REST for AI agents without MCP: the same gateway calls, under /api/v1/agent/, each
+authenticated by the agent's own bearer token (not the API token)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
+
+from opsgate.services.agent_gateway import (
+    MAX_WAIT_SECONDS,
+    AgentGateway,
+    AgentProposalRequest,
+    AgentRefused,
+    NotVisible,
+)
+from opsgate.services.agents import Agent
+
+
+def agent_router(gateway: AgentGateway) -> APIRouter:
+    router = APIRouter(prefix="/api/v1/agent", tags=["agents"])
+
+    def agent(request: Request) -> Agent:
+        found = gateway.authenticate(request.headers.get("authorization", ""))
+        if found is None:
+            raise HTTPException(
+                401, "missing or unknown agent token", headers={"WWW-Authenticate": "Bearer"}
+            )
+        return found
+
+    # A default, not an Annotated alias: with postponed annotations FastAPI resolves names
+    # from the module, where a local alias is not found.
+    caller_dependency = Depends(agent)
+
+    @router.get("/operations")
+    async def operations(caller: Agent = caller_dependency) -> dict[str, Any]:
+        """The allowlist, with what this agent may propose."""
+        return {"agent": caller.name, "operations": gateway.operations(caller)}
+
+    @router.post("/proposals", status_code=201)
+    async def propose(
+        body: AgentProposalRequest, caller: Agent = caller_dependency
+    ) -> dict[str, Any]:
+        """Propose a remediation; 403 with the reason when it is outside the agent's scope
+        (nothing is stored, no card is posted)."""
+        try:
+            proposed = await gateway.propose(caller, body)
+        except AgentRefused as exc:
+            raise HTTPException(403, str(exc)) from None
+        except NotVisible as exc:
+            raise HTTPException(404, str(exc)) from None
+        return {
+            **proposed.approval,
+            "superseded": proposed.superseded,
+            "unchanged": proposed.unchanged,
+        }
+
+    @router.get("/proposals/{approval_id}")
+    async def show(
+        approval_id: str,
+        caller: Agent = caller_dependency,
+        wait: Annotated[float, Query(ge=0, le=MAX_WAIT_SECONDS)] = 0,
+    ) -> dict[str, Any]:
+        """The proposal; with ``wait`` (seconds, at most 60) once it is final or the wait ran
+        out (``final`` tells which)."""
+        try:
+            return await gateway.wait(caller, approval_id, wait)
+        except NotVisible as exc:
+            raise HTTPException(404, str(exc)) from None
+
+    return router
