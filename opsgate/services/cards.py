@@ -365,6 +365,20 @@ class CardPublisher:
             view = await build_card(session, incident, self._policy)
             target = ChatTarget(incident.chat_id, incident.thread_id)
             message_id = incident.message_id
+            unconfirmed = (
+                await session.scalar(
+                    select(func.max(TimelineEvent.at)).where(
+                        TimelineEvent.incident_id == incident_id,
+                        TimelineEvent.kind == "card_delivery_unknown",
+                    )
+                )
+                if message_id is None
+                else None
+            )
+        if unconfirmed is not None and utcnow() < unconfirmed + self._unknown_card_wait:
+            # Whichever job asks (a vote, the plan, a repeat): a card that may be in the chat
+            # already is not posted again until the wait is over.
+            raise RetryJob(unconfirmed + self._unknown_card_wait, "card delivery unknown")
         if message_id is not None:
             try:
                 await self._chat.edit_card(

