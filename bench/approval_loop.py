@@ -18,10 +18,10 @@ import time
 from pathlib import Path
 
 from opsgate.logs import configure_logging
+from opsgate.sandbox.kube_api import FakeKube
+from opsgate.sandbox.telegram_api import FakeMessage, FakeTelegram
 from tests.builders import ALICE, alert, am_payload, policy
 from tests.e2e.rig import CHAT_ID, Rig
-from tests.fakes.kube_api import FakeKube
-from tests.fakes.telegram_api import FakeMessage, FakeTelegram
 
 
 def _summary(name: str, samples: list[float]) -> str:

@@ -8,8 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from opsgate.sandbox.telegram_api import FakeTelegram
 from opsgate.settings import Settings
-from tests.fakes.telegram_api import FakeTelegram
 
 START_TIMEOUT_SECONDS = 60.0
 REPO_ROOT = Path(__file__).resolve().parents[1]

@@ -5,7 +5,7 @@
 
 Two servers run as subprocesses, each on one loopback socket: opsgate's real FastAPI app (from
 ``build_app``, served by uvicorn the way ``Runtime`` serves it, with the Telegram and
-Kubernetes stand-ins from tests/fakes, logging JSON at opsgate's default level) and a bare
+Kubernetes stand-ins from opsgate/sandbox, logging JSON at opsgate's default level) and a bare
 FastAPI+uvicorn endpoint that parses the body and answers. This process fires the payloads at
 concurrency 50, in blocks interleaved A B A B over the rounds, so both see the same machine
 noise: first new alert groups, then re-sends of one group that change nothing. It prints
@@ -51,10 +51,10 @@ from fastapi import FastAPI, Request
 from bench.children import cpu_seconds
 from opsgate.app import build_app, load_kube_client, migrate_database
 from opsgate.logs import configure_logging
+from opsgate.sandbox.kube_api import FakeKube
+from opsgate.sandbox.telegram_api import FakeTelegram
 from opsgate.settings import Settings
 from tests.builders import alert, am_payload, policy_source
-from tests.fakes.kube_api import FakeKube
-from tests.fakes.telegram_api import FakeTelegram
 
 MAX_REQUESTS = 2000
 TOKEN = "bench-webhook-token"

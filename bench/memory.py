@@ -3,7 +3,7 @@
     .venv/bin/python -m bench.memory [--rounds 3] [--alerts 200] [--settle 5]
                                      [--env NAME=VALUE ...]
 
-Both run as child processes against the Telegram stand-in of tests/fakes (which runs in this
+Both run as child processes against the Telegram stand-in of opsgate/sandbox (which runs in this
 process, with the Kubernetes stand-in): opsgate exactly as the tests start it
 (``python -m opsgate.cli serve``, SQLite in a fresh file, polling, job runner on), and a bare
 bot that only polls and answers ``/start``. Rounds interleave them (opsgate first in odd rounds,
@@ -31,10 +31,10 @@ from pathlib import Path
 
 import httpx
 
+from opsgate.sandbox.kube_api import FakeKube
+from opsgate.sandbox.telegram_api import FakeTelegram
 from tests.builders import alert, am_payload
 from tests.e2e.rig import CHAT_ID, WEBHOOK_TOKEN
-from tests.fakes.kube_api import FakeKube
-from tests.fakes.telegram_api import FakeTelegram
 from tests.procs import REPO_ROOT, OpsgateProcess, OpsgateProcesses, serve_env
 
 # What deploy/Dockerfile sets for the serve process's memory.

@@ -8,7 +8,7 @@ Alertmanager by its own. Each round fires a storm for opsgate (``opsgate serve``
 process, SQLite, default flood limits and polling intervals), then the same storm for
 Alertmanager's ``telegram_configs`` (``api_url`` pointed at a second stand-in), A B A B.
 
-Both Telegram stand-ins (tests/fakes) enforce the flood limit the stand-in models, per chat:
+Both Telegram stand-ins (opsgate/sandbox) enforce the flood limit the stand-in models, per chat:
 at most 20 messages (sends and edits) in any 60 seconds, answered 429 with ``retry_after``
 beyond it. An incident is visible once a sendMessage or editMessageText carried out in its
 chat names it (opsgate: its incident id or alertname, so a card or a digest line;
@@ -40,12 +40,12 @@ import yaml
 from sqlalchemy import select
 
 from bench.children import PRODUCTION_SETTINGS, rss_mib, start_bare_bot, stop_process, wait_polling
+from opsgate.sandbox.kube_api import FakeKube
+from opsgate.sandbox.telegram_api import FakeTelegram
 from opsgate.services.storage.db import Database
 from opsgate.services.storage.models import Incident
 from tests.builders import policy_document
 from tests.e2e.rig import CHAT_ID, WEBHOOK_TOKEN
-from tests.fakes.kube_api import FakeKube
-from tests.fakes.telegram_api import FakeTelegram
 from tests.procs import OpsgateProcesses, free_port, serve_env
 
 BINARY = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")

@@ -4,7 +4,7 @@
                                    [--timeline-events 1000] [--timeline-commands 5]
                                    [--database-url URL]
 
-Two bots run as child processes, each polling its own Telegram stand-in (tests/fakes) in this
+Two bots run as child processes, each polling its own Telegram stand-in (opsgate/sandbox) in this
 process: a real ``opsgate serve`` (a fresh SQLite file, or a scratch PostgreSQL database
 given as for bench.ingest; the test policy plus approvers; its default flood limits and
 polling intervals) and ``bench.bare_bot``, whose only handler answers.
@@ -46,12 +46,12 @@ from bench.children import (
     stop_process,
     wait_polling,
 )
+from opsgate.sandbox.kube_api import FakeKube
+from opsgate.sandbox.telegram_api import FakeMessage, FakeTelegram, FakeUser
 from opsgate.services import timeline
 from opsgate.services.storage.db import Database
 from tests.builders import ALICE, alert, am_payload, policy_document
 from tests.e2e.rig import CHAT_ID, WEBHOOK_TOKEN
-from tests.fakes.kube_api import FakeKube
-from tests.fakes.telegram_api import FakeMessage, FakeTelegram, FakeUser
 from tests.procs import OpsgateProcess, OpsgateProcesses, serve_env
 
 TARGETS = ("opsgate", "bare")

@@ -20,9 +20,9 @@ from pathlib import Path
 
 import httpx
 
+from opsgate.sandbox.kube_api import FakeKube
+from opsgate.sandbox.telegram_api import FakeTelegram
 from tests.e2e.rig import stand_in_settings
-from tests.fakes.kube_api import FakeKube
-from tests.fakes.telegram_api import FakeTelegram
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 OUTPUT_TAIL_CHARS = 4000

@@ -5,10 +5,10 @@ from pathlib import Path
 
 import pytest
 
+from opsgate.sandbox.kube_api import FakeKube
+from opsgate.sandbox.telegram_api import FakeTelegram
 from tests.builders import policy
 from tests.e2e.rig import CHAT_ID, Rig
-from tests.fakes.kube_api import FakeKube
-from tests.fakes.telegram_api import FakeTelegram
 
 
 @pytest.fixture

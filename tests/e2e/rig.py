@@ -12,13 +12,13 @@ import httpx
 from sqlalchemy import select
 
 from opsgate.app import Runtime, build_app, load_kube_client
+from opsgate.sandbox.kube_api import FakeKube
+from opsgate.sandbox.telegram_api import FakeMessage, FakeTelegram
 from opsgate.services.policy import Policy
 from opsgate.services.policy_source import PolicySource
 from opsgate.services.storage.db import Database
 from opsgate.services.storage.models import Incident
 from opsgate.settings import Settings
-from tests.fakes.kube_api import FakeKube
-from tests.fakes.telegram_api import FakeMessage, FakeTelegram
 
 CHAT_ID = -1001234567890
 WEBHOOK_TOKEN = "test-webhook-token"

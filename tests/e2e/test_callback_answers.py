@@ -3,10 +3,10 @@ so the spinner on the user's phone stops with the answer."""
 
 from __future__ import annotations
 
+from opsgate.sandbox.telegram_api import ApiCall
 from tests.builders import ALICE, am_payload
 from tests.e2e.rig import CHAT_ID, Rig
 from tests.e2e.test_approval_loop import approve_data
-from tests.fakes.telegram_api import ApiCall
 
 
 def answer_calls(rig: Rig) -> list[ApiCall]:

@@ -7,13 +7,13 @@ import asyncio
 
 from sqlalchemy import select, update
 
+from opsgate.sandbox.telegram_api import FakeMessage
 from opsgate.services.approvals import DUPLICATE, NOT_HERE
 from opsgate.services.storage.db import Database
 from opsgate.services.storage.models import Incident, TimelineEvent
 from tests.builders import ALICE, alert, am_payload, decision_buttons
 from tests.e2e.rig import CHAT_ID, Rig
 from tests.e2e.test_approval_loop import approve_data, real_writes
-from tests.fakes.telegram_api import FakeMessage
 
 OTHER_CHAT = -1005550001
 GROUP = '{}:{alertname="CheckoutErrors"}'

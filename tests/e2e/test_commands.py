@@ -10,13 +10,13 @@ import pytest
 import yaml
 from sqlalchemy import insert
 
+from opsgate.sandbox.telegram_api import FakeMessage
 from opsgate.services.policy import Policy, PolicyDocument
 from opsgate.services.storage.db import Database
 from opsgate.services.storage.models import Approval, Execution, Incident, TimelineEvent
 from tests.builders import ALICE, BOB, MALLORY, VIEWER, alert, am_payload, policy_document
 from tests.e2e.rig import CHAT_ID, Rig
 from tests.e2e.test_approval_loop import approve_data
-from tests.fakes.telegram_api import FakeMessage
 
 BUSY = "INC-BUSY0001"
 T0 = datetime(2026, 3, 1, tzinfo=UTC)

@@ -4,6 +4,7 @@ before the real call; and Undo under a result, proposed for approval like any ac
 from __future__ import annotations
 
 from opsgate.bot.callback_data import UndoAction, encode
+from opsgate.sandbox.telegram_api import FakeMessage
 from tests.builders import (
     ALICE,
     BOB,
@@ -17,7 +18,6 @@ from tests.builders import (
 )
 from tests.e2e.rig import CHAT_ID, Rig
 from tests.e2e.test_approval_loop import approve_data
-from tests.fakes.telegram_api import FakeMessage
 
 RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"
 SCALE = "kubectl scale deployment/checkout --replicas=6 -n shop"

@@ -7,11 +7,11 @@ from typing import Any
 
 import yaml
 
+from opsgate.sandbox.telegram_api import FakeMessage
 from opsgate.services.policy import Policy, PolicyDocument
 from tests.builders import ALICE, BOB, CAROL, alert, am_payload, policy, policy_document
 from tests.e2e.rig import CHAT_ID, Rig
 from tests.e2e.test_approval_loop import approve_data, real_writes
-from tests.fakes.telegram_api import FakeMessage
 
 UNDO = "kubectl rollout undo deployment/checkout -n shop"
 LAPSED = "Signature of @alice no longer counts (not in the policy any more)"

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import re
 
+from opsgate.sandbox.telegram_api import FakeMessage
 from tests.builders import CAROL, alert, am_payload
 from tests.e2e.rig import CHAT_ID, Rig
 from tests.e2e.test_approval_loop import approve_data
 from tests.e2e.test_commands import ask
 from tests.e2e.test_playbooks import GROUP, fix_and_resolve, wait_playbooks
-from tests.fakes.telegram_api import FakeMessage
 
 FIRING = am_payload(GROUP, alert("a"))
 RESOLVED = am_payload(GROUP, alert("a", status="resolved"))

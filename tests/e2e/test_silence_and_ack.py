@@ -14,6 +14,7 @@ import httpx
 import pytest
 from sqlalchemy import select
 
+from opsgate.sandbox.telegram_api import FakeMessage
 from opsgate.services.storage.db import Database
 from opsgate.services.storage.models import Silence, TimelineEvent
 from tests.alertmanager_proc import AMTOOL, needs_alertmanager, running_alertmanager
@@ -21,7 +22,6 @@ from tests.builders import ALICE, BOB, VIEWER, am_payload
 from tests.e2e.rig import CHAT_ID, WEBHOOK_TOKEN, Rig
 from tests.e2e.test_commands import ask
 from tests.e2e.test_real_alertmanager import CONFIG
-from tests.fakes.telegram_api import FakeMessage
 from tests.procs import free_port
 
 pytestmark = needs_alertmanager

@@ -4,10 +4,10 @@ posts a waiting incident's card, which is the one taps decide on."""
 
 from __future__ import annotations
 
+from opsgate.sandbox.telegram_api import FakeMessage
 from tests.builders import ALICE, alert, am_payload
 from tests.e2e.rig import CHAT_ID, Rig
 from tests.e2e.test_approval_loop import approve_data
-from tests.fakes.telegram_api import FakeMessage
 from tests.job_helpers import run_waiting_card_jobs
 
 STORM = 40
@@ -73,7 +73,10 @@ async def test_a_storm_shows_every_incident_as_a_card_or_a_digest_line(rig_facto
     for digest in found:
         kinds = ["critical" in line for line in digest.plain_text.splitlines() if "• " in line]
         assert kinds == sorted(kinds, reverse=True)
-    assert sum("critical" in line for line in lines) == 3
+    # Which incidents win the quota depends on when their plans are read; wherever the
+    # critical ones went, each of them is shown exactly once.
+    critical_cards = sum("· critical ·" in card.plain_text for card in rig.cards())
+    assert sum("critical" in line for line in lines) + critical_cards == 3
     assert all("card waiting" in line for line in lines)
     refused = [c for c in rig.telegram.calls if c.status == 429]
     assert len(refused) <= 1, refused

@@ -9,7 +9,7 @@ from typing import Any
 
 from aiohttp import web
 
-from tests.fakes.loopback import LoopbackServer
+from opsgate.sandbox.loopback import LoopbackServer
 
 
 @dataclass

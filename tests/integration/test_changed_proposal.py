@@ -10,6 +10,7 @@ import pytest
 from sqlalchemy import select, update
 
 from opsgate.app import load_kube_client
+from opsgate.sandbox.kube_api import FakeKube
 from opsgate.services.approvals import Proposal, Tapper
 from opsgate.services.execution import ExecutionService
 from opsgate.services.incidents import ApiProposal
@@ -19,7 +20,6 @@ from opsgate.services.storage.db import Database
 from opsgate.services.storage.models import Approval, AuditRecord, Execution, Incident
 from opsgate.settings import Settings
 from tests.builders import ALICE, BOB
-from tests.fakes.kube_api import FakeKube
 from tests.integration.test_storage import CARD, services
 from tests.job_helpers import held_job
 

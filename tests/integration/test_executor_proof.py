@@ -20,6 +20,7 @@ import pytest
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from opsgate.app import load_kube_client
+from opsgate.sandbox.kube_api import FakeKube, RecordedRequest
 from opsgate.services.kube_executor import (
     APPLY_SENT,
     CONFIRMED,
@@ -29,7 +30,6 @@ from opsgate.services.kube_executor import (
 )
 from opsgate.services.operations import Operation, OperationKind
 from opsgate.settings import Settings
-from tests.fakes.kube_api import FakeKube, RecordedRequest
 
 NS = "shop"
 WRITES = ("POST", "PUT", "PATCH", "DELETE")

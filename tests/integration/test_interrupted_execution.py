@@ -11,6 +11,7 @@ import pytest
 from sqlalchemy import select
 
 from opsgate.app import load_kube_client
+from opsgate.sandbox.kube_api import FakeKube
 from opsgate.services.alertmanager import AmPayload
 from opsgate.services.approvals import ApprovalService, RetryPolicy, Tapper
 from opsgate.services.chat import ChatTarget, MessageRef
@@ -24,7 +25,6 @@ from opsgate.services.storage.db import Database
 from opsgate.services.storage.models import Approval, Execution, ExecutionAttempt, Job
 from opsgate.settings import Settings
 from tests.builders import ALICE, am_payload, policy_source
-from tests.fakes.kube_api import FakeKube
 from tests.job_helpers import held_job
 
 

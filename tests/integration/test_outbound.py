@@ -26,12 +26,12 @@ from opsgate.app import build_outbound, build_telegram
 from opsgate.bot.outbound import OutboundScheduler
 from opsgate.bot.send_budget import FloodLimits, Rate, SendBudget, redis_storage
 from opsgate.bot.sender import TelegramSender
+from opsgate.sandbox.telegram_api import ApiCall, FakeTelegram
 from opsgate.services.chat import CardView, ChatRetryLater, ChatTarget, ResultView
 from opsgate.services.chats import ChatDirectory
 from opsgate.services.storage.db import Database
 from opsgate.settings import Settings
 from tests.builders import pending_card
-from tests.fakes.telegram_api import ApiCall, FakeTelegram
 
 GROUP = -1001234567890
 OTHER_GROUP = -1005555555555

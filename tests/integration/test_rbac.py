@@ -16,12 +16,12 @@ from pathlib import Path
 
 import pytest
 
+from opsgate.sandbox.kube_api import FakeKube, RecordedRequest
+from opsgate.sandbox.telegram_api import FakeTelegram
 from tests.builders import CAROL, alert, am_payload, policy
 from tests.e2e.rig import CHAT_ID, Rig
 from tests.e2e.test_approval_loop import approve_data
 from tests.e2e.test_commands import ask
-from tests.fakes.kube_api import FakeKube, RecordedRequest
-from tests.fakes.telegram_api import FakeTelegram
 from tests.manifests import TARGETS, Manifest, of_kind, one, render
 
 NS = "shop"

@@ -17,6 +17,7 @@ from telegram.ext import Application
 
 from opsgate.app import build_telegram
 from opsgate.bot.sender import TelegramSender
+from opsgate.sandbox.telegram_api import FakeTelegram
 from opsgate.services.chat import (
     ChatOutcomeUnknown,
     ChatTarget,
@@ -26,7 +27,6 @@ from opsgate.services.chats import ChatDirectory
 from opsgate.services.storage.db import Database
 from opsgate.settings import Settings
 from tests.builders import decision_buttons, pending_card
-from tests.fakes.telegram_api import FakeTelegram
 
 CHAT_ID = -1001234567890
 # Long enough for a prompt answer on a busy machine, far below the fake's answer delay.

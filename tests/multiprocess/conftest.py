@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 
+from opsgate.sandbox.kube_api import FakeKube
+from opsgate.sandbox.telegram_api import FakeTelegram
 from tests.e2e.rig import CHAT_ID
-from tests.fakes.kube_api import FakeKube
-from tests.fakes.telegram_api import FakeTelegram
 from tests.procs import OpsgateProcesses
 
 

@@ -15,10 +15,10 @@ import pytest
 from alembic.script import ScriptDirectory
 from sqlalchemy.engine import make_url
 
+from opsgate.sandbox.kube_api import FakeKube
+from opsgate.sandbox.telegram_api import FakeTelegram
 from opsgate.services.storage.db import alembic_config
 from tests.conftest import drop_postgres, fresh_postgres_url
-from tests.fakes.kube_api import FakeKube
-from tests.fakes.telegram_api import FakeTelegram
 from tests.procs import OpsgateProcesses, serve_env
 
 REPLICAS = 2

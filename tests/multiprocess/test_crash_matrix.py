@@ -16,10 +16,10 @@ import httpx
 import pytest
 import yaml
 
+from opsgate.sandbox.kube_api import FakeKube
+from opsgate.sandbox.telegram_api import FakeMessage, FakeTelegram
 from tests.builders import ALICE, am_payload, decision_buttons, policy_document
 from tests.e2e.rig import CHAT_ID, WEBHOOK_TOKEN
-from tests.fakes.kube_api import FakeKube
-from tests.fakes.telegram_api import FakeMessage, FakeTelegram
 from tests.procs import OpsgateProcess, OpsgateProcesses, serve_env
 
 RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import httpx
 
+from opsgate.sandbox.kube_api import FakeKube
+from opsgate.sandbox.telegram_api import FakeMessage, FakeTelegram
 from tests.builders import ALICE, am_payload
 from tests.e2e.rig import CHAT_ID, WEBHOOK_TOKEN
 from tests.e2e.test_approval_loop import approve_data
-from tests.fakes.kube_api import FakeKube
-from tests.fakes.telegram_api import FakeMessage, FakeTelegram
 from tests.procs import OpsgateProcesses, serve_env
 
 

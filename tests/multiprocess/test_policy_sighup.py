@@ -10,10 +10,10 @@ from typing import Any
 import httpx
 import yaml
 
+from opsgate.sandbox.kube_api import FakeKube
+from opsgate.sandbox.telegram_api import FakeTelegram
 from tests.builders import ALICE, policy_document
 from tests.e2e.rig import WEBHOOK_TOKEN
-from tests.fakes.kube_api import FakeKube
-from tests.fakes.telegram_api import FakeTelegram
 from tests.procs import OpsgateProcess, OpsgateProcesses, serve_env
 
 

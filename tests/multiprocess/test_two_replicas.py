@@ -20,11 +20,11 @@ import pytest
 import yaml
 from sqlalchemy.engine import make_url
 
+from opsgate.sandbox.kube_api import FakeKube
+from opsgate.sandbox.telegram_api import FakeMessage, FakeTelegram
 from tests.builders import ALICE, BOB, CAROL, alert, am_payload, policy_document
 from tests.conftest import drop_postgres, fresh_postgres_url
 from tests.e2e.rig import CHAT_ID, WEBHOOK_TOKEN
-from tests.fakes.kube_api import FakeKube
-from tests.fakes.telegram_api import FakeMessage, FakeTelegram
 from tests.procs import OpsgateProcesses, free_port, serve_env
 
 pytestmark = pytest.mark.postgres

@@ -28,8 +28,8 @@ from kubernetes_asyncio.client import (
 )
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from tests.fakes.kube_api import FakeKube
-from tests.fakes.request_holds import HoldOutcome
+from opsgate.sandbox.kube_api import FakeKube
+from opsgate.sandbox.request_holds import HoldOutcome
 
 RESTARTED = "kubectl.kubernetes.io/restartedAt"
 STAMP = "2024-05-01T10:00:00Z"

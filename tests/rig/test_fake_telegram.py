@@ -33,8 +33,8 @@ from telegram.ext import (
     ContextTypes,
 )
 
-from tests.fakes.request_holds import HoldOutcome
-from tests.fakes.telegram_api import POLLING_CONFLICT, FakeTelegram, FakeUser
+from opsgate.sandbox.request_holds import HoldOutcome
+from opsgate.sandbox.telegram_api import POLLING_CONFLICT, FakeTelegram, FakeUser
 
 GROUP = -1001234567890
 FORUM = -1009876543210

@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 from opsgate.bot.markdown_html import markdown_html
 from opsgate.bot.render import units
-from tests.fakes.telegram_api import parse_html
+from opsgate.sandbox.telegram_api import parse_html
 
 ENTRY = """# Restart fixed CheckoutErrors
 

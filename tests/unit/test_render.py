@@ -4,9 +4,9 @@ from html.parser import HTMLParser
 
 from opsgate.bot.callback_data import CardAction, decode, encode
 from opsgate.bot.render import MAX_MESSAGE, card_html, ordinal, result_html
+from opsgate.sandbox.telegram_api import parse_html
 from opsgate.services.chat import AttemptLine, CardView, RefireLine, ResultView
 from tests.builders import pending_card
-from tests.fakes.telegram_api import parse_html
 
 NOW = datetime(2026, 11, 28, 3, 0, tzinfo=UTC)
 

@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from opsgate.bot.render import MAX_MESSAGE, card_html, result_html
 from opsgate.bot.render_digest import digest_html
+from opsgate.sandbox.telegram_api import parse_html, utf16_len
 from opsgate.services.chat import (
     AttemptLine,
     CardView,
@@ -18,7 +19,6 @@ from opsgate.services.chat import (
     ResultView,
 )
 from opsgate.services.digests import LINES_PER_DIGEST
-from tests.fakes.telegram_api import parse_html, utf16_len
 
 # Any displayable text, astral characters and HTML's own specials included; lone surrogates
 # never reach a card (the HTTP layer refuses them).

@@ -47,8 +47,8 @@ from urllib.parse import urlsplit, urlunsplit
 import aiohttp
 from aiohttp import web
 
-from tests.fakes.loopback import LoopbackServer
-from tests.fakes.request_holds import HeldRequest, Hold, pass_holds
+from opsgate.sandbox.loopback import LoopbackServer
+from opsgate.sandbox.request_holds import HeldRequest, Hold, pass_holds
 
 JsonDict = dict[str, Any]
 _T = TypeVar("_T")

@@ -42,8 +42,8 @@ from typing import Any, Literal
 import kubernetes_asyncio.client.models as k8s_models
 from aiohttp import web
 
-from tests.fakes.loopback import LoopbackServer
-from tests.fakes.request_holds import HeldRequest, Hold, pass_holds
+from opsgate.sandbox.loopback import LoopbackServer
+from opsgate.sandbox.request_holds import HeldRequest, Hold, pass_holds
 
 Obj = dict[str, Any]
 RolloutMode = Literal["immediate", "manual", "stuck"]
