@@ -35,6 +35,7 @@ from opsgate.services.policy_source import PolicySource
 from opsgate.services.risk import Risk
 from opsgate.services.storage.db import Database
 from opsgate.services.storage.models import Approval, Execution, Incident, Signature, utcnow
+from opsgate.services.tap_batches import KeyedBatches
 
 log = structlog.get_logger(__name__)
 
@@ -104,6 +105,15 @@ class TapOutcome:
     incident_id: str | None = None
 
 
+@dataclass(frozen=True)
+class _Tap:
+    approval_id: str
+    tapper: Tapper
+    approve: bool
+    origin: MessageRef | None
+    origin_offers_it: bool
+
+
 NOT_HERE = "This button does not belong here."
 DUPLICATE = "This card is a duplicate; use the incident's card."
 
@@ -138,6 +148,7 @@ class ApprovalService:
         self._ttl = ttl
         self._retry = retry
         self._metrics = metrics or Metrics()
+        self._taps: KeyedBatches[_Tap, TapOutcome] = KeyedBatches(db, self._decide_tap)
 
     async def propose(
         self, session: AsyncSession, incident: Incident, proposal: Proposal
@@ -214,10 +225,8 @@ class ApprovalService:
         button. Only such a message can be adopted as the card or be a duplicate of it, so a
         forged tap on any other message changes nothing, that message included.
         """
-        async with self._db.transaction() as session:
-            outcome = await self._decide(
-                session, approval_id, tapper, approve, origin, origin_offers_it
-            )
+        tap = _Tap(approval_id, tapper, approve, origin, origin_offers_it)
+        outcome = await self._taps.submit(approval_id, tap)
         log.info(
             "approval_tap",
             approval_id=approval_id,
@@ -249,6 +258,11 @@ class ApprovalService:
         )
         return None if verdict.allowed else refusal_text(verdict.reason)
 
+    async def _decide_tap(self, session: AsyncSession, tap: _Tap) -> TapOutcome:
+        return await self._decide(
+            session, tap.approval_id, tap.tapper, tap.approve, tap.origin, tap.origin_offers_it
+        )
+
     async def _decide(
         self,
         session: AsyncSession,
@@ -258,9 +272,14 @@ class ApprovalService:
         origin: MessageRef | None,
         origin_offers_it: bool,
     ) -> TapOutcome:
-        # Lock the row: concurrent taps on one card are decided one after another.
+        # Lock the row: concurrent taps on one card are decided one after another. Taps of
+        # one batch share the session, and the conditional UPDATEs below bypass its identity
+        # map, so each tap reads the row afresh.
         approval = await session.scalar(
-            select(Approval).where(Approval.id == approval_id).with_for_update()
+            select(Approval)
+            .where(Approval.id == approval_id)
+            .with_for_update()
+            .execution_options(populate_existing=True)
         )
         if approval is None:
             return TapOutcome("This card is not known to opsgate any more.", True, False)
@@ -538,7 +557,7 @@ async def _bind_to_card(
     message id; the first tap on it from the incident's chat makes it the card. Any other
     message of that chat carrying the buttons is a duplicate of the card.
     """
-    incident = await session.get(Incident, incident_id)
+    incident = await session.get(Incident, incident_id, populate_existing=True)
     if incident is None or origin is None or origin.chat_id != incident.chat_id:
         return TapOutcome(NOT_HERE, True, False)
     card_id = incident.message_id

@@ -1,0 +1,130 @@
+"""Concurrent taps on one card go in fewer transactions, and each is judged as if alone."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import pytest
+from sqlalchemy import event, func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from opsgate.services import timeline
+from opsgate.services.alertmanager import AmPayload
+from opsgate.services.approvals import Tapper
+from opsgate.services.chat import MessageRef
+from opsgate.services.storage.db import Database
+from opsgate.services.storage.models import Approval, Signature, TimelineEvent
+from opsgate.services.tap_batches import KeyedBatches
+from tests.builders import ALICE, BOB, CAROL, alert, am_payload
+from tests.integration.test_storage import CARD, services
+
+STRANGER = 999
+OTHER_CARD = MessageRef(CARD.chat_id, CARD.message_id + 1)
+
+
+@contextmanager
+def commits(database: Database) -> Iterator[list[object]]:
+    seen: list[object] = []
+
+    def on_commit(conn: object) -> None:
+        seen.append(conn)
+
+    event.listen(database.engine.sync_engine, "commit", on_commit)
+    try:
+        yield seen
+    finally:
+        event.remove(database.engine.sync_engine, "commit", on_commit)
+
+
+async def test_a_burst_of_taps_is_decided_in_fewer_transactions_with_the_same_answers(
+    database: Database,
+) -> None:
+    approvals, incidents = services(database, quorum={"medium": 2})
+    await incidents.ingest_alertmanager(AmPayload.model_validate(am_payload()))
+    async with database.read() as session:
+        approval_id = await session.scalar(select(Approval.id))
+    assert approval_id is not None
+    # Alice, Bob and Carol may approve; the stranger may not. Quorum 2.
+    tappers = [Tapper(ALICE, "alice"), Tapper(STRANGER, "eve"), Tapper(BOB, "bob")] * 10
+    tappers.append(Tapper(CAROL, "carol"))
+    with commits(database) as seen:
+        outcomes = await asyncio.gather(
+            *(
+                approvals.decide(approval_id, t, True, origin=CARD, origin_offers_it=True)
+                for t in tappers
+            )
+        )
+    assert len(seen) < len(tappers)
+
+    # Judged in arrival order, each on what the ones before it left: exactly the answers the
+    # same taps get one after another on another card.
+    other = await incidents.ingest_alertmanager(
+        AmPayload.model_validate(
+            am_payload('{}:{alertname="Other"}', alert("fp-other", alertname="Other"))
+        )
+    )
+    async with database.read() as session:
+        other_id = await session.scalar(
+            select(Approval.id).where(Approval.incident_id == other.incident_id)
+        )
+    assert other_id is not None
+    one_by_one = [
+        await approvals.decide(other_id, t, True, origin=OTHER_CARD, origin_offers_it=True)
+        for t in tappers
+    ]
+    assert [o.text for o in outcomes] == [o.text for o in one_by_one]
+    texts = [o.text for o in outcomes]
+    assert texts[:3] == [
+        "Approval recorded (1/2).",
+        "Not allowed. Your Telegram id 999 is not in the opsgate policy.",
+        "Approved: quorum reached, executing now.",
+    ]
+    assert set(texts[3:]) == {"Too late: this request is already approved."}
+    async with database.read() as session:
+        signatures = await session.scalar(select(func.count()).select_from(Signature))
+        signed = await session.scalar(
+            select(func.count())
+            .select_from(TimelineEvent)
+            .where(TimelineEvent.kind == "approval_signed")
+        )
+        status = await session.scalar(select(Approval.status).where(Approval.id == approval_id))
+    assert (signatures, signed, status) == (4, 4, "approved")
+
+
+async def test_an_item_that_fails_its_batch_fails_alone(database: Database) -> None:
+    _, incidents = services(database)
+    incident_id = (
+        await incidents.ingest_alertmanager(AmPayload.model_validate(am_payload()))
+    ).incident_id
+    first_started = asyncio.Event()
+    release_first = asyncio.Event()
+
+    async def decide_one(session: AsyncSession, item: str) -> str:
+        if item == "first":
+            first_started.set()
+            await release_first.wait()
+        if item == "bad":
+            raise ValueError("bad item")
+        timeline.record(session, incident_id, f"item_{item}", item)
+        return item.upper()
+
+    batches: KeyedBatches[str, str] = KeyedBatches(database, decide_one)
+    first = asyncio.ensure_future(batches.submit("card", "first"))
+    await first_started.wait()
+    # These queue behind the first transaction and go together in the next one.
+    rest = [asyncio.ensure_future(batches.submit("card", item)) for item in ("a", "bad", "b")]
+    await asyncio.sleep(0)
+    release_first.set()
+    assert await first == "FIRST"
+    assert await rest[0] == "A" and await rest[2] == "B"
+    with pytest.raises(ValueError, match="bad item"):
+        await rest[1]
+    async with database.read() as session:
+        kinds = sorted(
+            await session.scalars(
+                select(TimelineEvent.kind).where(TimelineEvent.kind.startswith("item_"))
+            )
+        )
+    assert kinds == ["item_a", "item_b", "item_first"]
