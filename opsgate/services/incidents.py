@@ -8,13 +8,14 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, NamedTuple
 
 import structlog
 from sqlalchemy import and_, bindparam, insert, or_, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from opsgate.services import timeline
@@ -32,8 +33,9 @@ from opsgate.services.playbooks import PlaybookService
 from opsgate.services.policy_source import PolicySource
 from opsgate.services.risk import Risk, parse_risk
 from opsgate.services.routing import Router
-from opsgate.services.storage.db import Database
+from opsgate.services.storage.db import Database, describe_database_error
 from opsgate.services.storage.models import Alert, Approval, Execution, Incident, utcnow
+from opsgate.services.storage.write_batches import WriteBatches, WriteInterrupted
 
 log = structlog.get_logger(__name__)
 
@@ -64,11 +66,24 @@ class Conflict(Exception):
     pass
 
 
+class NotStored(Exception):
+    """The database refused or lost a webhook's write: nothing of it is known to be stored."""
+
+
 @dataclass(frozen=True)
 class IngestResult:
     incident_id: str | None
     created: bool
     changed: bool
+
+
+@dataclass(frozen=True)
+class _Write:
+    """A payload that changes what is stored, as the re-send check found its group."""
+
+    payload: AmPayload
+    digest: str | None
+    new_group: bool
 
 
 @dataclass(frozen=True)
@@ -116,6 +131,11 @@ class IncidentService:
         self._playbooks = playbooks
         self._policy = policy
         self.last_received_at: datetime | None = None
+        # Concurrent webhooks that change something commit together: one transaction (and on
+        # SQLite one fsync under the write lock) for all the groups that arrived meanwhile.
+        self.writes: WriteBatches[_Write, IngestResult] = WriteBatches(
+            db, self._write_all, self._write_alone, name="alertmanager"
+        )
 
     async def ingest_alertmanager(self, payload: AmPayload) -> IngestResult:
         self.last_received_at = utcnow()
@@ -139,8 +159,15 @@ class IncidentService:
         ):
             result = IngestResult(stored.id, False, False)
         else:
-            result = await self._write(payload, digest, new_group=stored is None)
-        log.info(
+            try:
+                result = await self.writes.submit(_Write(payload, digest, new_group=stored is None))
+            except (SQLAlchemyError, WriteInterrupted) as exc:
+                reason = describe_database_error(exc)
+                log.error("alertmanager_not_stored", group_key=payload.groupKey, error=reason)
+                raise NotStored(reason) from exc
+        # Most webhooks are re-sends that change nothing: a line for each would cost more
+        # than recognising them, and tell an operator nothing.
+        (log.info if result.changed else log.debug)(
             "alertmanager_ingested",
             group_key=payload.groupKey,
             incident_id=result.incident_id,
@@ -150,10 +177,32 @@ class IncidentService:
         )
         return result
 
-    async def _write(self, payload: AmPayload, digest: str | None, new_group: bool) -> IngestResult:
+    async def _write_all(
+        self, session: AsyncSession, writes: Sequence[_Write]
+    ) -> list[IngestResult]:
+        """Several payloads in one transaction, each written as it would be alone.
+
+        In group key order, so two replicas' transactions lock the incidents they share in
+        the same order and never wait for each other in a circle. A group's second payload in
+        one batch follows the first one's rows, as it would have in the next transaction.
+        """
+        results: dict[int, IngestResult] = {}
+        seen: set[str] = set()
+        for index in sorted(range(len(writes)), key=lambda i: writes[i].payload.groupKey):
+            write = writes[index]
+            key = write.payload.groupKey
+            if write.new_group and key not in seen:
+                results[index] = await self._create(session, write.payload, write.digest)
+            else:
+                results[index] = await self._ingest(session, write.payload, write.digest)
+            seen.add(key)
+        return [results[index] for index in range(len(writes))]
+
+    async def _write_alone(self, write: _Write) -> IngestResult:
+        payload, digest = write.payload, write.digest
         try:
             async with self._db.transaction() as session:
-                if new_group:
+                if write.new_group:
                     return await self._create(session, payload, digest)
                 return await self._ingest(session, payload, digest)
         except IntegrityError:
