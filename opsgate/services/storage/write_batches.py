@@ -78,6 +78,16 @@ class WriteBatches(Generic[T, R]):
         self.batches = 0
         self.items = 0
 
+    @property
+    def waiting(self) -> int:
+        """Writes in line for the next transaction."""
+        return len(self._line)
+
+    @property
+    def writing(self) -> bool:
+        """Whether a transaction of these writes is in flight."""
+        return self._writing
+
     async def submit(self, item: T) -> R:
         waiter: _Waiter[T, R] = _Waiter(item, asyncio.get_running_loop().create_future())
         self._line.append(waiter)
