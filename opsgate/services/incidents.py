@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -166,15 +167,17 @@ class IncidentService:
                 log.error("alertmanager_not_stored", group_key=payload.groupKey, error=reason)
                 raise NotStored(reason) from exc
         # Most webhooks are re-sends that change nothing: a line for each would cost more
-        # than recognising them, and tell an operator nothing.
-        (log.info if result.changed else log.debug)(
-            "alertmanager_ingested",
-            group_key=payload.groupKey,
-            incident_id=result.incident_id,
-            created=result.created,
-            changed=result.changed,
-            alerts=len(payload.alerts),
-        )
+        # than recognising them, and tell an operator nothing. Below DEBUG the event is not
+        # even built: structlog would run its processors before the level drops it.
+        if result.changed or logging.getLogger(__name__).isEnabledFor(logging.DEBUG):
+            (log.info if result.changed else log.debug)(
+                "alertmanager_ingested",
+                group_key=payload.groupKey,
+                incident_id=result.incident_id,
+                created=result.created,
+                changed=result.changed,
+                alerts=len(payload.alerts),
+            )
         return result
 
     async def _write_all(

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
 import pytest
+import structlog
 from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -130,7 +131,7 @@ async def test_one_batch_keeps_each_groups_own_story(database: Database) -> None
     assert {"alert_received", "refired"} <= kinds
 
 
-async def _refuse_group(database: Database, group_key: str) -> None:
+async def refuse_group(database: Database, group_key: str) -> None:
     """The database itself refuses one group's incident, as a constraint would."""
     async with database.transaction() as session:
         if database.is_sqlite:
@@ -160,7 +161,7 @@ async def _refuse_group(database: Database, group_key: str) -> None:
 
 async def test_a_group_the_database_refuses_fails_alone(database: Database) -> None:
     _, incidents = services(database)
-    await _refuse_group(database, "bad")
+    await refuse_group(database, "bad")
     groups = ["a", "b", "bad", "c", "d"]
     async with _writes_held(database):
         lead = asyncio.create_task(incidents.ingest_alertmanager(_payload("lead")))
@@ -291,3 +292,14 @@ async def test_a_failed_shared_transaction_retries_each_write_alone(database: Da
     assert outcomes[0] == 20 and outcomes[2] == 40
     assert isinstance(outcomes[1], ValueError)
     assert calls == [2, 3, 4]
+
+
+async def test_a_resend_that_changes_nothing_leaves_no_info_line(database: Database) -> None:
+    _, incidents = services(database)
+    payload = _payload("quiet")
+    with structlog.testing.capture_logs() as logs:
+        first = await incidents.ingest_alertmanager(payload)
+        repeat = await incidents.ingest_alertmanager(payload)
+    assert first.created and not repeat.changed
+    lines = [e for e in logs if e["event"] == "alertmanager_ingested"]
+    assert [(e["log_level"], e["created"]) for e in lines] == [("info", True)]
