@@ -109,7 +109,17 @@ def ingest_router(
     """Routes behind the bearer token, which ``http_guards.RequestGate`` checks first."""
     router = APIRouter()
 
-    @router.post("/webhook/alertmanager", response_class=JSONResponse)
+    @router.post(
+        "/webhook/alertmanager",
+        response_class=JSONResponse,
+        # The body is read by hand below; the schema still says what it must be.
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": inline_schema(AmPayload)}},
+            }
+        },
+    )
     async def alertmanager(request: Request) -> JSONResponse:
         # The body is parsed and validated in one pass by pydantic, not by FastAPI's body
         # dependency (JSON to dicts, then validation): most webhooks are re-sends, and for
@@ -190,6 +200,26 @@ def ingest_router(
         )
 
     return router
+
+
+def inline_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """``model``'s JSON schema with its ``$defs`` written in place, for an ``openapi_extra``
+    (whose references FastAPI does not resolve into the document's components)."""
+    schema = model.model_json_schema()
+    defs: dict[str, Any] = schema.pop("$defs", {})
+
+    def resolve(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            if isinstance(ref, str):
+                return resolve(defs[ref.rsplit("/", 1)[1]])
+            return {key: resolve(value) for key, value in node.items()}
+        if isinstance(node, list):
+            return [resolve(value) for value in node]
+        return node
+
+    resolved: dict[str, Any] = resolve(schema)
+    return resolved
 
 
 def _status(approval: Approval) -> ApprovalStatus:
