@@ -12,12 +12,25 @@ from fastapi import APIRouter, FastAPI, HTTPException, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from opsgate.services.agent_gateway import MAX_WAIT_SECONDS, AgentGateway, NotVisible
 from opsgate.services.alertmanager import AmPayload
 from opsgate.services.approvals import Proposal
-from opsgate.services.incidents import ApiProposal, Conflict, IncidentService, NotFound
+from opsgate.services.incidents import (
+    ApiProposal,
+    Conflict,
+    IncidentService,
+    NotFound,
+    NotStored,
+)
 from opsgate.services.input_bounds import check_storable, printable
 from opsgate.services.operations import OperationRefused
 from opsgate.services.policy_reload import PolicyReloader, PolicyState, ReloadRefused
@@ -96,15 +109,38 @@ def ingest_router(
     """Routes behind the bearer token, which ``http_guards.RequestGate`` checks first."""
     router = APIRouter()
 
-    @router.post("/webhook/alertmanager")
-    async def alertmanager(payload: AmPayload) -> dict[str, Any]:
+    @router.post(
+        "/webhook/alertmanager",
+        response_class=JSONResponse,
+        # The body is read by hand below; the schema still says what it must be.
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": inline_schema(AmPayload)}},
+            }
+        },
+    )
+    async def alertmanager(request: Request) -> JSONResponse:
+        # The body is parsed and validated in one pass by pydantic, not by FastAPI's body
+        # dependency (JSON to dicts, then validation): most webhooks are re-sends, and for
+        # them this parsing is a good part of what the answer costs.
+        try:
+            payload = AmPayload.model_validate_json(await request.body())
+        except ValidationError as exc:
+            raise RequestValidationError(exc.errors(include_input=False)) from None
         on_alert()
-        result = await incidents.ingest_alertmanager(payload)
-        return {
-            "incident_id": result.incident_id,
-            "created": result.created,
-            "changed": result.changed,
-        }
+        try:
+            result = await incidents.ingest_alertmanager(payload)
+        except NotStored as exc:
+            # Alertmanager sends the group again on a 5xx; a 200 would mean it is stored.
+            raise HTTPException(503, f"the alerts were not stored: {exc}") from None
+        return JSONResponse(
+            {
+                "incident_id": result.incident_id,
+                "created": result.created,
+                "changed": result.changed,
+            }
+        )
 
     @router.post("/api/v1/approvals", status_code=201)
     async def propose(body: ApprovalRequest) -> ApprovalStatus:
@@ -164,6 +200,26 @@ def ingest_router(
         )
 
     return router
+
+
+def inline_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """``model``'s JSON schema with its ``$defs`` written in place, for an ``openapi_extra``
+    (whose references FastAPI does not resolve into the document's components)."""
+    schema = model.model_json_schema()
+    defs: dict[str, Any] = schema.pop("$defs", {})
+
+    def resolve(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            if isinstance(ref, str):
+                return resolve(defs[ref.rsplit("/", 1)[1]])
+            return {key: resolve(value) for key, value in node.items()}
+        if isinstance(node, list):
+            return [resolve(value) for value in node]
+        return node
+
+    resolved: dict[str, Any] = resolve(schema)
+    return resolved
 
 
 def _status(approval: Approval) -> ApprovalStatus:

@@ -7,14 +7,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, NamedTuple
 
 import structlog
 from sqlalchemy import and_, bindparam, insert, or_, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from opsgate.services import timeline
@@ -24,7 +26,7 @@ from opsgate.services.approvals import APPROVED, PENDING, ApprovalService, Propo
 from opsgate.services.execution import FINAL_STATES
 from opsgate.services.ids import new_incident_id
 from opsgate.services.job_kinds import EXTRACT_PLAYBOOK, SYNC_CARD, IncidentJob
-from opsgate.services.jobs import enqueue
+from opsgate.services.jobs import enqueue, enqueue_many
 from opsgate.services.learning import AUTO_REQUESTER, record_in, signature
 from opsgate.services.operations import OperationRefused, parse_operation
 from opsgate.services.playbooks import REQUESTER_PREFIX as PLAYBOOK_REQUESTER
@@ -32,8 +34,9 @@ from opsgate.services.playbooks import PlaybookService
 from opsgate.services.policy_source import PolicySource
 from opsgate.services.risk import Risk, parse_risk
 from opsgate.services.routing import Router
-from opsgate.services.storage.db import Database
+from opsgate.services.storage.db import Database, describe_database_error
 from opsgate.services.storage.models import Alert, Approval, Execution, Incident, utcnow
+from opsgate.services.storage.write_batches import WriteBatches, WriteInterrupted
 
 log = structlog.get_logger(__name__)
 
@@ -64,11 +67,24 @@ class Conflict(Exception):
     pass
 
 
+class NotStored(Exception):
+    """The database refused or lost a webhook's write: nothing of it is known to be stored."""
+
+
 @dataclass(frozen=True)
 class IngestResult:
     incident_id: str | None
     created: bool
     changed: bool
+
+
+@dataclass(frozen=True)
+class _Write:
+    """A payload that changes what is stored, as the re-send check found its group."""
+
+    payload: AmPayload
+    digest: str | None
+    new_group: bool
 
 
 @dataclass(frozen=True)
@@ -116,6 +132,11 @@ class IncidentService:
         self._playbooks = playbooks
         self._policy = policy
         self.last_received_at: datetime | None = None
+        # Concurrent webhooks that change something commit together: one transaction (and on
+        # SQLite one fsync under the write lock) for all the groups that arrived meanwhile.
+        self.writes: WriteBatches[_Write, IngestResult] = WriteBatches(
+            db, self._write_all, self._write_alone, name="alertmanager"
+        )
 
     async def ingest_alertmanager(self, payload: AmPayload) -> IngestResult:
         self.last_received_at = utcnow()
@@ -139,21 +160,57 @@ class IncidentService:
         ):
             result = IngestResult(stored.id, False, False)
         else:
-            result = await self._write(payload, digest, new_group=stored is None)
-        log.info(
-            "alertmanager_ingested",
-            group_key=payload.groupKey,
-            incident_id=result.incident_id,
-            created=result.created,
-            changed=result.changed,
-            alerts=len(payload.alerts),
-        )
+            try:
+                result = await self.writes.submit(_Write(payload, digest, new_group=stored is None))
+            except (SQLAlchemyError, WriteInterrupted) as exc:
+                reason = describe_database_error(exc)
+                log.error("alertmanager_not_stored", group_key=payload.groupKey, error=reason)
+                raise NotStored(reason) from exc
+        # Most webhooks are re-sends that change nothing: a line for each would cost more
+        # than recognising them, and tell an operator nothing. Below DEBUG the event is not
+        # even built: structlog would run its processors before the level drops it.
+        if result.changed or logging.getLogger(__name__).isEnabledFor(logging.DEBUG):
+            (log.info if result.changed else log.debug)(
+                "alertmanager_ingested",
+                group_key=payload.groupKey,
+                incident_id=result.incident_id,
+                created=result.created,
+                changed=result.changed,
+                alerts=len(payload.alerts),
+            )
         return result
 
-    async def _write(self, payload: AmPayload, digest: str | None, new_group: bool) -> IngestResult:
+    async def _write_all(
+        self, session: AsyncSession, writes: Sequence[_Write]
+    ) -> list[IngestResult]:
+        """Several payloads in one transaction, each written as it would be alone.
+
+        New groups first, then the others, each in group key order: two replicas'
+        transactions take the locks they share in the same order and never wait for each other
+        in a circle. A group's second payload in one batch is written after its first, over
+        the first one's rows, as it would have been in the next transaction.
+        """
+        order = sorted(range(len(writes)), key=lambda i: writes[i].payload.groupKey)
+        creates: list[int] = []
+        rest: list[int] = []
+        seen: set[str] = set()
+        for index in order:
+            key = writes[index].payload.groupKey
+            (creates if writes[index].new_group and key not in seen else rest).append(index)
+            seen.add(key)
+        results = dict(
+            zip(creates, await self._create_all(session, [writes[i] for i in creates]), strict=True)
+        )
+        for index in rest:
+            write = writes[index]
+            results[index] = await self._ingest(session, write.payload, write.digest)
+        return [results[index] for index in range(len(writes))]
+
+    async def _write_alone(self, write: _Write) -> IngestResult:
+        payload, digest = write.payload, write.digest
         try:
             async with self._db.transaction() as session:
-                if new_group:
+                if write.new_group:
                     return await self._create(session, payload, digest)
                 return await self._ingest(session, payload, digest)
         except IntegrityError:
@@ -175,6 +232,50 @@ class IncidentService:
         Should another request create the same incident meanwhile, the unique (group key,
         generation) refuses this one.
         """
+        incident, alerts = self._new_group_incident(payload, digest, previous)
+        choice = await self._choose_action(session, incident, payload)
+        incident.proposed_action = choice.action
+        session.add(incident)
+        # First and on its own, with its final values: without relationships the unit of
+        # work orders its inserts by class, not by foreign key, and the approval would go
+        # before its incident.
+        await session.flush()
+        await self._follow_new_incident(session, incident, payload, choice, previous)
+        # One statement for all the alerts; the ORM would insert them one by one.
+        await session.execute(insert(Alert), _alert_inserts(incident.id, alerts))
+        await enqueue(session, SYNC_CARD, IncidentJob(incident_id=incident.id))
+        return IngestResult(incident.id, True, True)
+
+    async def _create_all(
+        self, session: AsyncSession, writes: Sequence[_Write]
+    ) -> list[IngestResult]:
+        """``_create`` for several new groups, with one statement per table for all of them:
+        the incidents in one flush, then their alerts, card jobs, and in the commit's flush
+        their approvals, plan jobs and timeline events."""
+        if not writes:
+            return []
+        created: list[tuple[_Write, Incident, dict[str, dict[str, Any]], _Choice]] = []
+        # A playbook lookup must not flush the incidents one at a time.
+        with session.no_autoflush:
+            for write in writes:
+                incident, alerts = self._new_group_incident(write.payload, write.digest)
+                choice = await self._choose_action(session, incident, write.payload)
+                incident.proposed_action = choice.action
+                session.add(incident)
+                created.append((write, incident, alerts, choice))
+        await session.flush()
+        for write, incident, _, choice in created:
+            await self._follow_new_incident(session, incident, write.payload, choice)
+        rows = [row for _, i, alerts, _ in created for row in _alert_inserts(i.id, alerts)]
+        await session.execute(insert(Alert), rows)
+        incidents = [incident for _, incident, _, _ in created]
+        await enqueue_many(session, SYNC_CARD, [IncidentJob(incident_id=i.id) for i in incidents])
+        return [IngestResult(i.id, True, True) for i in incidents]
+
+    def _new_group_incident(
+        self, payload: AmPayload, digest: str | None, previous: Incident | None = None
+    ) -> tuple[Incident, dict[str, dict[str, Any]]]:
+        """The incident a group's first payload opens, with its final values, and its alerts."""
         incident = self._new_incident(payload.groupKey, "alertmanager", payload.commonLabels)
         incident.external_url = payload.externalURL
         if previous is not None:
@@ -186,13 +287,17 @@ class IncidentService:
         incident.status = "firing" if incident.firing_count > 0 else "resolved"
         incident.ingest_digest = digest
         _describe_from(incident, payload)
-        choice = await self._choose_action(session, incident, payload)
-        incident.proposed_action = choice.action
-        session.add(incident)
-        # First and on its own, with its final values: without relationships the unit of
-        # work orders its inserts by class, not by foreign key, and the approval would go
-        # before its incident.
-        await session.flush()
+        return incident, alerts
+
+    async def _follow_new_incident(
+        self,
+        session: AsyncSession,
+        incident: Incident,
+        payload: AmPayload,
+        choice: _Choice,
+        previous: Incident | None = None,
+    ) -> None:
+        """What follows a new incident's insert: its first events and its proposal."""
         timeline.record(
             session,
             incident.id,
@@ -217,13 +322,6 @@ class IncidentService:
             )
         elif choice.action:
             await self._propose(session, incident, choice)
-        # One statement for all the alerts; the ORM would insert them one by one.
-        await session.execute(
-            insert(Alert),
-            [{"incident_id": incident.id, "fingerprint": k, **v} for k, v in alerts.items()],
-        )
-        await enqueue(session, SYNC_CARD, IncidentJob(incident_id=incident.id))
-        return IngestResult(incident.id, True, True)
 
     async def _ingest(
         self, session: AsyncSession, payload: AmPayload, digest: str | None
@@ -462,6 +560,10 @@ def _alert_values(am: AmAlert) -> dict[str, Any]:
         "ends_at": am.endsAt,
         "generator_url": am.generatorURL,
     }
+
+
+def _alert_inserts(incident_id: str, alerts: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{"incident_id": incident_id, "fingerprint": k, **v} for k, v in alerts.items()]
 
 
 def _alert_rows(alerts: list[AmAlert]) -> dict[str, dict[str, Any]]:

@@ -134,28 +134,43 @@ async def enqueue(
 
     Runners hear of it once the transaction committed (see ``Database.transaction``).
     """
+    if spec.coalesce:
+        await enqueue_many(session, spec, [payload], run_at=run_at)
+        return
     now = utcnow()
+    session.add(Job(**_job_values(spec, payload, run_at or now, now)))
+    after_commit(session, JOBS_TOPIC)
+
+
+async def enqueue_many(
+    session: AsyncSession, spec: JobSpec[P], payloads: list[P], *, run_at: datetime | None = None
+) -> None:
+    """``enqueue`` for several payloads of one kind, in one statement."""
+    if not payloads:
+        return
+    now = utcnow()
+    rows = [_job_values(spec, payload, run_at or now, now) for payload in payloads]
+    dialect = session.get_bind().dialect.name
+    statement = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(Job)
+    if spec.coalesce:
+        statement = statement.on_conflict_do_nothing(index_elements=["dedupe_key"])
+    await session.execute(statement, rows)
+    after_commit(session, JOBS_TOPIC)
+
+
+def _job_values(spec: JobSpec[P], payload: P, run_at: datetime, now: datetime) -> dict[str, Any]:
     key = spec.key(payload)
-    values: dict[str, Any] = {
+    return {
         "kind": spec.kind.value,
         "key": key,
         "payload": payload.model_dump(mode="json"),
         "serial_key": spec.serial_key(payload),
         "status": JobStatus.PENDING.value,
-        "run_at": run_at or now,
+        "run_at": run_at,
         "attempts": 0,
         "created_at": now,
         "dedupe_key": f"{spec.kind.value}:{key}" if spec.coalesce else None,
     }
-    if spec.coalesce:
-        dialect = session.get_bind().dialect.name
-        insert = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(Job)
-        await session.execute(
-            insert.values(**values).on_conflict_do_nothing(index_elements=["dedupe_key"])
-        )
-    else:
-        session.add(Job(**values))
-    after_commit(session, JOBS_TOPIC)
 
 
 async def is_queued(session: AsyncSession, spec: JobSpec[P], payload: P) -> bool:

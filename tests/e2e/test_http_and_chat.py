@@ -5,10 +5,14 @@ from __future__ import annotations
 import asyncio
 
 import httpx
+from sqlalchemy import select
 
+from opsgate.services.storage.db import Database
+from opsgate.services.storage.models import Incident
 from tests.builders import ALICE, alert, am_payload, decision_buttons
 from tests.e2e.rig import CHAT_ID, Rig
 from tests.e2e.test_approval_loop import approve_data
+from tests.integration.test_ingest_batches import refuse_group
 
 
 async def test_webhook_and_api_need_the_bearer_token(rig: Rig) -> None:
@@ -176,3 +180,22 @@ async def test_buttons_from_an_older_version_are_answered_and_ignored(rig: Rig) 
         )
         assert answer.show_alert and answer.text == "This button is not valid any more."
     assert "Approvals 0/1" in rig.telegram.message(CHAT_ID, card.message_id).plain_text
+
+
+async def test_a_group_the_database_refuses_is_answered_503_and_the_next_is_stored(
+    rig: Rig,
+) -> None:
+    db = Database(rig.database_url)
+    try:
+        await refuse_group(db, "refused")
+        refused = await rig.post_alert(am_payload("refused"))
+        # A 5xx makes Alertmanager send it again; a 200 would say it was stored.
+        assert refused.status_code == 503
+        assert "not stored" in refused.json()["detail"]
+        stored = await rig.post_alert(am_payload("fine"))
+        assert stored.status_code == 200 and stored.json()["created"]
+        async with db.read() as session:
+            groups = set(await session.scalars(select(Incident.group_key)))
+        assert groups == {"fine"}
+    finally:
+        await db.dispose()
