@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import timedelta
 from enum import StrEnum
@@ -35,7 +36,7 @@ from opsgate.services.policy_source import PolicySource
 from opsgate.services.risk import Risk
 from opsgate.services.storage.db import Database
 from opsgate.services.storage.models import Approval, Execution, Incident, Signature, utcnow
-from opsgate.services.tap_batches import KeyedBatches
+from opsgate.services.storage.write_batches import WriteBatches
 
 log = structlog.get_logger(__name__)
 
@@ -148,7 +149,11 @@ class ApprovalService:
         self._ttl = ttl
         self._retry = retry
         self._metrics = metrics or Metrics()
-        self._taps: KeyedBatches[_Tap, TapOutcome] = KeyedBatches(db, self._decide_tap)
+        # Taps that arrive while a decision is being written are decided together in the next
+        # transaction: a burst on one card is one lock wait and one commit, not one each.
+        self._taps: WriteBatches[_Tap, TapOutcome] = WriteBatches(
+            db, self._decide_taps, self._decide_alone, name="taps"
+        )
 
     async def propose(
         self, session: AsyncSession, incident: Incident, proposal: Proposal
@@ -226,7 +231,7 @@ class ApprovalService:
         forged tap on any other message changes nothing, that message included.
         """
         tap = _Tap(approval_id, tapper, approve, origin, origin_offers_it)
-        outcome = await self._taps.submit(approval_id, tap)
+        outcome = await self._taps.submit(tap)
         log.info(
             "approval_tap",
             approval_id=approval_id,
@@ -257,6 +262,19 @@ class ApprovalService:
             tapper.user_id, Operation.from_dict(approval.operation), Risk(approval.risk)
         )
         return None if verdict.allowed else refusal_text(verdict.reason)
+
+    async def _decide_taps(self, session: AsyncSession, taps: Sequence[_Tap]) -> list[TapOutcome]:
+        """Each tap judged on what the ones before it left, in arrival order per card; the
+        cards in one order everywhere, so two replicas' batches lock their rows alike."""
+        order = sorted(range(len(taps)), key=lambda i: taps[i].approval_id)
+        outcomes: dict[int, TapOutcome] = {}
+        for i in order:
+            outcomes[i] = await self._decide_tap(session, taps[i])
+        return [outcomes[i] for i in range(len(taps))]
+
+    async def _decide_alone(self, tap: _Tap) -> TapOutcome:
+        async with self._db.transaction() as session:
+            return await self._decide_tap(session, tap)
 
     async def _decide_tap(self, session: AsyncSession, tap: _Tap) -> TapOutcome:
         return await self._decide(

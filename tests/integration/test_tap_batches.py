@@ -6,17 +6,13 @@ import asyncio
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-import pytest
 from sqlalchemy import event, func, select
-from sqlalchemy.ext.asyncio import AsyncSession
 
-from opsgate.services import timeline
 from opsgate.services.alertmanager import AmPayload
 from opsgate.services.approvals import Tapper
 from opsgate.services.chat import MessageRef
 from opsgate.services.storage.db import Database
 from opsgate.services.storage.models import Approval, Signature, TimelineEvent
-from opsgate.services.tap_batches import KeyedBatches
 from tests.builders import ALICE, BOB, CAROL, alert, am_payload
 from tests.integration.test_storage import CARD, services
 
@@ -91,40 +87,3 @@ async def test_a_burst_of_taps_is_decided_in_fewer_transactions_with_the_same_an
         )
         status = await session.scalar(select(Approval.status).where(Approval.id == approval_id))
     assert (signatures, signed, status) == (4, 4, "approved")
-
-
-async def test_an_item_that_fails_its_batch_fails_alone(database: Database) -> None:
-    _, incidents = services(database)
-    incident_id = (
-        await incidents.ingest_alertmanager(AmPayload.model_validate(am_payload()))
-    ).incident_id
-    first_started = asyncio.Event()
-    release_first = asyncio.Event()
-
-    async def decide_one(session: AsyncSession, item: str) -> str:
-        if item == "first":
-            first_started.set()
-            await release_first.wait()
-        if item == "bad":
-            raise ValueError("bad item")
-        timeline.record(session, incident_id, f"item_{item}", item)
-        return item.upper()
-
-    batches: KeyedBatches[str, str] = KeyedBatches(database, decide_one)
-    first = asyncio.ensure_future(batches.submit("card", "first"))
-    await first_started.wait()
-    # These queue behind the first transaction and go together in the next one.
-    rest = [asyncio.ensure_future(batches.submit("card", item)) for item in ("a", "bad", "b")]
-    await asyncio.sleep(0)
-    release_first.set()
-    assert await first == "FIRST"
-    assert await rest[0] == "A" and await rest[2] == "B"
-    with pytest.raises(ValueError, match="bad item"):
-        await rest[1]
-    async with database.read() as session:
-        kinds = sorted(
-            await session.scalars(
-                select(TimelineEvent.kind).where(TimelineEvent.kind.startswith("item_"))
-            )
-        )
-    assert kinds == ["item_a", "item_b", "item_first"]
