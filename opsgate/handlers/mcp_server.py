@@ -1,8 +1,9 @@
 """The Model Context Protocol door for AI agents (the official ``mcp`` SDK, streamable HTTP).
 
 Thin: every tool authenticates the caller's bearer token as a policy agent and calls one
-``AgentGateway`` method. ``McpDoor`` refuses a request without a known agent token before the
-SDK sees it; the tools check again, since the SDK runs them away from the HTTP request.
+``AgentGateway`` method. ``mcp_door.McpDoor`` refuses a request without a known agent token
+before the SDK sees it; the tools check again, since the SDK runs them away from the HTTP
+request. Only ``mcp_door`` imports this module, on the first agent's request.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from mcp.types import ToolAnnotations
 from pydantic import ValidationError
 from starlette.applications import Starlette
 
-from opsgate.handlers.http_guards import ASGIApp, Receive, Scope, Send, answer
+from opsgate.handlers.mcp_door import MCP_PATH, McpServing
 from opsgate.services.agent_gateway import (
     AgentGateway,
     AgentProposalRequest,
@@ -28,7 +29,6 @@ from opsgate.services.agent_gateway import (
 from opsgate.services.agents import Agent
 from opsgate.services.risk import Risk
 
-MCP_PATH = "/mcp"
 READ = ToolAnnotations(read_only_hint=True, destructive_hint=False, idempotent_hint=True)
 PROPOSE = ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=True)
 
@@ -151,26 +151,11 @@ def mcp_app(mcp: MCPServer) -> Starlette:
     )
 
 
-class McpDoor:
-    """``/mcp`` to the MCP app for a known agent token (else 401); the rest to ``app``."""
-
-    def __init__(self, app: ASGIApp, mcp: ASGIApp, gateway: AgentGateway) -> None:
-        self._app = app
-        self._mcp = mcp
-        self._gateway = gateway
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        path = str(scope.get("path", ""))
-        if scope["type"] != "http" or path.rstrip("/") != MCP_PATH:
-            await self._app(scope, receive, send)
-            return
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-        if self._gateway.authenticate(headers.get("authorization", "")) is None:
-            await answer(
-                send, 401, "missing or unknown agent token", {"WWW-Authenticate": "Bearer"}
-            )
-            return
-        await self._mcp({**scope, "path": MCP_PATH}, receive, send)
+def serving(gateway: AgentGateway) -> McpServing:
+    """The server, its app and its session manager: what ``mcp_door.LazyMcp`` loads."""
+    mcp = build_mcp(gateway)
+    app = mcp_app(mcp)
+    return McpServing(app=app, sessions=mcp.session_manager.run)
 
 
 def _errors(exc: ValidationError) -> str:
