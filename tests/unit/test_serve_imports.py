@@ -1,5 +1,6 @@
-"""What ``opsgate serve`` keeps out of its process: Alembic (the migration runs in a child) and
-the MCP SDK (loaded on the first agent's request). Each is several MB of resident memory.
+"""What ``opsgate serve`` keeps out of its process: Alembic (the migration runs in a child), the
+MCP SDK (loaded on the first agent's request) and PTB's use of cryptography (unused_extras).
+Each is several MB of resident memory.
 
 Checked in a fresh interpreter: this test process has imported both long before.
 """
@@ -31,7 +32,8 @@ async def start() -> None:
     await og.kube.close()
 
 asyncio.run(start())
-print("loaded:", *sorted(m for m in ("alembic", "mako", "mcp", "mcp_types") if m in sys.modules))
+kept_out = ("alembic", "mako", "mcp", "mcp_types", "cryptography")
+print("loaded:", *sorted(m for m in kept_out if m in sys.modules))
 """
 
 
@@ -47,3 +49,15 @@ def test_serve_migrates_an_empty_database_without_alembic_or_mcp(tmp_path: Path)
     said = dict(line.split(":", 1) for line in done.stdout.splitlines() if ":" in line)
     assert said.get("schema", "").split() == ["current"], done.stdout + done.stderr
     assert said["loaded"].split() == [], f"loaded in the serving process: {said['loaded']}"
+
+
+def test_the_mcp_sdk_still_gets_cryptography_after_telegram() -> None:
+    code = (
+        "import sys, opsgate.cli, telegram._passport.credentials as passport\n"
+        "import mcp.server.request_state\n"
+        "print(passport.CRYPTO_INSTALLED, 'cryptography' in sys.modules)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True
+    )
+    assert done.stdout.split() == ["False", "True"]
