@@ -39,6 +39,29 @@ INSTRUCTIONS = (
 )
 
 
+# Tool descriptions: what agents read. Not docstrings, which PYTHONOPTIMIZE=2 (the image) drops.
+DESCRIPTIONS = {
+    "list_operations": (
+        "The operations opsgate can run, their parameters and default risk, and which of them "
+        "you may propose."
+    ),
+    "propose_remediation": (
+        "Propose one remediation for humans to approve. Give ``action`` (kubectl text) or "
+        "``operation``; ``incident_id`` of an open incident, or ``labels`` with an alertname "
+        "for a new one. Proposing again for the same incident with another operation replaces "
+        "your earlier proposal, and its approvals start from zero."
+    ),
+    "get_proposal": "A proposal's status, approvals, execution result and verification.",
+    "wait_for_decision": (
+        "Block until the proposal is decided (and, if approved, executed), at most "
+        "``timeout_seconds`` (up to 60); ``final`` says whether it was."
+    ),
+    "list_incidents": "Firing incidents in your namespaces, newest first.",
+    "get_timeline": "An incident's events, newest first.",
+    "search_knowledge": "Past incident cases that match the words, best first.",
+}
+
+
 def build_mcp(gateway: AgentGateway) -> MCPServer:
     mcp: MCPServer = MCPServer("opsgate", instructions=INSTRUCTIONS)
 
@@ -49,14 +72,12 @@ def build_mcp(gateway: AgentGateway) -> MCPServer:
             raise ToolError("unknown agent token")
         return agent
 
-    @mcp.tool(annotations=READ)
+    @mcp.tool(annotations=READ, description=DESCRIPTIONS["list_operations"])
     async def list_operations(ctx: Context) -> dict[str, Any]:
-        """The operations opsgate can run, their parameters and default risk, and which of
-        them you may propose."""
         agent = agent_of(ctx)
         return {"agent": agent.name, "operations": gateway.operations(agent)}
 
-    @mcp.tool(annotations=PROPOSE)
+    @mcp.tool(annotations=PROPOSE, description=DESCRIPTIONS["propose_remediation"])
     async def propose_remediation(
         ctx: Context,
         rationale: str,
@@ -68,10 +89,6 @@ def build_mcp(gateway: AgentGateway) -> MCPServer:
         evidence: Evidence | None = None,
         risk: Risk | None = None,
     ) -> dict[str, Any]:
-        """Propose one remediation for humans to approve. Give ``action`` (kubectl text) or
-        ``operation``; ``incident_id`` of an open incident, or ``labels`` with an alertname
-        for a new one. Proposing again for the same incident with another operation replaces
-        your earlier proposal, and its approvals start from zero."""
         agent = agent_of(ctx)
         try:
             request = AgentProposalRequest(
@@ -96,43 +113,37 @@ def build_mcp(gateway: AgentGateway) -> MCPServer:
             "unchanged": proposed.unchanged,
         }
 
-    @mcp.tool(annotations=READ)
+    @mcp.tool(annotations=READ, description=DESCRIPTIONS["get_proposal"])
     async def get_proposal(ctx: Context, approval_id: str) -> dict[str, Any]:
-        """A proposal's status, approvals, execution result and verification."""
         try:
             return await gateway.proposal(agent_of(ctx), approval_id)
         except NotVisible as exc:
             raise ToolError(str(exc)) from None
 
-    @mcp.tool(annotations=READ)
+    @mcp.tool(annotations=READ, description=DESCRIPTIONS["wait_for_decision"])
     async def wait_for_decision(
         ctx: Context, approval_id: str, timeout_seconds: float = 30.0
     ) -> dict[str, Any]:
-        """Block until the proposal is decided (and, if approved, executed), at most
-        ``timeout_seconds`` (up to 60); ``final`` says whether it was."""
         try:
             return await gateway.wait(agent_of(ctx), approval_id, timeout_seconds)
         except NotVisible as exc:
             raise ToolError(str(exc)) from None
 
-    @mcp.tool(annotations=READ)
+    @mcp.tool(annotations=READ, description=DESCRIPTIONS["list_incidents"])
     async def list_incidents(ctx: Context, offset: int = 0, limit: int = 20) -> dict[str, Any]:
-        """Firing incidents in your namespaces, newest first."""
         return await gateway.incidents(agent_of(ctx), offset, limit)
 
-    @mcp.tool(annotations=READ)
+    @mcp.tool(annotations=READ, description=DESCRIPTIONS["get_timeline"])
     async def get_timeline(
         ctx: Context, incident_id: str, offset: int = 0, limit: int = 30
     ) -> dict[str, Any]:
-        """An incident's events, newest first."""
         try:
             return await gateway.timeline(agent_of(ctx), incident_id, offset, limit)
         except NotVisible as exc:
             raise ToolError(str(exc)) from None
 
-    @mcp.tool(annotations=READ)
+    @mcp.tool(annotations=READ, description=DESCRIPTIONS["search_knowledge"])
     async def search_knowledge(ctx: Context, query: str, limit: int = 5) -> dict[str, Any]:
-        """Past incident cases that match the words, best first."""
         agent_of(ctx)
         return {"hits": await gateway.search(query, limit)}
 
