@@ -7,6 +7,7 @@ import contextlib
 import os
 import secrets
 import socket
+import sys
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from importlib.metadata import version
@@ -22,12 +23,13 @@ from fastapi import FastAPI
 from kubernetes_asyncio import config as kube_config
 from kubernetes_asyncio.client import ApiClient, Configuration
 from kubernetes_asyncio.config.config_exception import ConfigException
-from mcp.server.mcpserver import MCPServer
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 from telegram import Update
 from telegram.error import InvalidToken, NetworkError
 from telegram.ext import Application, ApplicationBuilder
 
+import opsgate
 from opsgate.bot.outbound import OutboundScheduler
 from opsgate.bot.render_commands import COMMANDS
 from opsgate.bot.send_budget import FloodLimits, SendBudget, redis_storage
@@ -45,7 +47,7 @@ from opsgate.handlers.http_routes import (
     policy_router,
     telegram_webhook_router,
 )
-from opsgate.handlers.mcp_server import McpDoor, build_mcp, mcp_app
+from opsgate.handlers.mcp_door import LazyMcp, McpDoor
 from opsgate.handlers.response_buttons import ResponseButtons
 from opsgate.handlers.telegram_updates import ALLOWED_UPDATES, register
 from opsgate.handlers.undo_buttons import UndoButtons
@@ -82,6 +84,7 @@ from opsgate.services.queries import IncidentQueries
 from opsgate.services.routing import Router
 from opsgate.services.silences import SilenceService
 from opsgate.services.storage.db import Database, describe_database_error
+from opsgate.services.storage.schema_version import schema_is_current
 from opsgate.services.telegram_inbox import UpdateInbox
 from opsgate.services.undo import UndoService
 from opsgate.services.verification import OUTCOMES as VERIFICATION_OUTCOMES
@@ -99,6 +102,8 @@ UPDATE_LEASE_SECONDS = 5.0
 # How soon a replica notices that the polling leader is gone (or that it lost the lock itself).
 POLLING_LEADER_CHECK_SECONDS = 2.0
 POLLING_LOCK = "telegram-polling"
+MIGRATE_MODULE = "opsgate.migrate"
+PACKAGE_ROOT = Path(opsgate.__file__).resolve().parents[1]
 
 
 async def load_kube_client(settings: Settings) -> ApiClient:
@@ -169,8 +174,8 @@ class OpsGate:
     http_app: RequestGate
     webhook_secret: str | None
     reloader: PolicyReloader
-    # The MCP server behind /mcp; its session manager runs while the HTTP server does.
-    mcp: MCPServer
+    # The MCP server behind /mcp, built on first use; it runs while the HTTP server does.
+    mcp: LazyMcp
     routed_chats: tuple[int, ...] = ()
 
 
@@ -215,13 +220,36 @@ def open_database(url: str) -> Database:
 
 
 async def migrate_database(db: Database) -> None:
-    """``Database.migrate``, with an unusable database reported in one line naming the setting."""
-    try:
-        await db.migrate()
-    except (OSError, SQLAlchemyError) as exc:
-        raise SettingsError(
-            f"OPSGATE_DATABASE_URL: cannot use the database: {describe_database_error(exc)}"
-        ) from None
+    """Bring the schema to head, in a child process (``python -m opsgate.migrate``) when it is
+    behind: Alembic and Mako then never load into this process. An unusable database is
+    reported in one line naming the setting, the child's own."""
+    if await schema_is_current(db):
+        return
+    if make_url(db.url).database in (None, "", ":memory:") and db.is_sqlite:
+        raise SettingsError("OPSGATE_DATABASE_URL: an in-memory SQLite database is not shared")
+    # The child runs the same opsgate as this process, wherever that was imported from.
+    path = [str(PACKAGE_ROOT), os.environ.get("PYTHONPATH", "")]
+    env = {
+        **os.environ,
+        "OPSGATE_DATABASE_URL": db.url,
+        "PYTHONPATH": os.pathsep.join(filter(None, path)),
+    }
+    child = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        MIGRATE_MODULE,
+        env=env,
+        stdin=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    _, err = await child.communicate()
+    said = [line.removeprefix("opsgate: ") for line in err.decode(errors="replace").splitlines()]
+    if child.returncode == 2:
+        raise SettingsError("\n".join(said))
+    if child.returncode != 0:
+        tail = said[-1] if said else "no output"
+        raise RuntimeError(f"{MIGRATE_MODULE} failed (exit {child.returncode}): {tail}")
+    log.info("database_migrated", dialect=db.engine.dialect.name)
 
 
 def build_app(settings: Settings, *, policy: PolicySource, kube: ApiClient) -> OpsGate:
@@ -383,7 +411,7 @@ def build_app(settings: Settings, *, policy: PolicySource, kube: ApiClient) -> O
     token = settings.webhook_token.get_secret_value() if settings.webhook_token else None
     reloader = PolicyReloader(policy, settings.policy_file, approvals)
     gateway = AgentGateway(db, incidents, policy, knowledge, IncidentQueries(db))
-    mcp = build_mcp(gateway)
+    mcp = LazyMcp(gateway)
     routers = [
         ingest_router(incidents, db, on_alert=metrics.alerts_received.inc, gateway=gateway),
         agent_router(gateway),
@@ -431,7 +459,7 @@ def build_app(settings: Settings, *, policy: PolicySource, kube: ApiClient) -> O
         runners=tuple(runners),
         api=api,
         http_app=RequestGate(
-            McpDoor(api, mcp_app(mcp), gateway), token=token, telegram_webhook=webhook_gate
+            McpDoor(api, mcp, gateway), token=token, telegram_webhook=webhook_gate
         ),
         mcp=mcp,
         webhook_secret=webhook_secret,
@@ -515,9 +543,10 @@ class Runtime:
                 settings.telegram_webhook_url, og.webhook_secret, list(ALLOWED_UPDATES)
             )
         server = uvicorn.Server(uvicorn.Config(og.http_app, log_config=None, lifespan="off"))
-        # uvicorn runs no lifespan here, so the MCP session manager is started by hand.
-        mcp_sessions = contextlib.AsyncExitStack()
-        await mcp_sessions.enter_async_context(og.mcp.session_manager.run())
+        # uvicorn runs no lifespan here: the MCP server's sessions run in a task of their own,
+        # stopped after the HTTP server, and it never raises (a failure is the requests' 503).
+        mcp_stop = asyncio.Event()
+        mcp_task = asyncio.create_task(og.mcp.run(mcp_stop), name="mcp-server")
         runner_stop = asyncio.Event()
         runner_tasks = [
             asyncio.create_task(r.run(runner_stop), name=f"job-runner-{r.name}")
@@ -554,7 +583,8 @@ class Runtime:
             stop_task.cancel()
             reload_task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-            await mcp_sessions.aclose()
+            mcp_stop.set()
+            await mcp_task
 
     async def _check_chats(self) -> None:
         """A wrong alert chat would otherwise show only as a rejected first card."""

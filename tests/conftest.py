@@ -12,6 +12,7 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from opsgate.services.storage.db import Database
+from opsgate.services.storage.schema_upgrade import upgrade_schema
 
 PG_URL = os.environ.get(
     "OPSGATE_TEST_DATABASE_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
@@ -63,7 +64,7 @@ async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncI
 @pytest.fixture
 async def database(database_url: str) -> AsyncIterator[Database]:
     db = Database(database_url)
-    await db.migrate()
+    await upgrade_schema(db)
     try:
         yield db
     finally:

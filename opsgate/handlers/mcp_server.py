@@ -1,8 +1,9 @@
 """The Model Context Protocol door for AI agents (the official ``mcp`` SDK, streamable HTTP).
 
 Thin: every tool authenticates the caller's bearer token as a policy agent and calls one
-``AgentGateway`` method. ``McpDoor`` refuses a request without a known agent token before the
-SDK sees it; the tools check again, since the SDK runs them away from the HTTP request.
+``AgentGateway`` method. ``mcp_door.McpDoor`` refuses a request without a known agent token
+before the SDK sees it; the tools check again, since the SDK runs them away from the HTTP
+request. Only ``mcp_door`` imports this module, on the first agent's request.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from mcp.types import ToolAnnotations
 from pydantic import ValidationError
 from starlette.applications import Starlette
 
-from opsgate.handlers.http_guards import ASGIApp, Receive, Scope, Send, answer
+from opsgate.handlers.mcp_door import MCP_PATH, McpServing
 from opsgate.services.agent_gateway import (
     AgentGateway,
     AgentProposalRequest,
@@ -28,7 +29,6 @@ from opsgate.services.agent_gateway import (
 from opsgate.services.agents import Agent
 from opsgate.services.risk import Risk
 
-MCP_PATH = "/mcp"
 READ = ToolAnnotations(read_only_hint=True, destructive_hint=False, idempotent_hint=True)
 PROPOSE = ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=True)
 
@@ -37,6 +37,29 @@ INSTRUCTIONS = (
     "propose_remediation (within your scope: list_operations says what you may propose), "
     "then wait_for_decision. You can never approve; the on-call engineers do."
 )
+
+
+# Tool descriptions: what agents read. Not docstrings, which PYTHONOPTIMIZE=2 (the image) drops.
+DESCRIPTIONS = {
+    "list_operations": (
+        "The operations opsgate can run, their parameters and default risk, and which of them "
+        "you may propose."
+    ),
+    "propose_remediation": (
+        "Propose one remediation for humans to approve. Give ``action`` (kubectl text) or "
+        "``operation``; ``incident_id`` of an open incident, or ``labels`` with an alertname "
+        "for a new one. Proposing again for the same incident with another operation replaces "
+        "your earlier proposal, and its approvals start from zero."
+    ),
+    "get_proposal": "A proposal's status, approvals, execution result and verification.",
+    "wait_for_decision": (
+        "Block until the proposal is decided (and, if approved, executed), at most "
+        "``timeout_seconds`` (up to 60); ``final`` says whether it was."
+    ),
+    "list_incidents": "Firing incidents in your namespaces, newest first.",
+    "get_timeline": "An incident's events, newest first.",
+    "search_knowledge": "Past incident cases that match the words, best first.",
+}
 
 
 def build_mcp(gateway: AgentGateway) -> MCPServer:
@@ -49,14 +72,12 @@ def build_mcp(gateway: AgentGateway) -> MCPServer:
             raise ToolError("unknown agent token")
         return agent
 
-    @mcp.tool(annotations=READ)
+    @mcp.tool(annotations=READ, description=DESCRIPTIONS["list_operations"])
     async def list_operations(ctx: Context) -> dict[str, Any]:
-        """The operations opsgate can run, their parameters and default risk, and which of
-        them you may propose."""
         agent = agent_of(ctx)
         return {"agent": agent.name, "operations": gateway.operations(agent)}
 
-    @mcp.tool(annotations=PROPOSE)
+    @mcp.tool(annotations=PROPOSE, description=DESCRIPTIONS["propose_remediation"])
     async def propose_remediation(
         ctx: Context,
         rationale: str,
@@ -68,10 +89,6 @@ def build_mcp(gateway: AgentGateway) -> MCPServer:
         evidence: Evidence | None = None,
         risk: Risk | None = None,
     ) -> dict[str, Any]:
-        """Propose one remediation for humans to approve. Give ``action`` (kubectl text) or
-        ``operation``; ``incident_id`` of an open incident, or ``labels`` with an alertname
-        for a new one. Proposing again for the same incident with another operation replaces
-        your earlier proposal, and its approvals start from zero."""
         agent = agent_of(ctx)
         try:
             request = AgentProposalRequest(
@@ -96,43 +113,37 @@ def build_mcp(gateway: AgentGateway) -> MCPServer:
             "unchanged": proposed.unchanged,
         }
 
-    @mcp.tool(annotations=READ)
+    @mcp.tool(annotations=READ, description=DESCRIPTIONS["get_proposal"])
     async def get_proposal(ctx: Context, approval_id: str) -> dict[str, Any]:
-        """A proposal's status, approvals, execution result and verification."""
         try:
             return await gateway.proposal(agent_of(ctx), approval_id)
         except NotVisible as exc:
             raise ToolError(str(exc)) from None
 
-    @mcp.tool(annotations=READ)
+    @mcp.tool(annotations=READ, description=DESCRIPTIONS["wait_for_decision"])
     async def wait_for_decision(
         ctx: Context, approval_id: str, timeout_seconds: float = 30.0
     ) -> dict[str, Any]:
-        """Block until the proposal is decided (and, if approved, executed), at most
-        ``timeout_seconds`` (up to 60); ``final`` says whether it was."""
         try:
             return await gateway.wait(agent_of(ctx), approval_id, timeout_seconds)
         except NotVisible as exc:
             raise ToolError(str(exc)) from None
 
-    @mcp.tool(annotations=READ)
+    @mcp.tool(annotations=READ, description=DESCRIPTIONS["list_incidents"])
     async def list_incidents(ctx: Context, offset: int = 0, limit: int = 20) -> dict[str, Any]:
-        """Firing incidents in your namespaces, newest first."""
         return await gateway.incidents(agent_of(ctx), offset, limit)
 
-    @mcp.tool(annotations=READ)
+    @mcp.tool(annotations=READ, description=DESCRIPTIONS["get_timeline"])
     async def get_timeline(
         ctx: Context, incident_id: str, offset: int = 0, limit: int = 30
     ) -> dict[str, Any]:
-        """An incident's events, newest first."""
         try:
             return await gateway.timeline(agent_of(ctx), incident_id, offset, limit)
         except NotVisible as exc:
             raise ToolError(str(exc)) from None
 
-    @mcp.tool(annotations=READ)
+    @mcp.tool(annotations=READ, description=DESCRIPTIONS["search_knowledge"])
     async def search_knowledge(ctx: Context, query: str, limit: int = 5) -> dict[str, Any]:
-        """Past incident cases that match the words, best first."""
         agent_of(ctx)
         return {"hits": await gateway.search(query, limit)}
 
@@ -151,26 +162,11 @@ def mcp_app(mcp: MCPServer) -> Starlette:
     )
 
 
-class McpDoor:
-    """``/mcp`` to the MCP app for a known agent token (else 401); the rest to ``app``."""
-
-    def __init__(self, app: ASGIApp, mcp: ASGIApp, gateway: AgentGateway) -> None:
-        self._app = app
-        self._mcp = mcp
-        self._gateway = gateway
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        path = str(scope.get("path", ""))
-        if scope["type"] != "http" or path.rstrip("/") != MCP_PATH:
-            await self._app(scope, receive, send)
-            return
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-        if self._gateway.authenticate(headers.get("authorization", "")) is None:
-            await answer(
-                send, 401, "missing or unknown agent token", {"WWW-Authenticate": "Bearer"}
-            )
-            return
-        await self._mcp({**scope, "path": MCP_PATH}, receive, send)
+def serving(gateway: AgentGateway) -> McpServing:
+    """The server, its app and its session manager: what ``mcp_door.LazyMcp`` loads."""
+    mcp = build_mcp(gateway)
+    app = mcp_app(mcp)
+    return McpServing(app=app, sessions=mcp.session_manager.run)
 
 
 def _errors(exc: ValidationError) -> str:

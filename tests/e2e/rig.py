@@ -18,6 +18,7 @@ from opsgate.services.policy import Policy
 from opsgate.services.policy_source import PolicySource
 from opsgate.services.storage.db import Database
 from opsgate.services.storage.models import Incident
+from opsgate.services.storage.schema_upgrade import upgrade_schema
 from opsgate.settings import Settings
 
 CHAT_ID = -1001234567890
@@ -68,6 +69,14 @@ class Rig:
 
     async def start(self) -> None:
         settings = self.settings()
+        # Here rather than in the child process serve would start for an empty database:
+        # Alembic is loaded in this process anyway, and a child per test costs a second.
+        # tests/multiprocess and tests/unit/test_migrate_errors.py cover serve's own way.
+        db = Database(settings.database_url)
+        try:
+            await upgrade_schema(db)
+        finally:
+            await db.dispose()
         kube = await load_kube_client(settings)
         self.runtime = Runtime(build_app(settings, policy=PolicySource(self.policy), kube=kube))
         self.task = asyncio.create_task(self.runtime.run())

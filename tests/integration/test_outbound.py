@@ -30,6 +30,7 @@ from opsgate.sandbox.telegram_api import ApiCall, FakeTelegram
 from opsgate.services.chat import CardView, ChatRetryLater, ChatTarget, ResultView
 from opsgate.services.chats import ChatDirectory
 from opsgate.services.storage.db import Database
+from opsgate.services.storage.schema_upgrade import upgrade_schema
 from opsgate.settings import Settings
 from tests.builders import pending_card
 
@@ -94,7 +95,7 @@ class Errors:
 @pytest.fixture
 async def chats(tmp_path: Path) -> AsyncIterator[ChatDirectory]:
     db = Database(f"sqlite+aiosqlite:///{tmp_path / 'opsgate.db'}")
-    await db.migrate()
+    await upgrade_schema(db)
     try:
         yield ChatDirectory(db)
     finally:

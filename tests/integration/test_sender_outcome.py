@@ -25,6 +25,7 @@ from opsgate.services.chat import (
 )
 from opsgate.services.chats import ChatDirectory
 from opsgate.services.storage.db import Database
+from opsgate.services.storage.schema_upgrade import upgrade_schema
 from opsgate.settings import Settings
 from tests.builders import decision_buttons, pending_card
 
@@ -50,7 +51,7 @@ def settings(api_url: str) -> Settings:
 @pytest.fixture
 async def db(tmp_path: Path) -> AsyncIterator[Database]:
     database = Database(f"sqlite+aiosqlite:///{tmp_path / 'opsgate.db'}")
-    await database.migrate()
+    await upgrade_schema(database)
     try:
         yield database
     finally:

@@ -30,6 +30,7 @@ from opsgate.services.storage.models import (
     TimelineEvent,
     is_mapped_schema_object,
 )
+from opsgate.services.storage.schema_upgrade import upgrade_schema
 from tests.builders import (
     ALICE,
     BOB,
@@ -64,7 +65,7 @@ def services(
 
 
 async def test_migrate_is_idempotent(database: Database) -> None:
-    await database.migrate()
+    await upgrade_schema(database)
     async with database.transaction() as session:
         version = await session.scalar(text("SELECT version_num FROM alembic_version"))
     assert version == "0015"

@@ -10,6 +10,7 @@ import pytest
 
 from opsgate.services import audit_chain
 from opsgate.services.storage.db import Database
+from opsgate.services.storage.schema_upgrade import upgrade_schema
 from tests.conftest import drop_postgres, fresh_postgres_url
 
 pytestmark = pytest.mark.postgres
@@ -22,6 +23,7 @@ import asyncio, sys
 from opsgate.services import audit_chain
 from opsgate.services.audit_chain import AuditKind
 from opsgate.services.storage.db import Database
+from opsgate.services.storage.schema_upgrade import upgrade_schema
 
 async def main(url, name, n):
     db = Database(url)
@@ -48,7 +50,7 @@ async def pg_url() -> AsyncIterator[str]:
 
 async def test_two_processes_append_one_valid_chain(pg_url: str) -> None:
     db = Database(pg_url)
-    await db.migrate()
+    await upgrade_schema(db)
     try:
         children = [
             await asyncio.create_subprocess_exec(

@@ -17,7 +17,7 @@ from sqlalchemy.engine import make_url
 
 from opsgate.sandbox.kube_api import FakeKube
 from opsgate.sandbox.telegram_api import FakeTelegram
-from opsgate.services.storage.db import alembic_config
+from opsgate.services.storage.schema_upgrade import alembic_config
 from tests.conftest import drop_postgres, fresh_postgres_url
 from tests.procs import OpsgateProcesses, serve_env
 

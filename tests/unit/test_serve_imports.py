@@ -1,0 +1,63 @@
+"""What ``opsgate serve`` keeps out of its process: Alembic (the migration runs in a child), the
+MCP SDK (loaded on the first agent's request) and PTB's use of cryptography (unused_extras).
+Each is several MB of resident memory.
+
+Checked in a fresh interpreter: this test process has imported both long before.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+SERVE_START = """
+import asyncio, sys
+from kubernetes_asyncio.client import ApiClient, Configuration
+from opsgate.app import build_app, migrate_database
+import opsgate.cli
+from opsgate.services.policy import Policy
+from opsgate.services.policy_source import PolicySource
+from opsgate.services.storage.schema_version import schema_is_current
+from opsgate.settings import Settings
+
+async def start() -> None:
+    settings = Settings(telegram_token="1:x", alert_chat_id=-1, database_url=sys.argv[1])
+    og = build_app(settings, policy=PolicySource(Policy.empty()), kube=ApiClient(Configuration()))
+    await migrate_database(og.db)
+    print("schema:", "current" if await schema_is_current(og.db) else "behind")
+    await og.db.dispose()
+    await og.kube.close()
+
+asyncio.run(start())
+kept_out = ("alembic", "mako", "mcp", "mcp_types", "cryptography")
+print("loaded:", *sorted(m for m in kept_out if m in sys.modules))
+"""
+
+
+def test_serve_migrates_an_empty_database_without_alembic_or_mcp(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'opsgate.db'}"
+    done = subprocess.run(
+        [sys.executable, "-c", SERVE_START, url],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    said = dict(line.split(":", 1) for line in done.stdout.splitlines() if ":" in line)
+    assert said.get("schema", "").split() == ["current"], done.stdout + done.stderr
+    assert said["loaded"].split() == [], f"loaded in the serving process: {said['loaded']}"
+
+
+def test_the_mcp_sdk_still_gets_cryptography_after_telegram() -> None:
+    code = (
+        "import sys, opsgate.cli, telegram._passport.credentials as passport\n"
+        "import mcp.server.request_state\n"
+        "print(passport.CRYPTO_INSTALLED, 'cryptography' in sys.modules)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True
+    )
+    assert done.stdout.split() == ["False", "True"]
