@@ -25,6 +25,7 @@ STATIC = files("opsgate.demo") / "static"
 ASSETS = {
     "app.js": "text/javascript",
     "app.css": "text/css",
+    "favicon.svg": "image/svg+xml",
 }
 # Nothing but the page's own files; no inline script or style, no other origin.
 CSP = (

@@ -67,3 +67,15 @@ def test_an_unknown_scenario_names_the_known_ones(capsys: pytest.CaptureFixture[
     assert main(["demo", "--scenario", "nope", "--headless"]) == 2
     err = capsys.readouterr().err
     assert "no scenario 'nope'" in err and "crashloop" in err
+
+
+def test_serve_never_loads_the_demo_or_the_stand_ins() -> None:
+    probe = (
+        "import sys, opsgate.cli, opsgate.serve\n"
+        "loaded = [m for m in sys.modules if m.startswith(('opsgate.demo', 'opsgate.sandbox'))]\n"
+        "assert not loaded, loaded\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
