@@ -257,6 +257,10 @@ class DemoSession:
         scenario = BY_NAME[name]
         card = await self.fire(name)
         steps = [f"▶ alert {scenario.alert.alertname} fired; card #{card.message_id} posted"]
+        # The card's lines change as it is edited; what it proposed first is worth keeping.
+        steps += [
+            f"  card: {line}" for line in card.plain_text.splitlines() if "playbook #" in line
+        ]
         for move in scenario.moves:
             who = f"@{PERSON[move.person].user.username}"
             if move.button is not None:

@@ -23,7 +23,7 @@ SPECIFIC = {
     "permanent": ("Failed", "not retried"),
     "outside-allowlist": ("Action refused", "@vic"),
     "resolves": ("RESOLVED", "alert resolved before approval"),
-    "learned-playbook": ("Playbook #1 is now approved", "playbook #1, worked 1/1"),
+    "learned-playbook": ("Playbook #1 is now approved", "card: 📈 playbook #1, worked 1/1"),
 }
 
 
