@@ -4,26 +4,28 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import signal
+import importlib
 import sys
+from collections.abc import Callable
 from datetime import UTC, date, datetime
 from importlib.metadata import version
 from pathlib import Path
 
-import structlog
-
-from opsgate.app import Runtime, build_app, load_kube_client, migrate_database, open_database
+from opsgate.app import migrate_database, open_database
 from opsgate.logs import configure_logging
+from opsgate.serve import serve
 from opsgate.services import audit_chain
 from opsgate.services.finetune_export import export_finetune
 from opsgate.services.policy import Policy, PolicyError
-from opsgate.services.policy_source import PolicySource
-from opsgate.settings import Settings, SettingsError, load_database_settings, load_settings
-
-log = structlog.get_logger(__name__)
+from opsgate.settings import SettingsError, load_database_settings, load_settings
 
 # Not ``__doc__``: the image runs with PYTHONOPTIMIZE=2, which drops docstrings.
 DESCRIPTION = "opsgate serve and friends: a Telegram ChatOps gate between alerts and changes."
+
+# `opsgate demo` runs opsgate against the Bot API and Kubernetes stand-ins of opsgate.sandbox.
+# Its module is imported only when the command is chosen: `opsgate serve` and the other
+# commands must never load the stand-ins (nor anything else that exists only for the demo).
+DEMO_MODULE = "opsgate.demo.command"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -44,7 +46,18 @@ def main(argv: list[str] | None = None) -> int:
     audit_export = audit_sub.add_parser("export", help="write the chain as JSON lines")
     audit_export.add_argument("--since", required=True, type=_utc_date, help="YYYY-MM-DD (UTC)")
     audit_export.add_argument("--out", type=Path, help="the JSONL file (default: stdout)")
+    demo = sub.add_parser(
+        "demo", help="the whole loop in a browser, against simulated Telegram and Kubernetes"
+    )
+    demo.add_argument("--port", type=int, default=8090, help="the page's port on 127.0.0.1")
+    demo.add_argument("--scenario", help="the scenario to play (with --headless)")
+    demo.add_argument(
+        "--headless", action="store_true", help="no page: play --scenario, print the transcript"
+    )
     args = parser.parse_args(argv)
+    if args.command == "demo":
+        run_demo: Callable[[argparse.Namespace], int] = importlib.import_module(DEMO_MODULE).run
+        return run_demo(args)
     try:
         if args.command == "check-policy":
             Policy.from_file(Path(args.path))
@@ -65,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         settings = load_settings()
         configure_logging(settings.log_format, settings.log_level)
-        asyncio.run(_serve(settings))
+        asyncio.run(serve(settings))
         return 0
     except (SettingsError, PolicyError) as exc:
         for line in str(exc).splitlines():
@@ -120,32 +133,6 @@ def _utc_date(text: str) -> datetime:
         return datetime.combine(date.fromisoformat(text), datetime.min.time(), UTC)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {text!r}") from None
-
-
-async def _serve(settings: Settings) -> None:
-    policy = Policy.from_file(settings.policy_file) if settings.policy_file else Policy.empty()
-    kube = await load_kube_client(settings)
-    runtime = Runtime(build_app(settings, policy=PolicySource(policy), kube=kube))
-    # Kubernetes stops a pod with SIGTERM. uvicorn catches it while it serves, but stops only
-    # the HTTP server and then raises the signal again; with Python's default action that kills
-    # the process before polling, the job runner and the database pool are shut down. With a
-    # loop handler the second delivery lands here too, so the handler must be idempotent.
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, _stop_on_signal, runtime, signum)
-    loop.add_signal_handler(signal.SIGHUP, _reload_on_signal, runtime)
-    await runtime.run()
-
-
-def _stop_on_signal(runtime: Runtime, signum: signal.Signals) -> None:
-    if not runtime.stop.is_set():
-        log.info("stop_signal_received", signal=signum.name)
-        runtime.stop.set()
-
-
-def _reload_on_signal(runtime: Runtime) -> None:
-    log.info("reload_signal_received", signal="SIGHUP")
-    runtime.request_reload()
 
 
 if __name__ == "__main__":
