@@ -15,14 +15,16 @@ START_TIMEOUT_SECONDS = 60.0
 REPO_ROOT = Path(__file__).resolve().parents[1]
 UPDATE_CONCURRENCY = Settings.model_fields["update_concurrency"].default
 # What stand_in_settings changes so that the tests run fast and a bench puts back to the
-# defaults: Telegram's flood limits in opsgate's scheduler, and how often the job runner and
-# the approval sweep look at the database (every 50 ms there, competing for SQLite's lock).
+# defaults: Telegram's flood limits in opsgate's scheduler, the chat's card quota (beyond it a
+# storm goes on the digest; the rig lifts it), and how often the job runner and the approval
+# sweep look at the database (every 50 ms there, competing for SQLite's lock).
 PRODUCTION_SETTINGS = {
     name: Settings.model_fields[name].default
     for name in (
         "telegram_chat_rate_per_second",
         "telegram_group_rate_per_minute",
         "telegram_overall_rate_per_second",
+        "cards_per_minute",
         "job_poll_interval",
         "approval_sweep_seconds",
     )
