@@ -36,8 +36,8 @@ from opsgate.services.chat import (
 )
 from opsgate.services.digests import is_listed, schedule_digest
 from opsgate.services.execution import SUCCEEDED, approver_names, load_execution
-from opsgate.services.job_kinds import IncidentJob, ResultJob
-from opsgate.services.jobs import ClaimedJob, Lease, RetryJob
+from opsgate.services.job_kinds import SYNC_CARD, IncidentJob, ResultJob
+from opsgate.services.jobs import ClaimedJob, Lease, RetryJob, is_queued
 from opsgate.services.learning import AUTO_REQUESTER, proposer_signature, record_in, signature
 from opsgate.services.operation_specs import Plan, PlanState, blast_radius, inverse
 from opsgate.services.operations import Operation
@@ -64,6 +64,8 @@ log = structlog.get_logger(__name__)
 # shows the plan at once never offers Approve for a target that does not exist.
 PLAN_WAIT = timedelta(seconds=5)
 PLAN_POLL = timedelta(milliseconds=200)
+# How soon a result whose card is still to be posted looks again.
+RESULT_WAITS_FOR_CARD = timedelta(milliseconds=500)
 # How long a card whose delivery Telegram did not confirm waits for a tap to claim it before
 # it is posted again.
 UNKNOWN_CARD_WAIT = timedelta(seconds=60)
@@ -564,6 +566,15 @@ class CardPublisher:
             card_id = incident.message_id
             # A reply Telegram may have shown already is not sent a second time.
             settled = execution.result_message_id is not None or execution.result_delivery_unknown
+            # An auto-approved fix can finish before its card is posted: the reply waits for
+            # the card it belongs under, as long as a card job is still on its way.
+            card_coming = (
+                card_id is None
+                and not settled
+                and await is_queued(session, SYNC_CARD, IncidentJob(incident_id=incident.id))
+            )
+        if card_coming:
+            raise RetryJob(utcnow() + RESULT_WAITS_FOR_CARD, "the result waits for its card")
         if card_id is not None:
             try:
                 await self._chat.edit_card(
