@@ -389,10 +389,13 @@ class CardPublisher:
             except ChatRejected as exc:
                 log.warning("card_edit_rejected", incident_id=incident_id, error=str(exc))
             return
-        if view.plan_pending_since is not None and utcnow() - view.plan_pending_since < PLAN_WAIT:
-            raise RetryJob(utcnow() + PLAN_POLL, "the card waits for its action's plan")
+        # The quota is asked before the plan is awaited: in a storm the plan reads queue up,
+        # and an incident that will wait anyway is listed on the digest at once, which needs
+        # no plan. A slot taken here stays taken while the plan is awaited.
         if self._quota is not None and not await self._card_turn(job.lease, incident_id):
             return
+        if view.plan_pending_since is not None and utcnow() - view.plan_pending_since < PLAN_WAIT:
+            raise RetryJob(utcnow() + PLAN_POLL, "the card waits for its action's plan")
         if self._cases is not None:
             view = await self._attach_related_case(job.lease, incident_id, view)
         await job.lease.ensure()

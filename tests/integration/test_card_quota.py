@@ -3,21 +3,35 @@ to the most severe waiting incident, whichever asks first."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
+from typing import Any
 
 import pytest
 from sqlalchemy import select
+from telegram.ext import Application
+
+from opsgate.app import build_telegram
+from opsgate.bot.sender import TelegramSender
+from opsgate.sandbox.telegram_api import FakeTelegram
 
 from opsgate.services.alertmanager import AmPayload
 from opsgate.services.card_quota import RECHECK, WINDOW, CardQuota
+from opsgate.services.cards import CardPublisher
+from opsgate.services.chats import ChatDirectory
 from opsgate.services.incidents import IncidentService
-from opsgate.services.job_kinds import JobKind
+from opsgate.services.job_kinds import SYNC_CARD, IncidentJob, JobKind
+from opsgate.services.jobs import RetryJob
 from opsgate.services.storage.db import Database
 from opsgate.services.storage.models import DigestLine, Incident, Job, utcnow
+from opsgate.settings import Settings
 from tests.builders import alert, am_payload
-from tests.integration.test_tap_binding import incident_service
+from tests.integration.test_tap_binding import CHAT, incident_service
+from tests.job_helpers import held_job
 
 QUOTA = CardQuota(cards_per_minute=1)
+
+App = Application[Any, Any, Any, Any, Any, Any]
 
 
 @pytest.fixture
@@ -86,3 +100,45 @@ async def test_a_slot_taken_stays_taken_for_a_post_that_is_tried_again(
     t0 = utcnow()
     assert await ask(database, QUOTA, only, t0) is None
     assert await ask(database, QUOTA, only, t0 + timedelta(seconds=5)) is None
+
+
+@pytest.fixture
+async def publisher(database: Database) -> AsyncIterator[CardPublisher]:
+    """The card publisher as the app wires it, its sender on the Bot API stand-in."""
+    async with FakeTelegram() as telegram:
+        telegram.add_chat(CHAT)
+        settings = Settings(
+            telegram_token=telegram.token,  # type: ignore[arg-type]
+            alert_chat_id=CHAT,
+            telegram_api_url=telegram.root_url,
+        )
+        app: App = build_telegram(settings)
+        async with app:
+            yield CardPublisher(
+                database, TelegramSender(app.bot, ChatDirectory(database)), quota=QUOTA
+            )
+
+
+async def slot_and_listing(database: Database, incident_id: str) -> tuple[bool, bool]:
+    async with database.transaction() as session:
+        incident = await session.get(Incident, incident_id)
+        listed = await session.scalar(
+            select(DigestLine.incident_id).where(DigestLine.incident_id == incident_id)
+        )
+    assert incident is not None
+    return incident.card_slot_at is not None, listed is not None
+
+
+async def test_an_incident_beyond_the_quota_is_listed_before_its_plan_is_read(
+    database: Database, incidents: IncidentService, publisher: CardPublisher
+) -> None:
+    # In a storm the plan reads queue behind each other; the digest line needs no plan.
+    first = await ingest(incidents, "First", "warning")
+    second = await ingest(incidents, "Second", "warning")
+    for incident_id in (first, second):
+        job = await held_job(database, SYNC_CARD, IncidentJob(incident_id=incident_id))
+        with pytest.raises(RetryJob):
+            await publisher.sync_card(job)
+    # The first keeps its slot while its card waits for the plan; the second waits on the digest.
+    assert await slot_and_listing(database, first) == (True, False)
+    assert await slot_and_listing(database, second) == (False, True)
