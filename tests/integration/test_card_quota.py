@@ -5,33 +5,24 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
-from typing import Any
 
 import pytest
 from sqlalchemy import select
-from telegram.ext import Application
-
-from opsgate.app import build_telegram
-from opsgate.bot.sender import TelegramSender
-from opsgate.sandbox.telegram_api import FakeTelegram
 
 from opsgate.services.alertmanager import AmPayload
 from opsgate.services.card_quota import RECHECK, WINDOW, CardQuota
 from opsgate.services.cards import CardPublisher
-from opsgate.services.chats import ChatDirectory
 from opsgate.services.incidents import IncidentService
 from opsgate.services.job_kinds import SYNC_CARD, IncidentJob, JobKind
 from opsgate.services.jobs import RetryJob
 from opsgate.services.storage.db import Database
 from opsgate.services.storage.models import DigestLine, Incident, Job, utcnow
-from opsgate.settings import Settings
 from tests.builders import alert, am_payload
+from tests.integration.publisher_wiring import wired_publisher
 from tests.integration.test_tap_binding import CHAT, incident_service
 from tests.job_helpers import held_job
 
 QUOTA = CardQuota(cards_per_minute=1)
-
-App = Application[Any, Any, Any, Any, Any, Any]
 
 
 @pytest.fixture
@@ -104,19 +95,8 @@ async def test_a_slot_taken_stays_taken_for_a_post_that_is_tried_again(
 
 @pytest.fixture
 async def publisher(database: Database) -> AsyncIterator[CardPublisher]:
-    """The card publisher as the app wires it, its sender on the Bot API stand-in."""
-    async with FakeTelegram() as telegram:
-        telegram.add_chat(CHAT)
-        settings = Settings(
-            telegram_token=telegram.token,  # type: ignore[arg-type]
-            alert_chat_id=CHAT,
-            telegram_api_url=telegram.root_url,
-        )
-        app: App = build_telegram(settings)
-        async with app:
-            yield CardPublisher(
-                database, TelegramSender(app.bot, ChatDirectory(database)), quota=QUOTA
-            )
+    async with wired_publisher(database, CHAT, quota=QUOTA) as (publisher, _):
+        yield publisher
 
 
 async def slot_and_listing(database: Database, incident_id: str) -> tuple[bool, bool]:
