@@ -27,7 +27,7 @@ async def wired_publisher(
     async with FakeTelegram() as telegram:
         telegram.add_chat(chat_id)
         settings = Settings(
-            telegram_token=telegram.token,  # type: ignore[arg-type]
+            telegram_token=telegram.token,
             alert_chat_id=chat_id,
             telegram_api_url=telegram.root_url,
         )
