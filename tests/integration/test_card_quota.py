@@ -7,14 +7,14 @@ from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from opsgate.services.alertmanager import AmPayload
 from opsgate.services.card_quota import RECHECK, WINDOW, CardQuota
 from opsgate.services.cards import CardPublisher
 from opsgate.services.incidents import IncidentService
 from opsgate.services.job_kinds import SYNC_CARD, IncidentJob, JobKind
-from opsgate.services.jobs import RetryJob
+from opsgate.services.jobs import JobStatus, RetryJob
 from opsgate.services.storage.db import Database
 from opsgate.services.storage.models import DigestLine, Incident, Job, utcnow
 from tests.builders import alert, am_payload
@@ -122,3 +122,34 @@ async def test_an_incident_beyond_the_quota_is_listed_before_its_plan_is_read(
     # The first keeps its slot while its card waits for the plan; the second waits on the digest.
     assert await slot_and_listing(database, first) == (True, False)
     assert await slot_and_listing(database, second) == (False, True)
+
+
+async def test_once_the_quota_is_spent_every_waiting_card_is_listed_at_once(
+    database: Database, incidents: IncidentService
+) -> None:
+    t0 = utcnow()
+    first = await ingest(incidents, "First", "warning")
+    assert await ask(database, QUOTA, first, t0) is None
+    waiting = [await ingest(incidents, f"Waiting{n}", "warning") for n in range(3)]
+    resolved = await ingest(incidents, "Resolved", "warning")
+    no_job = await ingest(incidents, "NoJob", "warning")
+    async with database.transaction() as session:
+        await session.execute(
+            update(Incident).where(Incident.id == resolved).values(status="resolved")
+        )
+        await session.execute(
+            update(Job)
+            .where(Job.kind == JobKind.SYNC_CARD.value, Job.key == no_job)
+            .values(status=JobStatus.DONE.value)
+        )
+    # Only the first waiting card's job asks; in a storm the others' jobs are still queued.
+    assert await ask(database, QUOTA, waiting[0], t0) is not None
+    async with database.transaction() as session:
+        listed = set((await session.scalars(select(DigestLine.incident_id))).all())
+        digest_jobs = (
+            await session.scalars(select(Job.id).where(Job.kind == JobKind.DIGEST.value))
+        ).all()
+    assert listed == set(waiting)
+    assert len(digest_jobs) == 1
+    # Their own jobs, when they come round, still get their turn; the line is there already.
+    assert await ask(database, QUOTA, waiting[2], t0) == t0 + 3 * WINDOW
