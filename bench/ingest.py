@@ -50,6 +50,7 @@ from fastapi import FastAPI, Request
 
 from bench.children import cpu_seconds
 from opsgate.app import build_app, load_kube_client, migrate_database
+from opsgate.handlers.http_guards import ASGIApp
 from opsgate.logs import configure_logging
 from opsgate.sandbox.kube_api import FakeKube
 from opsgate.sandbox.telegram_api import FakeTelegram
@@ -64,7 +65,7 @@ HEADERS = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json
 TARGETS = ("opsgate", "bare")
 
 
-def _uvicorn(app: FastAPI) -> uvicorn.Server:
+def _uvicorn(app: ASGIApp) -> uvicorn.Server:
     # As Runtime configures it, so both servers pay for the same HTTP stack.
     return uvicorn.Server(uvicorn.Config(app, log_config=None, lifespan="off"))
 
@@ -87,7 +88,8 @@ async def _serve_opsgate(sock: socket.socket, database_url: str, workdir: Path) 
     og = build_app(settings, policy=policy_source(), kube=await load_kube_client(settings))
     await migrate_database(og.db)
     try:
-        await _uvicorn(og.api).serve(sockets=[sock])
+        # The app Runtime serves: the API behind the token and body-size gate and the MCP door.
+        await _uvicorn(og.http_app).serve(sockets=[sock])
     finally:
         await og.kube.close()
         await og.http.aclose()
