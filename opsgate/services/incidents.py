@@ -27,7 +27,7 @@ from opsgate.services.approvals import APPROVED, PENDING, ApprovalService, Propo
 from opsgate.services.execution import FINAL_STATES
 from opsgate.services.ids import new_incident_id
 from opsgate.services.job_kinds import EXTRACT_PLAYBOOK, SYNC_CARD, IncidentJob
-from opsgate.services.jobs import enqueue, enqueue_many
+from opsgate.services.jobs import enqueue, enqueued_together
 from opsgate.services.learning import AUTO_REQUESTER, record_in, signature
 from opsgate.services.operations import OperationRefused, parse_operation
 from opsgate.services.playbooks import REQUESTER_PREFIX as PLAYBOOK_REQUESTER
@@ -35,8 +35,16 @@ from opsgate.services.playbooks import PlaybookService
 from opsgate.services.policy_source import PolicySource
 from opsgate.services.risk import Risk, parse_risk
 from opsgate.services.routing import Router
+from opsgate.services.storage.bulk_inserts import insert_added
 from opsgate.services.storage.db import Database, describe_database_error
-from opsgate.services.storage.models import Alert, Approval, Execution, Incident, utcnow
+from opsgate.services.storage.models import (
+    Alert,
+    Approval,
+    Execution,
+    Incident,
+    TimelineEvent,
+    utcnow,
+)
 from opsgate.services.storage.read_batches import ReadBatches
 from opsgate.services.storage.write_batches import WriteBatches, WriteInterrupted
 
@@ -293,12 +301,17 @@ class IncidentService:
                 session.add(incident)
                 created.append((write, incident, alerts, choice))
         await session.flush()
-        for write, incident, _, choice in created:
-            await self._follow_new_incident(session, incident, write.payload, choice)
+        incidents = [incident for _, incident, _, _ in created]
+        # Their plan and card jobs in one statement per kind, not one per job.
+        async with enqueued_together(session):
+            for write, incident, _, choice in created:
+                await self._follow_new_incident(session, incident, write.payload, choice)
+            for incident in incidents:
+                await enqueue(session, SYNC_CARD, IncidentJob(incident_id=incident.id))
+            # And their events in one statement, not one by one (see bulk_inserts.py).
+            await insert_added(session, TimelineEvent)
         rows = [row for _, i, alerts, _ in created for row in _alert_inserts(i.id, alerts)]
         await session.execute(insert(Alert), rows)
-        incidents = [incident for _, incident, _, _ in created]
-        await enqueue_many(session, SYNC_CARD, [IncidentJob(incident_id=i.id) for i in incidents])
         return [IngestResult(i.id, True, True) for i in incidents]
 
     def _new_group_incident(
