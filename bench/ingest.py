@@ -3,8 +3,9 @@
     .venv/bin/python -m bench.ingest [--requests 2000] [--rounds 4] [--database-url URL]
                                      [--client raw|httpx] [--only SCENARIO] [--profile FILE]
 
-Two servers run as subprocesses, each on one loopback socket: opsgate's real FastAPI app (from
-``build_app``, served by uvicorn the way ``Runtime`` serves it, with the Telegram and
+Two servers run as subprocesses, each on one loopback socket: opsgate's real HTTP app
+(``build_app``'s ``http_app``: the token gate in front of the MCP door and the FastAPI app),
+served by uvicorn the way ``Runtime`` serves it, with the Telegram and
 Kubernetes stand-ins from opsgate/sandbox, logging JSON at opsgate's default level) and a bare
 FastAPI+uvicorn endpoint that parses the body and answers. This process fires the payloads at
 concurrency 50, in blocks interleaved A B A B over the rounds, so both see the same machine
