@@ -5,9 +5,9 @@
 
 Two servers run as subprocesses, each on one loopback socket: opsgate's real HTTP app
 (``build_app``'s ``http_app``: the token gate in front of the MCP door and the FastAPI app),
-served by uvicorn the way ``Runtime`` serves it, with the Telegram and
-Kubernetes stand-ins from opsgate/sandbox, logging JSON at opsgate's default level) and a bare
-FastAPI+uvicorn endpoint that parses the body and answers. This process fires the payloads at
+served by uvicorn the way ``Runtime`` serves it, with the Telegram and Kubernetes stand-ins
+from opsgate/sandbox, logging JSON at opsgate's default level; and a bare FastAPI+uvicorn
+endpoint that parses the body and answers. This process fires the payloads at
 concurrency 50, in blocks interleaved A B A B over the rounds, so both see the same machine
 noise: first new alert groups, then re-sends of one group that change nothing. It prints
 req/s, p50/p99, server CPU per request, the load generator's own CPU share, and the ratio
