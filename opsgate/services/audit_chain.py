@@ -82,18 +82,7 @@ def canonical(fields: dict[str, Any]) -> bytes:
 
 def record_hash(row: AuditRecord) -> str:
     """What ``row.hash`` must be: over every field but the hash itself."""
-    return _hash_of(
-        {
-            "seq": row.seq,
-            "at": row.at,
-            "kind": row.kind,
-            "approval_id": row.approval_id,
-            "incident_id": row.incident_id,
-            "actor": row.actor,
-            "data": row.data,
-            "prev_hash": row.prev_hash,
-        }
-    )
+    return _hash_of({name: getattr(row, name) for name in _HASHED})
 
 
 def _hash_of(values: dict[str, Any]) -> str:
