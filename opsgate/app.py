@@ -41,6 +41,8 @@ from opsgate.handlers.commands import ChatCommands
 from opsgate.handlers.feedback_buttons import FeedbackButtons
 from opsgate.handlers.http_guards import RequestGate
 from opsgate.handlers.http_routes import (
+    ALERTMANAGER_PATH,
+    alertmanager_webhook,
     create_api,
     health_router,
     ingest_router,
@@ -414,8 +416,9 @@ def build_app(settings: Settings, *, policy: PolicySource, kube: ApiClient) -> O
     reloader = PolicyReloader(policy, settings.policy_file, approvals)
     gateway = AgentGateway(db, incidents, policy, knowledge, IncidentQueries(db))
     mcp = LazyMcp(gateway)
+    webhook = alertmanager_webhook(incidents, on_alert=metrics.alerts_received.inc)
     routers = [
-        ingest_router(incidents, db, on_alert=metrics.alerts_received.inc, gateway=gateway),
+        ingest_router(webhook, incidents, gateway),
         agent_router(gateway),
         policy_router(reloader),
         health_router(db, metrics.registry, before_scrape=refresh_queue_gauges),
@@ -461,7 +464,10 @@ def build_app(settings: Settings, *, policy: PolicySource, kube: ApiClient) -> O
         runners=tuple(runners),
         api=api,
         http_app=RequestGate(
-            McpDoor(api, mcp, gateway), token=token, telegram_webhook=webhook_gate
+            McpDoor(api, mcp, gateway),
+            token=token,
+            telegram_webhook=webhook_gate,
+            body_routes={ALERTMANAGER_PATH: webhook},
         ),
         mcp=mcp,
         webhook_secret=webhook_secret,
