@@ -1,6 +1,7 @@
 """What ``opsgate serve`` keeps out of its process: Alembic (the migration runs in a child), the
-MCP SDK (loaded on the first agent's request) and PTB's use of cryptography (unused_extras).
-Each is several MB of resident memory.
+MCP SDK (loaded on the first agent's request), PTB's use of cryptography (unused_extras) and the
+Kubernetes client with its aiohttp (built on first use, kube_client). Each is several MB of
+resident memory.
 
 Checked in a fresh interpreter: this test process has imported both long before.
 """
@@ -13,10 +14,17 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 
+KUBECONFIG = """apiVersion: v1
+kind: Config
+clusters: [{name: c, cluster: {server: "http://127.0.0.1:1"}}]
+users: [{name: u, user: {token: t}}]
+contexts: [{name: here, context: {cluster: c, user: u}}]
+current-context: here
+"""
+
 SERVE_START = """
 import asyncio, sys
-from kubernetes_asyncio.client import ApiClient, Configuration
-from opsgate.app import build_app, migrate_database
+from opsgate.app import build_app, load_kube_client, migrate_database
 import opsgate.cli
 from opsgate.services.policy import Policy
 from opsgate.services.policy_source import PolicySource
@@ -24,23 +32,31 @@ from opsgate.services.storage.schema_version import schema_is_current
 from opsgate.settings import Settings
 
 async def start() -> None:
-    settings = Settings(telegram_token="1:x", alert_chat_id=-1, database_url=sys.argv[1])
-    og = build_app(settings, policy=PolicySource(Policy.empty()), kube=ApiClient(Configuration()))
+    settings = Settings(
+        telegram_token="1:x", alert_chat_id=-1, database_url=sys.argv[1], kubeconfig=sys.argv[2]
+    )
+    kube = await load_kube_client(settings)
+    og = build_app(settings, policy=PolicySource(Policy.empty()), kube=kube)
     await migrate_database(og.db)
     print("schema:", "current" if await schema_is_current(og.db) else "behind")
     await og.db.dispose()
     await og.kube.close()
 
 asyncio.run(start())
-kept_out = ("alembic", "mako", "mcp", "mcp_types", "cryptography")
+kept_out = (
+    "alembic", "mako", "mcp", "mcp_types", "cryptography",
+    "aiohttp", "kubernetes_asyncio.config", "kubernetes_asyncio.client.api_client",
+)
 print("loaded:", *sorted(m for m in kept_out if m in sys.modules))
 """
 
 
-def test_serve_migrates_an_empty_database_without_alembic_or_mcp(tmp_path: Path) -> None:
+def test_serve_starts_without_alembic_mcp_or_the_kubernetes_client(tmp_path: Path) -> None:
     url = f"sqlite+aiosqlite:///{tmp_path / 'opsgate.db'}"
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(KUBECONFIG)
     done = subprocess.run(
-        [sys.executable, "-c", SERVE_START, url],
+        [sys.executable, "-c", SERVE_START, url, str(kubeconfig)],
         cwd=REPO,
         capture_output=True,
         text=True,
