@@ -34,13 +34,12 @@ from sqlalchemy import (
     text,
     update,
 )
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
 from opsgate.services.chat import ChatRetryLater
 from opsgate.services.job_kinds import PERIODIC, SPECS, JobKind, JobSpec, P, PeriodicJob
-from opsgate.services.storage.db import Database, after_commit
+from opsgate.services.storage.db import Database, after_commit, dialect_insert
 from opsgate.services.storage.models import Job, utcnow
 
 log = structlog.get_logger(__name__)
@@ -150,8 +149,7 @@ async def enqueue_many(
         return
     now = utcnow()
     rows = [_job_values(spec, payload, run_at or now, now) for payload in payloads]
-    dialect = session.get_bind().dialect.name
-    statement = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(Job)
+    statement = dialect_insert(session, Job)
     if spec.coalesce:
         statement = statement.on_conflict_do_nothing(index_elements=["dedupe_key"])
     await session.execute(statement, rows)

@@ -1,7 +1,7 @@
 """What ``opsgate serve`` keeps out of its process: Alembic (the migration runs in a child), the
 MCP SDK (loaded on the first agent's request), PTB's use of cryptography (unused_extras) and the
-Kubernetes client with its aiohttp (built on first use, kube_client). Each is several MB of
-resident memory.
+Kubernetes client with its aiohttp (built on first use, kube_client), and on SQLite the
+PostgreSQL dialect (storage.db.dialect_insert). Each is MBs of resident memory.
 
 Checked in a fresh interpreter: this test process has imported both long before.
 """
@@ -46,6 +46,7 @@ asyncio.run(start())
 kept_out = (
     "alembic", "mako", "mcp", "mcp_types", "cryptography",
     "aiohttp", "kubernetes_asyncio.config", "kubernetes_asyncio.client.api_client",
+    "sqlalchemy.dialects.postgresql",
 )
 print("loaded:", *sorted(m for m in kept_out if m in sys.modules))
 """
