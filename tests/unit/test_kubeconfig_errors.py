@@ -8,14 +8,9 @@ import pytest
 
 from opsgate.app import load_kube_client
 from opsgate.settings import Settings, SettingsError
+from tests.builders import KUBECONFIG
 
-GOOD = """apiVersion: v1
-kind: Config
-clusters: [{name: c, cluster: {server: "http://127.0.0.1:1"}}]
-users: [{name: u, user: {token: t}}]
-contexts: [{name: here, context: {cluster: c, user: u}}]
-current-context: here
-"""
+GOOD = KUBECONFIG
 
 
 async def _error(path: Path, context: str | None = None) -> str:
