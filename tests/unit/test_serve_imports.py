@@ -1,9 +1,10 @@
 """What ``opsgate serve`` keeps out of its process: Alembic (the migration runs in a child), the
-MCP SDK (loaded on the first agent's request), PTB's use of cryptography (unused_extras) and the
-Kubernetes client with its aiohttp (built on first use, kube_client), and on SQLite the
-PostgreSQL dialect (storage.db.dialect_insert). Each is MBs of resident memory.
+MCP SDK (loaded on the first agent's request), PTB's use of cryptography and FastAPI's of
+pydantic.v1 (unused_extras), the Kubernetes client with its aiohttp (built on first use,
+kube_client), and on SQLite the PostgreSQL dialect (storage.db.dialect_insert). Each is one
+MB or several of resident memory.
 
-Checked in a fresh interpreter: this test process has imported both long before.
+Checked in a fresh interpreter: this test process has imported them all long before.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ asyncio.run(start())
 kept_out = (
     "alembic", "mako", "mcp", "mcp_types", "cryptography",
     "aiohttp", "kubernetes_asyncio.config", "kubernetes_asyncio.client.api_client",
-    "sqlalchemy.dialects.postgresql",
+    "sqlalchemy.dialects.postgresql", "pydantic.v1",
 )
 print("loaded:", *sorted(m for m in kept_out if m in sys.modules))
 """
@@ -60,6 +61,20 @@ def test_serve_starts_without_alembic_mcp_or_the_kubernetes_client(tmp_path: Pat
     said = dict(line.split(":", 1) for line in done.stdout.splitlines() if ":" in line)
     assert said.get("schema", "").split() == ["current"], done.stdout + done.stderr
     assert said["loaded"].split() == [], f"loaded in the serving process: {said['loaded']}"
+
+
+def test_pydantic_v1_is_still_there_for_other_importers() -> None:
+    code = (
+        "import sys, opsgate.cli\n"
+        "from fastapi._compat.shared import is_pydantic_v1_model_class\n"
+        "print(is_pydantic_v1_model_class(int), 'pydantic.v1' in sys.modules)\n"
+        "from pydantic import v1\n"
+        "print(is_pydantic_v1_model_class(type('M', (v1.BaseModel,), {})))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True
+    )
+    assert done.stdout.split() == ["False", "False", "True"]
 
 
 def test_the_mcp_sdk_still_gets_cryptography_after_telegram() -> None:
