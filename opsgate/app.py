@@ -7,27 +7,28 @@ import contextlib
 import os
 import secrets
 import socket
+import ssl
 import sys
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from importlib.metadata import version
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import httpx
+import kubernetes_asyncio
 import structlog
 import uvicorn
 import yaml
 from fastapi import FastAPI
-from kubernetes_asyncio import config as kube_config
-from kubernetes_asyncio.client import ApiClient, Configuration
-from kubernetes_asyncio.config.config_exception import ConfigException
+from kubernetes_asyncio import client as k8s
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 from telegram import Update
 from telegram.error import InvalidToken, NetworkError
 from telegram.ext import Application, ApplicationBuilder
+from telegram.request import HTTPXRequest
 
 import opsgate
 from opsgate.bot.outbound import OutboundScheduler
@@ -73,6 +74,7 @@ from opsgate.services.job_kinds import JobKind
 from opsgate.services.job_lanes import ACTIONS_LANE, CHAT_LANE, lanes
 from opsgate.services.jobs import JobHandler, JobRunner, Periodic
 from opsgate.services.knowledge import KnowledgeService
+from opsgate.services.kube_client import KubeClient
 from opsgate.services.kube_executor import KubeExecutor
 from opsgate.services.leadership import Leadership
 from opsgate.services.learning import LearningService
@@ -93,6 +95,9 @@ from opsgate.services.verification import OUTCOMES as VERIFICATION_OUTCOMES
 from opsgate.services.verification import VerificationService
 from opsgate.settings import Settings, SettingsError
 
+if TYPE_CHECKING:
+    from kubernetes_asyncio.client import ApiClient
+
 log = structlog.get_logger(__name__)
 
 # A scrape waits this long for the queue figures; a slow database shows as a failed scrape.
@@ -106,19 +111,22 @@ POLLING_LEADER_CHECK_SECONDS = 2.0
 POLLING_LOCK = "telegram-polling"
 MIGRATE_MODULE = "opsgate.migrate"
 PACKAGE_ROOT = Path(opsgate.__file__).resolve().parents[1]
+# Where Kubernetes mounts a pod's service account (kubernetes-asyncio's incluster_config).
+SERVICE_ACCOUNT = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 
 
-async def load_kube_client(settings: Settings) -> ApiClient:
-    """kubeconfig (``KUBECONFIG`` or ~/.kube/config), else the in-cluster service account."""
-    cfg = Configuration()
+async def load_kube_client(settings: Settings) -> KubeClient:
+    """kubeconfig (``KUBECONFIG`` or ~/.kube/config), else the in-cluster service account.
+
+    Checked here, so that serve refuses to start without them; the library loads them when the
+    client is first used (kube_client), and says then what it still finds wrong.
+    """
     explicit = settings.kubeconfig or os.environ.get("KUBECONFIG")
     if os.environ.get("KUBERNETES_SERVICE_HOST") and not explicit:
-        try:
-            load_incluster = kube_config.load_incluster_config
-            load_incluster(client_configuration=cfg)  # type: ignore[no-untyped-call]
-        except (ConfigException, OSError) as exc:
-            raise SettingsError(f"no Kubernetes access in the cluster: {exc}") from None
-        return ApiClient(configuration=cfg)
+        problem = await asyncio.to_thread(_service_account_problem)
+        if problem is not None:
+            raise SettingsError(f"no Kubernetes access in the cluster: {problem}")
+        return KubeClient(_in_cluster_client)
     setting = "OPSGATE_KUBECONFIG" if settings.kubeconfig else "KUBECONFIG"
     path = explicit or "~/.kube/config"
     where = f"{setting}={explicit}" if explicit else path
@@ -126,13 +134,41 @@ async def load_kube_client(settings: Settings) -> ApiClient:
     if problem is not None:
         hint = "" if explicit else " (set KUBECONFIG or run in a cluster)"
         raise SettingsError(f"no Kubernetes access: {where}: {problem}{hint}")
+
+    async def connect() -> ApiClient:
+        cfg = k8s.Configuration()
+        try:
+            await kubernetes_asyncio.config.load_kube_config(
+                config_file=path, context=settings.kube_context, client_configuration=cfg
+            )
+        except (kubernetes_asyncio.config.ConfigException, OSError, TypeError, ValueError) as exc:
+            raise SettingsError(f"no Kubernetes access: {where}: {exc}") from None
+        return k8s.ApiClient(configuration=cfg)
+
+    return KubeClient(connect)
+
+
+async def _in_cluster_client() -> ApiClient:
+    cfg = k8s.Configuration()
     try:
-        await kube_config.load_kube_config(
-            config_file=path, context=settings.kube_context, client_configuration=cfg
-        )
-    except (ConfigException, OSError, TypeError, ValueError) as exc:
-        raise SettingsError(f"no Kubernetes access: {where}: {exc}") from None
-    return ApiClient(configuration=cfg)
+        load_incluster = kubernetes_asyncio.config.load_incluster_config
+        load_incluster(client_configuration=cfg)  # type: ignore[no-untyped-call]
+    except (kubernetes_asyncio.config.ConfigException, OSError) as exc:
+        raise SettingsError(f"no Kubernetes access in the cluster: {exc}") from None
+    return k8s.ApiClient(configuration=cfg)
+
+
+def _service_account_problem() -> str | None:
+    """What kubernetes-asyncio's in-cluster loader would refuse, found without loading it."""
+    if not os.environ.get("KUBERNETES_SERVICE_PORT"):
+        return "KUBERNETES_SERVICE_PORT is not set"
+    for name in ("token", "ca.crt"):
+        try:
+            if not (SERVICE_ACCOUNT / name).read_bytes():
+                return f"{SERVICE_ACCOUNT / name} is empty"
+        except OSError as exc:
+            return f"cannot read {SERVICE_ACCOUNT / name}: {exc.strerror}"
+    return None
 
 
 def _kubeconfig_problem(path: str, context: str | None) -> str | None:
@@ -167,7 +203,7 @@ class OpsGate:
     telegram: Application  # type: ignore[type-arg]
     sender: TelegramSender
     chats: ChatDirectory
-    kube: ApiClient
+    kube: KubeClient
     http: httpx.AsyncClient
     # One per lane (see JOB_LANES), and the updates' own when updates come by webhook.
     runners: tuple[JobRunner, ...]
@@ -181,16 +217,24 @@ class OpsGate:
     routed_chats: tuple[int, ...] = ()
 
 
-def build_telegram(settings: Settings) -> Application:  # type: ignore[type-arg]
+def build_telegram(settings: Settings, tls: ssl.SSLContext | None = None) -> Application:  # type: ignore[type-arg]
+    """PTB's application; its two HTTP clients use ``tls`` (see build_app) when given."""
+    client = {"verify": tls} if tls is not None else None
     builder: ApplicationBuilder = (  # type: ignore[type-arg]
         Application.builder()
         .token(settings.telegram_token.get_secret_value())
         .base_url(settings.telegram_base_url)
         # The bot's own calls; getUpdates keeps PTB's long-poll timeouts.
-        .read_timeout(settings.telegram_read_timeout)
-        .write_timeout(settings.telegram_read_timeout)
-        .connect_timeout(settings.telegram_connect_timeout)
-        .pool_timeout(settings.telegram_connect_timeout)
+        .request(
+            HTTPXRequest(
+                read_timeout=settings.telegram_read_timeout,
+                write_timeout=settings.telegram_read_timeout,
+                connect_timeout=settings.telegram_connect_timeout,
+                pool_timeout=settings.telegram_connect_timeout,
+                httpx_kwargs=client,
+            )
+        )
+        .get_updates_request(HTTPXRequest(connection_pool_size=1, httpx_kwargs=client))
     )
     if settings.telegram_webhook_url is not None:
         builder = builder.updater(None)
@@ -254,7 +298,7 @@ async def migrate_database(db: Database) -> None:
     log.info("database_migrated", dialect=db.engine.dialect.name)
 
 
-def build_app(settings: Settings, *, policy: PolicySource, kube: ApiClient) -> OpsGate:
+def build_app(settings: Settings, *, policy: PolicySource, kube: KubeClient) -> OpsGate:
     """Wire opsgate: every service gets what it needs here, and nowhere else.
 
     Services hold ``policy``, the holder, and read the policy in force at each decision.
@@ -268,12 +312,15 @@ def build_app(settings: Settings, *, policy: PolicySource, kube: ApiClient) -> O
         card_refusals=REFUSAL_REASONS,
     )
     db = open_database(settings.database_url)
-    telegram = build_telegram(settings)
+    # One TLS context for every HTTPS client here: each default one loads the CA bundle again,
+    # ~1 MB of resident memory apiece.
+    tls = httpx.create_ssl_context()
+    telegram = build_telegram(settings, tls)
     chats = ChatDirectory(db)
     sender = TelegramSender(
         telegram.bot, chats, on_error=metrics.telegram_error, outbound=build_outbound(settings)
     )
-    http = httpx.AsyncClient(timeout=settings.notifier_timeout_seconds)
+    http = httpx.AsyncClient(timeout=settings.notifier_timeout_seconds, verify=tls)
 
     approvals = ApprovalService(
         db,

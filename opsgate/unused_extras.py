@@ -2,9 +2,11 @@
 
 python-telegram-bot imports ``cryptography`` whenever it is installed, for Telegram Passport
 decryption, which needs a private key opsgate never configures: ~7 MB of resident memory (the
-package is there because the MCP SDK needs it). For exactly those importing modules the import
-fails as if the package were missing, which PTB handles (its ``try: ... except ImportError``);
-every other importer, the MCP SDK included, gets the package as usual.
+package is there because the MCP SDK needs it). FastAPI imports ``pydantic.v1``, pydantic's copy
+of its first version, only to refuse models of it, which opsgate has none of: ~1.4 MB. For
+exactly those importing modules the import fails as if the module were missing, which both
+handle (their ``try: ... except ImportError``); every other importer, the MCP SDK included,
+gets the module as usual.
 
 Like lazy_kube_client, this must be installed before the libraries are imported: the
 package's ``__init__`` does it.
@@ -18,9 +20,10 @@ import sys
 from collections.abc import Sequence
 from types import FrameType, ModuleType
 
-# package -> the modules whose import of it is refused
+# module (with its submodules) -> the modules whose import of it is refused
 SKIPPED: dict[str, frozenset[str]] = {
     "cryptography": frozenset({"telegram._bot", "telegram._passport.credentials"}),
+    "pydantic.v1": frozenset({"fastapi._compat.shared"}),
 }
 
 
@@ -49,8 +52,8 @@ class _SkipFinder(importlib.abc.MetaPathFinder):
         path: Sequence[str] | None,
         target: ModuleType | None = None,
     ) -> importlib.machinery.ModuleSpec | None:
-        package = fullname.partition(".")[0]
-        refused = SKIPPED.get(package)
-        if refused is not None and importing_module() in refused:
-            raise ModuleNotFoundError(f"opsgate does not load {package} here", name=fullname)
+        for skipped, refused in SKIPPED.items():
+            inside = fullname == skipped or fullname.startswith(f"{skipped}.")
+            if inside and importing_module() in refused:
+                raise ModuleNotFoundError(f"opsgate does not load {skipped} here", name=fullname)
         return None

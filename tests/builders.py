@@ -12,6 +12,15 @@ ALICE, BOB, CAROL, MALLORY, VIEWER = 1001, 1002, 1003, 6666, 1009
 # A second admin, so that every quorum of the test policy can be reached.
 DAVE = 1004
 
+# A kubeconfig that start-up accepts, for a cluster nobody listens on.
+KUBECONFIG = """apiVersion: v1
+kind: Config
+clusters: [{name: c, cluster: {server: "http://127.0.0.1:1"}}]
+users: [{name: u, user: {token: t}}]
+contexts: [{name: here, context: {cluster: c, user: u}}]
+current-context: here
+"""
+
 
 def alert(
     fingerprint: str = "fp1",

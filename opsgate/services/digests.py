@@ -17,7 +17,6 @@ from datetime import datetime, timedelta
 
 import structlog
 from sqlalchemy import Select, func, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from opsgate.services.chat import (
@@ -31,7 +30,7 @@ from opsgate.services.chat import (
 from opsgate.services.job_kinds import DIGEST, DigestJob
 from opsgate.services.jobs import ClaimedJob, enqueue
 from opsgate.services.severity import severity_rank
-from opsgate.services.storage.db import Database
+from opsgate.services.storage.db import Database, dialect_insert
 from opsgate.services.storage.models import Digest, DigestLine, Incident, utcnow
 
 log = structlog.get_logger(__name__)
@@ -45,8 +44,7 @@ DIGEST_PAUSE = timedelta(seconds=2)
 
 async def list_on_digest(session: AsyncSession, incident: Incident, now: datetime) -> None:
     """List ``incident`` on its chat's digest (once), in the caller's transaction."""
-    dialect = session.get_bind().dialect.name
-    insert = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(DigestLine)
+    insert = dialect_insert(session, DigestLine)
     listed = await session.execute(
         insert.values(
             incident_id=incident.id, chat_id=incident.chat_id, created_at=now
@@ -61,10 +59,9 @@ async def list_many_on_digest(
 ) -> None:
     """List the incidents ``incidents`` selects (id, chat, created) on their chat's digest,
     those not listed yet, in one statement; one digest job per chat gathers them."""
-    dialect = session.get_bind().dialect.name
-    insert = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(DigestLine)
     listed = await session.execute(
-        insert.from_select(["incident_id", "chat_id", "created_at"], incidents)
+        dialect_insert(session, DigestLine)
+        .from_select(["incident_id", "chat_id", "created_at"], incidents)
         .on_conflict_do_nothing(index_elements=["incident_id"])
         .returning(DigestLine.chat_id)
     )

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
 
-import aiohttp
 from kubernetes_asyncio.client.exceptions import ApiException
 
 TRANSIENT_STATUSES = frozenset({429, 502, 503, 504})
@@ -36,11 +36,20 @@ def classify(exc: BaseException) -> Failure:
         )
     if isinstance(exc, TimeoutError):
         return Failure(True, "the Kubernetes API did not answer in time")
-    if isinstance(exc, aiohttp.ClientConnectionError | aiohttp.ClientPayloadError):
+    if _aiohttp_transport_error(exc):
         return Failure(True, f"connection to the Kubernetes API failed ({type(exc).__name__})")
     if isinstance(exc, ConnectionError):
         return Failure(True, f"connection to the Kubernetes API failed ({type(exc).__name__})")
     return Failure(False, f"{type(exc).__name__}: {exc}")
+
+
+def _aiohttp_transport_error(exc: BaseException) -> bool:
+    """A lost or cut connection of the Kubernetes client's HTTP stack. aiohttp loads with the
+    client (kube_client): until it has, no exception can be one of its own."""
+    aiohttp = sys.modules.get("aiohttp")
+    return aiohttp is not None and isinstance(
+        exc, aiohttp.ClientConnectionError | aiohttp.ClientPayloadError
+    )
 
 
 def _retry_after(headers: Any) -> float | None:

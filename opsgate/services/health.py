@@ -8,12 +8,13 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 
-from kubernetes_asyncio.client import ApiClient, VersionApi
+from kubernetes_asyncio import client as k8s
 
 from opsgate.services.cards import RefusedCards, refused_cards
 from opsgate.services.chats import ChatDirectory, InactiveChat
 from opsgate.services.failures import classify
 from opsgate.services.jobs import queue_depth
+from opsgate.services.kube_client import KubeClient
 from opsgate.services.storage.db import Database
 
 CHECK_TIMEOUT = 5.0
@@ -33,9 +34,10 @@ class HealthReport:
     refused_cards: RefusedCards | None = None
 
 
-def kube_version_check(client: ApiClient) -> Callable[[], Awaitable[str]]:
+def kube_version_check(kube: KubeClient) -> Callable[[], Awaitable[str]]:
     async def check() -> str:
-        info = await VersionApi(client).get_code(_request_timeout=CHECK_TIMEOUT)
+        versions = k8s.VersionApi(await kube.api())
+        info = await versions.get_code(_request_timeout=CHECK_TIMEOUT)
         return f"reachable ({info.git_version})"
 
     return check

@@ -21,8 +21,12 @@ from typing import Any, Generic
 
 import structlog
 from sqlalchemy import (
+    BindParameter,
+    Integer,
+    Select,
     String,
     and_,
+    bindparam,
     case,
     cast,
     delete,
@@ -34,13 +38,12 @@ from sqlalchemy import (
     text,
     update,
 )
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
 from opsgate.services.chat import ChatRetryLater
 from opsgate.services.job_kinds import PERIODIC, SPECS, JobKind, JobSpec, P, PeriodicJob
-from opsgate.services.storage.db import Database, after_commit
+from opsgate.services.storage.db import Database, after_commit, dialect_insert
 from opsgate.services.storage.models import Job, utcnow
 
 log = structlog.get_logger(__name__)
@@ -57,6 +60,9 @@ JOBS_TOPIC = "jobs"
 CLAIM_LOCK_KEY = 0x6F70_7367_6A6F_6231
 # The session key of the jobs ``enqueued_together`` holds back until its block ends.
 _HELD = "opsgate_jobs_held"
+# The values a claim binds into its statement (claimable_jobs).
+CLAIM_NOW = "claim_now"
+CLAIM_LIMIT = "claim_limit"
 
 
 class JobStatus(StrEnum):
@@ -176,8 +182,7 @@ async def enqueue_many(
         return
     now = utcnow()
     rows = [_job_values(spec, payload, run_at or now, now) for payload in payloads]
-    dialect = session.get_bind().dialect.name
-    statement = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(Job)
+    statement = dialect_insert(session, Job)
     if spec.coalesce:
         statement = statement.on_conflict_do_nothing(index_elements=["dedupe_key"])
     await session.execute(statement, rows)
@@ -226,6 +231,51 @@ class _Running:
     lost: bool = field(default=False)
 
 
+def claimable_jobs(kinds: list[str]) -> Select[int]:
+    """The ids of due jobs of ``kinds`` a claim may take, locked: at most ``CLAIM_LIMIT``, one
+    per serial key (its earliest due), none whose serial key is busy at ``CLAIM_NOW``.
+
+    Built once per runner, the two values bound at each claim: built at every poll, its alias
+    and the alias's column proxies were cyclic garbage, which the collector frees only at its
+    rare full collections; an idle process grew ~4.5 MB so before it did.
+    """
+    now: BindParameter[datetime] = bindparam(CLAIM_NOW)
+    busy = aliased(Job)
+    serial_busy = exists().where(
+        busy.serial_key == Job.serial_key,
+        busy.id != Job.id,
+        busy.status == JobStatus.RUNNING,
+        busy.lease_until >= now,
+    )
+    due = and_(
+        Job.kind.in_(kinds),
+        or_(
+            and_(Job.status == JobStatus.PENDING, Job.run_at <= now),
+            and_(Job.status == JobStatus.RUNNING, Job.lease_until < now),
+        ),
+        ~serial_busy,
+    )
+    # At most one job per serial key in one claim: the earliest due.
+    ranked = (
+        select(
+            Job.id,
+            Job.run_at,
+            func.row_number()
+            .over(partition_by=Job.serial_key, order_by=(Job.run_at, Job.id))
+            .label("rank"),
+        )
+        .where(due)
+        .subquery()
+    )
+    candidates = (
+        select(ranked.c.id)
+        .where(ranked.c.rank == 1)
+        .order_by(ranked.c.run_at, ranked.c.id)
+        .limit(bindparam(CLAIM_LIMIT, type_=Integer))
+    )
+    return select(Job.id).where(Job.id.in_(candidates)).with_for_update(skip_locked=True)
+
+
 class JobRunner:
     """Claims due jobs of its kinds and runs them with bounded concurrency until stopped."""
 
@@ -257,6 +307,7 @@ class JobRunner:
         self._running: dict[str, _Running] = {}
         self.owner = owner
         self.name = name
+        self._claimable = claimable_jobs(self._kinds)
         db.on_commit(JOBS_TOPIC, self._wake.set)
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -381,54 +432,14 @@ class JobRunner:
     async def claim(self, limit: int) -> list[ClaimedJob[Any]]:
         """Claim up to ``limit`` due jobs of this runner's kinds (the runner's loop uses it)."""
         now = utcnow()
-        busy = aliased(Job)
-        serial_busy = exists().where(
-            busy.serial_key == Job.serial_key,
-            busy.id != Job.id,
-            busy.status == JobStatus.RUNNING,
-            busy.lease_until >= now,
-        )
-        due = and_(
-            Job.kind.in_(self._kinds),
-            or_(
-                and_(Job.status == JobStatus.PENDING, Job.run_at <= now),
-                and_(Job.status == JobStatus.RUNNING, Job.lease_until < now),
-            ),
-            ~serial_busy,
-        )
-        # At most one job per serial key in one claim: the earliest due.
-        ranked = (
-            select(
-                Job.id,
-                Job.run_at,
-                func.row_number()
-                .over(partition_by=Job.serial_key, order_by=(Job.run_at, Job.id))
-                .label("rank"),
-            )
-            .where(due)
-            .subquery()
-        )
-        candidates = (
-            select(ranked.c.id)
-            .where(ranked.c.rank == 1)
-            .order_by(ranked.c.run_at, ranked.c.id)
-            .limit(limit)
-        )
         token = uuid.uuid4().hex[:16]
         async with self._db.transaction() as session:
             if not self._db.is_sqlite:
                 await session.execute(
                     text("SELECT pg_advisory_xact_lock(:key)"), {"key": CLAIM_LOCK_KEY}
                 )
-            ids = list(
-                (
-                    await session.scalars(
-                        select(Job.id)
-                        .where(Job.id.in_(candidates))
-                        .with_for_update(skip_locked=True)
-                    )
-                ).all()
-            )
+            claimable = await session.scalars(self._claimable, {CLAIM_NOW: now, CLAIM_LIMIT: limit})
+            ids = list(claimable.all())
             if not ids:
                 return []
             rows = (

@@ -20,19 +20,17 @@ import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import structlog
-from kubernetes_asyncio.client import (
-    ApiClient,
-    AppsV1Api,
-    CoreV1Api,
-    V1DeleteOptions,
-    V1Preconditions,
-)
+from kubernetes_asyncio import client as k8s
 from kubernetes_asyncio.client.exceptions import ApiException
 
+from opsgate.services.kube_client import KubeClient
 from opsgate.services.operations import Operation, OperationKind
+
+if TYPE_CHECKING:
+    from kubernetes_asyncio.client import ApiClient, AppsV1Api, CoreV1Api
 
 RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"
 REVISION = "deployment.kubernetes.io/revision"
@@ -93,15 +91,29 @@ class _Revision:
 
 
 class KubeExecutor:
-    def __init__(self, api_client: ApiClient, request_timeout: float) -> None:
-        self._client = api_client
-        self._apps = AppsV1Api(api_client)
-        self._core = CoreV1Api(api_client)
+    # Set by _connect, which every public method awaits first: the API modules load with the
+    # client (kube_client).
+    _client: ApiClient
+    _apps: AppsV1Api
+    _core: CoreV1Api
+
+    def __init__(self, kube: KubeClient, request_timeout: float) -> None:
+        self._kube = kube
         self._timeout = request_timeout
+        self._connected = False
+
+    async def _connect(self) -> None:
+        if self._connected:
+            return
+        self._client = await self._kube.api()
+        self._apps = k8s.AppsV1Api(self._client)
+        self._core = k8s.CoreV1Api(self._client)
+        self._connected = True
 
     async def execute(
         self, op: Operation, context: dict[str, Any], *, before_apply: BeforeApply | None = None
     ) -> str:
+        await self._connect()
         if context.get(APPLY_SENT):
             # An earlier attempt sent the real call and lost the answer. Sending it again could
             # undo twice or scale "from" the new count; if the change is there, that is the answer.
@@ -122,6 +134,7 @@ class KubeExecutor:
                 return await self._cordon(op, context, before_apply)
 
     async def prove(self, op: Operation, context: dict[str, Any]) -> str | None:
+        await self._connect()
         try:
             match op.kind:
                 case OperationKind.ROLLOUT_RESTART:
@@ -149,6 +162,7 @@ class KubeExecutor:
         Raises what reading raises (a 404 for a target that does not exist), ``StageFailed``
         when the dry run is refused, ``UndoImpossible`` when there is nothing to go back to.
         """
+        await self._connect()
         match op.kind:
             case OperationKind.SCALE:
                 return await self._survey_scale(op, dry_run)
@@ -206,7 +220,7 @@ class KubeExecutor:
     async def _survey_delete_pod(self, op: Operation, dry_run: bool) -> dict[str, Any]:
         pod = await self._core.read_namespaced_pod(op.name, _ns(op), _request_timeout=self._timeout)
         if dry_run:
-            only_this = V1DeleteOptions(preconditions=V1Preconditions(uid=pod.metadata.uid))
+            only_this = k8s.V1DeleteOptions(preconditions=k8s.V1Preconditions(uid=pod.metadata.uid))
             await self._dry_run(self._core.delete_namespaced_pod, op.name, _ns(op), body=only_this)
         owner = next((r for r in pod.metadata.owner_references or [] if r.controller), None)
         return {
@@ -321,7 +335,7 @@ class KubeExecutor:
                 {"kind": owner.kind, "name": owner.name, "uid": owner.uid} if owner else None
             )
         # Only this pod: never a replacement that took its name since it was read.
-        only_this = V1DeleteOptions(preconditions=V1Preconditions(uid=context["pod_uid"]))
+        only_this = k8s.V1DeleteOptions(preconditions=k8s.V1Preconditions(uid=context["pod_uid"]))
         try:
             await self._twice(
                 context,
@@ -361,6 +375,7 @@ class KubeExecutor:
 
     async def read_owner(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
         """A pod's controller as JSON, for the kinds whose strength opsgate can judge."""
+        await self._connect()
         reads = {
             "ReplicaSet": self._apps.read_namespaced_replica_set,
             "StatefulSet": self._apps.read_namespaced_stateful_set,
@@ -375,6 +390,7 @@ class KubeExecutor:
 
     async def read(self, op: Operation) -> dict[str, Any]:
         """The target as the API server returns it (JSON), for verification."""
+        await self._connect()
         if op.target_kind == "node":
             obj = await self._core.read_node(op.name, _request_timeout=self._timeout)
         else:
@@ -383,6 +399,7 @@ class KubeExecutor:
         return result
 
     async def pods(self, namespace: str) -> list[dict[str, Any]]:
+        await self._connect()
         listing = await self._core.list_namespaced_pod(namespace, _request_timeout=self._timeout)
         items: list[dict[str, Any]] = self._json(listing.items)
         return items

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 from datetime import timedelta
 
 from sqlalchemy import select, update
@@ -231,3 +232,18 @@ async def test_periodic_work_runs_once_across_runners_and_finished_jobs_are_prun
     async with database.transaction() as session:
         left = list(await session.scalars(select(Job.kind)))
     assert left == ["periodic"]
+
+
+async def test_polls_that_find_nothing_leave_no_cyclic_garbage(database: Database) -> None:
+    """An idle runner polls for ever: garbage in cycles waits for the collector's rare full
+    collections, and an idle process grew by MBs so."""
+
+    async def handler(job: ClaimedJob[IncidentJob]) -> None:
+        raise AssertionError("nothing is due")
+
+    polls = runner(database, "idle", handler)
+    await polls.claim(5)  # the first compiles the statement
+    gc.collect()
+    for _ in range(20):
+        assert await polls.claim(5) == []
+    assert gc.collect() < 20 * 10

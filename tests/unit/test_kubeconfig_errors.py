@@ -8,14 +8,9 @@ import pytest
 
 from opsgate.app import load_kube_client
 from opsgate.settings import Settings, SettingsError
+from tests.builders import KUBECONFIG
 
-GOOD = """apiVersion: v1
-kind: Config
-clusters: [{name: c, cluster: {server: "http://127.0.0.1:1"}}]
-users: [{name: u, user: {token: t}}]
-contexts: [{name: here, context: {cluster: c, user: u}}]
-current-context: here
-"""
+GOOD = KUBECONFIG
 
 
 async def _error(path: Path, context: str | None = None) -> str:
@@ -56,3 +51,22 @@ async def test_no_current_context_or_an_unknown_one(tmp_path: Path) -> None:
     settings = Settings(telegram_token="1:x", alert_chat_id=-1, kubeconfig=str(path))  # type: ignore[arg-type]
     client = await load_kube_client(settings)
     await client.close()
+
+
+async def test_what_only_the_library_refuses_is_said_on_first_use(tmp_path: Path) -> None:
+    # Start-up checks the file itself; the client, and the certificates it names, load when
+    # opsgate first talks to the cluster (kube_client).
+    path = tmp_path / "kubeconfig"
+    missing = tmp_path / "cert.pem"
+    user = f"{{client-certificate: {missing}, client-key: {missing}}}"
+    path.write_text(GOOD.replace("http://", "https://").replace("{token: t}", user))
+    settings = Settings(telegram_token="1:x", alert_chat_id=-1, kubeconfig=str(path))  # type: ignore[arg-type]
+    kube = await load_kube_client(settings)
+    with pytest.raises(SettingsError) as raised:
+        await kube.api()
+    assert str(raised.value) == (
+        f"no Kubernetes access: OPSGATE_KUBECONFIG={path}: File does not exists: {missing}"
+    )
+    path.write_text(GOOD)
+    await kube.api()  # a refusal is not kept: the next use loads again
+    await kube.close()

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import importlib
 import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Select, event, text
 from sqlalchemy.engine import Connection
@@ -16,6 +17,9 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
+
+if TYPE_CHECKING:
+    from sqlalchemy.dialects import postgresql, sqlite
 
 
 class Database:
@@ -139,6 +143,18 @@ def after_commit(session: AsyncSession, topic: str) -> None:
     """Mark the session's transaction: once it commits, ``topic``'s listeners are told."""
     topics: set[str] = session.info.setdefault(_AFTER_COMMIT, set())
     topics.add(topic)
+
+
+def dialect_insert(session: AsyncSession, entity: Any) -> sqlite.Insert | postgresql.Insert:
+    """The INSERT of the session's dialect, which has ``on_conflict_do_nothing`` (spelled alike
+    by SQLite and PostgreSQL).
+
+    Taken from the dialect package the engine itself loaded, so this imports nothing: the
+    other dialect's package would cost its 2 MB of resident memory for nothing.
+    """
+    package = importlib.import_module(f"sqlalchemy.dialects.{session.get_bind().dialect.name}")
+    insert: sqlite.Insert | postgresql.Insert = package.insert(entity)
+    return insert
 
 
 def before_commit(
