@@ -48,7 +48,7 @@ log = structlog.get_logger(__name__)
 MAX_JOB_ATTEMPTS = 12
 MAX_BACKOFF_SECONDS = 300.0
 DRAIN_SECONDS = 10.0
-# Commits that add jobs are announced under this topic; runners listen to it.
+# Commits that add jobs are announced under this topic and the kind (see jobs_topic).
 JOBS_TOPIC = "jobs"
 # Claims are serialised across replicas with this PostgreSQL advisory lock (any fixed 64-bit
 # number unique to opsgate): under READ COMMITTED two concurrent claims could otherwise each
@@ -139,7 +139,7 @@ async def enqueue(
         return
     now = utcnow()
     session.add(Job(**_job_values(spec, payload, run_at or now, now)))
-    after_commit(session, JOBS_TOPIC)
+    after_commit(session, jobs_topic(spec.kind))
 
 
 async def enqueue_many(
@@ -155,7 +155,12 @@ async def enqueue_many(
     if spec.coalesce:
         statement = statement.on_conflict_do_nothing(index_elements=["dedupe_key"])
     await session.execute(statement, rows)
-    after_commit(session, JOBS_TOPIC)
+    after_commit(session, jobs_topic(spec.kind))
+
+
+def jobs_topic(kind: JobKind) -> str:
+    """What a commit that queued a job of ``kind`` tells: the runners of that kind listen."""
+    return f"{JOBS_TOPIC}:{kind.value}"
 
 
 def _job_values(spec: JobSpec[P], payload: P, run_at: datetime, now: datetime) -> dict[str, Any]:
@@ -231,7 +236,10 @@ class JobRunner:
         self._running: dict[str, _Running] = {}
         self.owner = owner
         self.name = name
-        db.on_commit(JOBS_TOPIC, self._wake.set)
+        # Only new jobs of its own kinds: a runner woken for another lane's job would spend a
+        # claim, a write transaction, on finding nothing.
+        for kind in self._handlers:
+            db.on_commit(jobs_topic(kind), self._wake.set)
 
     async def run(self, stop: asyncio.Event) -> None:
         bound = log.bind(owner=self.owner, runner=self.name)
