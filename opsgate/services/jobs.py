@@ -154,7 +154,15 @@ async def enqueue_many(
     statement = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(Job)
     if spec.coalesce:
         statement = statement.on_conflict_do_nothing(index_elements=["dedupe_key"])
-    await session.execute(statement, rows)
+    if len(rows) > 1:
+        await session.execute(statement, rows)
+    else:
+        added = await session.execute(statement.values(rows[0]))
+        if added.rowcount == 0:  # type: ignore[attr-defined]
+            # Coalesced into a job that waits already: its own commit woke the runners, and
+            # a claim now would only find it. In a burst of votes on one card this is most
+            # of them.
+            return
     after_commit(session, jobs_topic(spec.kind))
 
 
