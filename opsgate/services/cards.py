@@ -360,7 +360,9 @@ class CardPublisher:
     async def sync_card(self, job: ClaimedJob[IncidentJob]) -> None:
         """Post the incident's card if it has none yet, else edit it to the current state."""
         incident_id = job.payload.incident_id
-        async with self._db.transaction() as session:
+        # Only reads: on SQLite a write transaction would hold the one write lock while the
+        # card is built, and every vote on the card would wait for it.
+        async with self._db.read() as session:
             incident = await session.get(Incident, incident_id)
             if incident is None:
                 return
