@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from sqlalchemy import event, func, select
 
 from opsgate.services.alertmanager import AmPayload
-from opsgate.services.approvals import Tapper
+from opsgate.services.approvals import ApprovalService, Tapper
 from opsgate.services.chat import MessageRef
 from opsgate.services.storage.db import Database
 from opsgate.services.storage.models import Approval, Signature, TimelineEvent
@@ -103,12 +103,19 @@ def statements(database: Database) -> Iterator[list[str]]:
         event.remove(database.engine.sync_engine, "before_cursor_execute", on_execute)
 
 
-async def test_taps_decided_together_read_their_card_once(database: Database) -> None:
-    approvals, incidents = services(database, quorum={"medium": 40})
+async def one_card(database: Database, quorum: int) -> tuple[ApprovalService, str]:
+    """The approval service and the id of one pending approval, whose card a tap from
+    ``CARD`` becomes."""
+    approvals, incidents = services(database, quorum={"medium": quorum})
     await incidents.ingest_alertmanager(AmPayload.model_validate(am_payload()))
     async with database.read() as session:
         approval_id = await session.scalar(select(Approval.id))
     assert approval_id is not None
+    return approvals, approval_id
+
+
+async def test_taps_decided_together_read_their_card_once(database: Database) -> None:
+    approvals, approval_id = await one_card(database, 40)
     # A first tap alone, so the burst after it is one batch behind it.
     first = approvals.decide(
         approval_id, Tapper(ALICE, "alice"), True, origin=CARD, origin_offers_it=True
@@ -138,11 +145,7 @@ async def test_taps_decided_together_read_their_card_once(database: Database) ->
 
 
 async def test_a_tap_the_policy_allows_is_foreseen_without_a_read(database: Database) -> None:
-    approvals, incidents = services(database, quorum={"medium": 2})
-    await incidents.ingest_alertmanager(AmPayload.model_validate(am_payload()))
-    async with database.read() as session:
-        approval_id = await session.scalar(select(Approval.id))
-    assert approval_id is not None
+    approvals, approval_id = await one_card(database, 2)
     assert await approvals.foreseen_refusal(approval_id, Tapper(ALICE, "alice")) is None
     with statements(database) as seen:
         assert await approvals.foreseen_refusal(approval_id, Tapper(BOB, "bob")) is None
