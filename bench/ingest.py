@@ -3,10 +3,11 @@
     .venv/bin/python -m bench.ingest [--requests 2000] [--rounds 4] [--database-url URL]
                                      [--client raw|httpx] [--only SCENARIO] [--profile FILE]
 
-Two servers run as subprocesses, each on one loopback socket: opsgate's real FastAPI app (from
-``build_app``, served by uvicorn the way ``Runtime`` serves it, with the Telegram and
-Kubernetes stand-ins from opsgate/sandbox, logging JSON at opsgate's default level) and a bare
-FastAPI+uvicorn endpoint that parses the body and answers. This process fires the payloads at
+Two servers run as subprocesses, each on one loopback socket: opsgate's real HTTP app
+(``build_app``'s ``http_app``: the token gate in front of the MCP door and the FastAPI app),
+served by uvicorn the way ``Runtime`` serves it, with the Telegram and Kubernetes stand-ins
+from opsgate/sandbox, logging JSON at opsgate's default level; and a bare FastAPI+uvicorn
+endpoint that parses the body and answers. This process fires the payloads at
 concurrency 50, in blocks interleaved A B A B over the rounds, so both see the same machine
 noise: first new alert groups, then re-sends of one group that change nothing. It prints
 req/s, p50/p99, server CPU per request, the load generator's own CPU share, and the ratio
@@ -50,6 +51,7 @@ from fastapi import FastAPI, Request
 
 from bench.children import cpu_seconds
 from opsgate.app import build_app, load_kube_client, migrate_database
+from opsgate.handlers.http_guards import ASGIApp
 from opsgate.logs import configure_logging
 from opsgate.sandbox.kube_api import FakeKube
 from opsgate.sandbox.telegram_api import FakeTelegram
@@ -64,7 +66,7 @@ HEADERS = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json
 TARGETS = ("opsgate", "bare")
 
 
-def _uvicorn(app: FastAPI) -> uvicorn.Server:
+def _uvicorn(app: ASGIApp) -> uvicorn.Server:
     # As Runtime configures it, so both servers pay for the same HTTP stack.
     return uvicorn.Server(uvicorn.Config(app, log_config=None, lifespan="off"))
 
@@ -87,7 +89,8 @@ async def _serve_opsgate(sock: socket.socket, database_url: str, workdir: Path) 
     og = build_app(settings, policy=policy_source(), kube=await load_kube_client(settings))
     await migrate_database(og.db)
     try:
-        await _uvicorn(og.api).serve(sockets=[sock])
+        # The app Runtime serves: the API behind the token and body-size gate and the MCP door.
+        await _uvicorn(og.http_app).serve(sockets=[sock])
     finally:
         await og.kube.close()
         await og.http.aclose()

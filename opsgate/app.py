@@ -41,6 +41,8 @@ from opsgate.handlers.commands import ChatCommands
 from opsgate.handlers.feedback_buttons import FeedbackButtons
 from opsgate.handlers.http_guards import RequestGate
 from opsgate.handlers.http_routes import (
+    ALERTMANAGER_PATH,
+    alertmanager_webhook,
     create_api,
     health_router,
     ingest_router,
@@ -68,7 +70,7 @@ from opsgate.services.finetune_export import export_finetune
 from opsgate.services.health import HealthService, kube_version_check
 from opsgate.services.incidents import IncidentService
 from opsgate.services.job_kinds import JobKind
-from opsgate.services.job_lanes import ACTIONS_LANE, lanes
+from opsgate.services.job_lanes import ACTIONS_LANE, CHAT_LANE, lanes
 from opsgate.services.jobs import JobHandler, JobRunner, Periodic
 from opsgate.services.knowledge import KnowledgeService
 from opsgate.services.kube_executor import KubeExecutor
@@ -373,7 +375,9 @@ def build_app(settings: Settings, *, policy: PolicySource, kube: ApiClient) -> O
             owner=settings.instance_id,
             lease_seconds=settings.job_lease_seconds,
             poll_interval=settings.job_poll_interval,
-            concurrency=settings.job_concurrency,
+            concurrency=settings.chat_job_concurrency
+            if lane == CHAT_LANE
+            else settings.job_concurrency,
             periodic=periodic if lane == ACTIONS_LANE else None,
             name=lane,
             on_dead=metrics.job_dead,
@@ -412,8 +416,9 @@ def build_app(settings: Settings, *, policy: PolicySource, kube: ApiClient) -> O
     reloader = PolicyReloader(policy, settings.policy_file, approvals)
     gateway = AgentGateway(db, incidents, policy, knowledge, IncidentQueries(db))
     mcp = LazyMcp(gateway)
+    webhook = alertmanager_webhook(incidents, on_alert=metrics.alerts_received.inc)
     routers = [
-        ingest_router(incidents, db, on_alert=metrics.alerts_received.inc, gateway=gateway),
+        ingest_router(webhook, incidents, gateway),
         agent_router(gateway),
         policy_router(reloader),
         health_router(db, metrics.registry, before_scrape=refresh_queue_gauges),
@@ -459,7 +464,10 @@ def build_app(settings: Settings, *, policy: PolicySource, kube: ApiClient) -> O
         runners=tuple(runners),
         api=api,
         http_app=RequestGate(
-            McpDoor(api, mcp, gateway), token=token, telegram_webhook=webhook_gate
+            McpDoor(api, mcp, gateway),
+            token=token,
+            telegram_webhook=webhook_gate,
+            body_routes={ALERTMANAGER_PATH: webhook},
         ),
         mcp=mcp,
         webhook_secret=webhook_secret,
@@ -549,8 +557,7 @@ class Runtime:
         mcp_task = asyncio.create_task(og.mcp.run(mcp_stop), name="mcp-server")
         runner_stop = asyncio.Event()
         runner_tasks = [
-            asyncio.create_task(r.run(runner_stop), name=f"job-runner-{r.name}")
-            for r in og.runners
+            asyncio.create_task(r.run(runner_stop), name=f"job-runner-{r.name}") for r in og.runners
         ]
         server_task = asyncio.create_task(server.serve(sockets=[sock]), name="http-server")
         stop_task = asyncio.create_task(self.stop.wait(), name="stop-signal")

@@ -67,6 +67,10 @@ class Settings(BaseSettings):
     job_poll_interval: float = Field(default=1.0, gt=0)
     job_lease_seconds: float = Field(default=15.0, ge=3)
     job_concurrency: int = Field(default=8, ge=1)
+    # Card and fan-out jobs wait for their chat's send budget while they hold their worker: a
+    # storm over many chats keeps every chat's line busy only with a worker or two per chat,
+    # and the jobs that only list an incident on the digest still find one free.
+    chat_job_concurrency: int = Field(default=32, ge=1)
     job_retention_seconds: float = Field(default=7 * 24 * 3600.0, gt=0)
     update_concurrency: int = Field(default=16, ge=1)
 

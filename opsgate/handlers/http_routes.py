@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import Any, Literal
 
@@ -21,6 +21,7 @@ from pydantic import (
     model_validator,
 )
 
+from opsgate.handlers.http_guards import BodyRoute
 from opsgate.services.agent_gateway import MAX_WAIT_SECONDS, AgentGateway, NotVisible
 from opsgate.services.alertmanager import AmPayload
 from opsgate.services.approvals import Proposal
@@ -41,6 +42,7 @@ from opsgate.services.storage.models import Approval
 log = structlog.get_logger(__name__)
 
 MAX_EVIDENCE_BYTES = 16_384
+TOO_DEEP = "the body is nested too deeply"
 
 
 class ApprovalRequest(BaseModel):
@@ -100,17 +102,46 @@ class ApprovalState(ApprovalStatus):
     verification: str | None
 
 
+ALERTMANAGER_PATH = "/webhook/alertmanager"
+
+
+def alertmanager_webhook(incidents: IncidentService, on_alert: Callable[[], None]) -> BodyRoute:
+    """``POST /webhook/alertmanager`` from its body: what ``RequestGate`` answers with.
+
+    The body is parsed and validated in one pass by pydantic (not JSON to dicts, then
+    validation): most webhooks are re-sends, and for them parsing is a good part of the cost.
+    """
+
+    async def webhook(body: bytes) -> tuple[int, dict[str, Any]]:
+        try:
+            payload = AmPayload.model_validate_json(body)
+        except ValidationError as exc:
+            return 422, {"detail": validation_details(exc.errors(include_input=False))}
+        except RecursionError:
+            return 422, {"detail": TOO_DEEP}
+        on_alert()
+        try:
+            result = await incidents.ingest_alertmanager(payload)
+        except NotStored as exc:
+            # Alertmanager sends the group again on a 5xx; a 200 would mean it is stored.
+            return 503, {"detail": f"the alerts were not stored: {exc}"}
+        return 200, {
+            "incident_id": result.incident_id,
+            "created": result.created,
+            "changed": result.changed,
+        }
+
+    return webhook
+
+
 def ingest_router(
-    incidents: IncidentService,
-    db: Database,
-    on_alert: Callable[[], None],
-    gateway: AgentGateway,
+    webhook: BodyRoute, incidents: IncidentService, gateway: AgentGateway
 ) -> APIRouter:
     """Routes behind the bearer token, which ``http_guards.RequestGate`` checks first."""
     router = APIRouter()
 
     @router.post(
-        "/webhook/alertmanager",
+        ALERTMANAGER_PATH,
         response_class=JSONResponse,
         # The body is read by hand below; the schema still says what it must be.
         openapi_extra={
@@ -121,26 +152,10 @@ def ingest_router(
         },
     )
     async def alertmanager(request: Request) -> JSONResponse:
-        # The body is parsed and validated in one pass by pydantic, not by FastAPI's body
-        # dependency (JSON to dicts, then validation): most webhooks are re-sends, and for
-        # them this parsing is a good part of what the answer costs.
-        try:
-            payload = AmPayload.model_validate_json(await request.body())
-        except ValidationError as exc:
-            raise RequestValidationError(exc.errors(include_input=False)) from None
-        on_alert()
-        try:
-            result = await incidents.ingest_alertmanager(payload)
-        except NotStored as exc:
-            # Alertmanager sends the group again on a 5xx; a 200 would mean it is stored.
-            raise HTTPException(503, f"the alerts were not stored: {exc}") from None
-        return JSONResponse(
-            {
-                "incident_id": result.incident_id,
-                "created": result.created,
-                "changed": result.changed,
-            }
-        )
+        # RequestGate answers this route itself (``body_routes``); this one is for the API
+        # document, and for the app served without the gate.
+        status, content = await webhook(await request.body())
+        return JSONResponse(content, status)
 
     @router.post("/api/v1/approvals", status_code=201)
     async def propose(body: ApprovalRequest) -> ApprovalStatus:
@@ -359,17 +374,20 @@ def create_api(*routers: APIRouter) -> FastAPI:
 
 
 async def _invalid(_request: Request, exc: Exception) -> JSONResponse:
-    """Say what is wrong without echoing the input: it may be what cannot be encoded."""
     assert isinstance(exc, RequestValidationError)
-    errors = [
+    return JSONResponse({"detail": validation_details(exc.errors())}, status_code=422)
+
+
+def validation_details(errors: Sequence[Any]) -> list[dict[str, Any]]:
+    """Say what is wrong without echoing the input: it may be what cannot be encoded."""
+    return [
         {
             "loc": [printable(part) for part in error.get("loc", ())],
             "msg": printable(error.get("msg", "invalid")),
         }
-        for error in exc.errors()
+        for error in errors
     ]
-    return JSONResponse({"detail": errors}, status_code=422)
 
 
 async def _too_deep(_request: Request, _exc: Exception) -> JSONResponse:
-    return JSONResponse({"detail": "the body is nested too deeply"}, status_code=422)
+    return JSONResponse({"detail": TOO_DEEP}, status_code=422)

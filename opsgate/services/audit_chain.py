@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import structlog
-from sqlalchemy import select
+from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from opsgate.services.storage.db import Database, before_commit
@@ -32,6 +32,8 @@ from opsgate.services.storage.models import AuditHead, AuditRecord, utcnow
 log = structlog.get_logger(__name__)
 
 GENESIS = "0" * 64
+# The fields a record's hash covers: all but the hash.
+_HASHED = ("seq", "at", "kind", "approval_id", "incident_id", "actor", "data", "prev_hash")
 HEAD_ID = 1
 _PENDING = "opsgate_audit_pending"
 PAGE = 500
@@ -80,16 +82,13 @@ def canonical(fields: dict[str, Any]) -> bytes:
 
 def record_hash(row: AuditRecord) -> str:
     """What ``row.hash`` must be: over every field but the hash itself."""
-    fields = {
-        "seq": row.seq,
-        "at": _iso(row.at),
-        "kind": row.kind,
-        "approval_id": row.approval_id,
-        "incident_id": row.incident_id,
-        "actor": row.actor,
-        "data": row.data,
-        "prev_hash": row.prev_hash,
-    }
+    return _hash_of({name: getattr(row, name) for name in _HASHED})
+
+
+def _hash_of(values: dict[str, Any]) -> str:
+    """The hash of a record's column values (``hash`` itself left out)."""
+    fields = {name: values[name] for name in _HASHED}
+    fields["at"] = _iso(fields["at"])
     return hashlib.sha256(canonical(fields)).hexdigest()
 
 
@@ -106,21 +105,25 @@ async def _append_pending(session: AsyncSession) -> None:
     if head is None:  # the migration creates it; a hand-made database may lack it
         head = AuditHead(id=HEAD_ID, seq=0, hash=GENESIS)
         session.add(head)
+    rows: list[dict[str, Any]] = []
     for entry in entries:
-        row = AuditRecord(
-            seq=head.seq + 1,
+        row: dict[str, Any] = {
+            "seq": head.seq + 1,
             # Microseconds are what both databases keep, so the hash survives the round trip.
-            at=utcnow(),
-            kind=entry.kind.value,
-            approval_id=entry.approval_id,
-            incident_id=entry.incident_id,
-            actor=entry.actor,
-            data=entry.data,
-            prev_hash=head.hash,
-        )
-        row.hash = record_hash(row)
-        session.add(row)
-        head.seq, head.hash = row.seq, row.hash
+            "at": utcnow(),
+            "kind": entry.kind.value,
+            "approval_id": entry.approval_id,
+            "incident_id": entry.incident_id,
+            "actor": entry.actor,
+            "data": entry.data,
+            "prev_hash": head.hash,
+        }
+        row["hash"] = _hash_of(row)
+        rows.append(row)
+        head.seq, head.hash = row["seq"], row["hash"]
+    # One statement for all of them, without an ORM object each: nothing reads them back
+    # before the commit, and a batch of new incidents appends one per approval.
+    await session.execute(insert(AuditRecord), rows)
     await session.flush()
 
 

@@ -12,10 +12,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, exists, func, or_, select, text
+from sqlalchemy import Exists, Select, and_, exists, func, or_, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from opsgate.services.digests import list_on_digest
+from opsgate.services.digests import list_many_on_digest, list_on_digest
 from opsgate.services.job_kinds import JobKind
 from opsgate.services.jobs import JobStatus
 from opsgate.services.severity import rank_column, severity_rank
@@ -53,7 +53,14 @@ class CardQuota:
         if room > 0 and ahead < room:
             incident.card_slot_at = now
             return None
-        await list_on_digest(session, incident, now)
+        if room > 0:
+            await list_on_digest(session, incident, now)
+        else:
+            # No card of this chat goes out before a slot frees, so every incident whose card
+            # waits is listed now, in one statement, not each when its own job comes round:
+            # in a storm those jobs queue behind each other, and the digest shows them all
+            # at once. Their jobs still ask for their turn; their lines are there already.
+            await list_many_on_digest(session, self._held_back(incident.chat_id), now)
         taken = [slot for slot in slots if slot is not None]
         return max(self._turn(taken, ahead, now), now + RECHECK)
 
@@ -78,15 +85,21 @@ class CardQuota:
                 {"kind": QUOTA_LOCK_CLASS, "chat": chat_id % (2**31)},
             )
 
+    @staticmethod
+    def _held_back(chat_id: int) -> Select[str, int, datetime]:
+        """The chat's incidents whose card is still to be posted by a queued job."""
+        return select(Incident.id, Incident.chat_id, Incident.created_at).where(
+            Incident.chat_id == chat_id,
+            Incident.message_id.is_(None),
+            Incident.card_slot_at.is_(None),
+            Incident.status != "resolved",
+            _card_queued(),
+        )
+
     async def _waiting_ahead(self, session: AsyncSession, incident: Incident) -> int:
         """Incidents of the chat whose card waits too and comes before this one."""
         mine = severity_rank(incident.severity)
         rank = rank_column(Incident.severity)
-        card_queued = exists().where(
-            Job.kind == JobKind.SYNC_CARD.value,
-            Job.key == Incident.id,
-            Job.status.in_((JobStatus.PENDING, JobStatus.RUNNING)),
-        )
         ahead = or_(
             rank < mine,
             and_(
@@ -107,7 +120,15 @@ class CardQuota:
                 Incident.card_slot_at.is_(None),
                 Incident.status != "resolved",
                 ahead,
-                card_queued,
+                _card_queued(),
             )
         )
         return int(count or 0)
+
+
+def _card_queued() -> Exists:
+    return exists().where(
+        Job.kind == JobKind.SYNC_CARD.value,
+        Job.key == Incident.id,
+        Job.status.in_((JobStatus.PENDING, JobStatus.RUNNING)),
+    )

@@ -335,6 +335,14 @@ class RequestedCard:
     posted: bool  # posted for this request, else it was there already
 
 
+@dataclass(frozen=True)
+class _CardState:
+    target: ChatTarget
+    message_id: int | None
+    view: CardView | None  # None: the card needs a slot of the chat's quota first
+    unconfirmed: datetime | None  # when Telegram last left a post of it unconfirmed
+
+
 class CardPublisher:
     def __init__(
         self,
@@ -360,25 +368,19 @@ class CardPublisher:
     async def sync_card(self, job: ClaimedJob[IncidentJob]) -> None:
         """Post the incident's card if it has none yet, else edit it to the current state."""
         incident_id = job.payload.incident_id
-        # Only reads: on SQLite a write transaction would hold the one write lock while the
-        # card is built, and every vote on the card would wait for it.
-        async with self._db.read() as session:
-            incident = await session.get(Incident, incident_id)
-            if incident is None:
+        state = await self._card_state(incident_id)
+        if state is not None and state.view is None:
+            # The quota is asked before the card is built or its plan awaited: in a storm
+            # most new incidents wait anyway, and their digest line needs neither. A slot
+            # taken here stays taken while the plan is awaited.
+            if not await self._card_turn(job.lease, incident_id):
                 return
-            view = await build_card(session, incident, self._policy)
-            target = ChatTarget(incident.chat_id, incident.thread_id)
-            message_id = incident.message_id
-            unconfirmed = (
-                await session.scalar(
-                    select(func.max(TimelineEvent.at)).where(
-                        TimelineEvent.incident_id == incident_id,
-                        TimelineEvent.kind == "card_delivery_unknown",
-                    )
-                )
-                if message_id is None
-                else None
-            )
+            state = await self._card_state(incident_id)
+        if state is None:
+            return
+        assert state.view is not None
+        view, target, message_id = state.view, state.target, state.message_id
+        unconfirmed = state.unconfirmed
         if unconfirmed is not None and utcnow() < unconfirmed + self._unknown_card_wait:
             # Whichever job asks (a vote, the plan, a repeat): a card that may be in the chat
             # already is not posted again until the wait is over.
@@ -393,8 +395,6 @@ class CardPublisher:
             return
         if view.plan_pending_since is not None and utcnow() - view.plan_pending_since < PLAN_WAIT:
             raise RetryJob(utcnow() + PLAN_POLL, "the card waits for its action's plan")
-        if self._quota is not None and not await self._card_turn(job.lease, incident_id):
-            return
         if self._cases is not None:
             view = await self._attach_related_case(job.lease, incident_id, view)
         await job.lease.ensure()
@@ -428,6 +428,32 @@ class CardPublisher:
                 raise RetryJob(retry_at, "the chat refused the card") from exc
             return
         await self._bind(job.lease.transaction, incident_id, ref)
+
+    async def _card_state(self, incident_id: str) -> _CardState | None:
+        """The incident's card as it should look now; without a view when a first post must
+        ask the chat's card quota first. None: no such incident."""
+        # A read, not a write transaction: on SQLite it does not queue behind the writers of
+        # a storm (plans, claims, the quota's decisions) for the card's many reads.
+        async with self._db.read() as session:
+            incident = await session.get(Incident, incident_id)
+            if incident is None:
+                return None
+            target = ChatTarget(incident.chat_id, incident.thread_id)
+            message_id = incident.message_id
+            if self._quota is not None and message_id is None and incident.card_slot_at is None:
+                return _CardState(target, None, None, None)
+            view = await build_card(session, incident, self._policy)
+            unconfirmed = (
+                await session.scalar(
+                    select(func.max(TimelineEvent.at)).where(
+                        TimelineEvent.incident_id == incident_id,
+                        TimelineEvent.kind == "card_delivery_unknown",
+                    )
+                )
+                if message_id is None
+                else None
+            )
+        return _CardState(target, message_id, view, unconfirmed)
 
     async def _record_refusal(self, lease: Lease, incident_id: str, error: str) -> datetime | None:
         """Put the refusal on the timeline; when to try again, or None after the last try."""

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import structlog
-from sqlalchemy import func, select, update
+from sqlalchemy import Select, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -54,6 +54,22 @@ async def list_on_digest(session: AsyncSession, incident: Incident, now: datetim
     )
     if listed.rowcount:  # type: ignore[attr-defined]
         await schedule_digest(session, incident.chat_id, now)
+
+
+async def list_many_on_digest(
+    session: AsyncSession, incidents: Select[str, int, datetime], now: datetime
+) -> None:
+    """List the incidents ``incidents`` selects (id, chat, created) on their chat's digest,
+    those not listed yet, in one statement; one digest job per chat gathers them."""
+    dialect = session.get_bind().dialect.name
+    insert = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(DigestLine)
+    listed = await session.execute(
+        insert.from_select(["incident_id", "chat_id", "created_at"], incidents)
+        .on_conflict_do_nothing(index_elements=["incident_id"])
+        .returning(DigestLine.chat_id)
+    )
+    for chat_id in set(listed.scalars().all()):
+        await schedule_digest(session, chat_id, now)
 
 
 async def schedule_digest(session: AsyncSession, chat_id: int, now: datetime) -> None:

@@ -5,6 +5,7 @@ A group that fires again after its incident resolved opens the next incident, li
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -15,7 +16,7 @@ from datetime import datetime
 from typing import Any, NamedTuple
 
 import structlog
-from sqlalchemy import and_, bindparam, insert, or_, select
+from sqlalchemy import Select, and_, bindparam, insert, or_, select, union_all
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -26,7 +27,7 @@ from opsgate.services.approvals import APPROVED, PENDING, ApprovalService, Propo
 from opsgate.services.execution import FINAL_STATES
 from opsgate.services.ids import new_incident_id
 from opsgate.services.job_kinds import EXTRACT_PLAYBOOK, SYNC_CARD, IncidentJob
-from opsgate.services.jobs import enqueue, enqueue_many
+from opsgate.services.jobs import enqueue, enqueued_together
 from opsgate.services.learning import AUTO_REQUESTER, record_in, signature
 from opsgate.services.operations import OperationRefused, parse_operation
 from opsgate.services.playbooks import REQUESTER_PREFIX as PLAYBOOK_REQUESTER
@@ -34,22 +35,44 @@ from opsgate.services.playbooks import PlaybookService
 from opsgate.services.policy_source import PolicySource
 from opsgate.services.risk import Risk, parse_risk
 from opsgate.services.routing import Router
+from opsgate.services.storage.bulk_inserts import insert_added
 from opsgate.services.storage.db import Database, describe_database_error
-from opsgate.services.storage.models import Alert, Approval, Execution, Incident, utcnow
+from opsgate.services.storage.models import (
+    Alert,
+    Approval,
+    Execution,
+    Incident,
+    TimelineEvent,
+    utcnow,
+)
+from opsgate.services.storage.read_batches import ReadBatches
 from opsgate.services.storage.write_batches import WriteBatches, WriteInterrupted
 
 log = structlog.get_logger(__name__)
 
 SERVICE_LABELS = ("service", "app", "app_kubernetes_io_name", "deployment", "job")
 
-# What a re-send is compared with: (id, ingest_digest, status, firing_count) of its group.
-# The group's latest incident: a resolved one is followed by the next generation on re-fire.
-_STORED_DIGEST = (
-    select(Incident.id, Incident.ingest_digest, Incident.status, Incident.firing_count)
-    .where(Incident.group_key == bindparam("group_key"))
-    .order_by(Incident.generation.desc())
-    .limit(1)
-)
+# What a re-send is compared with: (id, ingest_digest, status, firing_count) of its group's
+# latest incident (a resolved one is followed by the next generation on re-fire).
+_STORED_COLUMNS = (Incident.id, Incident.ingest_digest, Incident.status, Incident.firing_count)
+
+
+@functools.cache
+def _stored_digests(groups: int) -> Select[tuple[str, str, str | None, str, int]]:
+    """One statement for the latest incident of each of ``groups`` group keys (bound as
+    ``k0``, ``k1``, ...), keyed by its group key: one index seek per group, however many
+    generations a group has had."""
+    arms = [
+        select(Incident.group_key, *_STORED_COLUMNS)
+        .where(Incident.group_key == bindparam(f"k{i}"))
+        .order_by(Incident.generation.desc())
+        .limit(1)
+        .subquery()
+        for i in range(groups)
+    ]
+    if groups == 1:
+        return select(*arms[0].c)
+    return select(*union_all(*(select(*arm.c) for arm in arms)).subquery().c)
 
 
 class _Stored(NamedTuple):
@@ -137,14 +160,21 @@ class IncidentService:
         self.writes: WriteBatches[_Write, IngestResult] = WriteBatches(
             db, self._write_all, self._write_alone, name="alertmanager"
         )
+        # And their re-send checks read together: one statement for the groups that came
+        # while the last one was in flight.
+        self.stored: ReadBatches[str, _Stored] = ReadBatches(self._read_stored)
 
     async def ingest_alertmanager(self, payload: AmPayload) -> IngestResult:
         self.last_received_at = utcnow()
         digest = ingest_digest(payload.alerts)
         # Alertmanager re-sends every group on each repeat interval; most of what arrives
         # changes nothing. That is recognised with one read, without the write lock.
-        row = await self._db.read_row(_STORED_DIGEST, group_key=payload.groupKey)
-        stored = None if row is None else _Stored(*row)
+        try:
+            stored = await self.stored.get(payload.groupKey)
+        except SQLAlchemyError as exc:
+            reason = describe_database_error(exc)
+            log.error("alertmanager_not_checked", group_key=payload.groupKey, error=reason)
+            raise NotStored(reason) from exc
         if stored is None and not _any_firing(payload):
             # A resolve for a group we never saw: nothing to close.
             result = IngestResult(None, False, False)
@@ -179,6 +209,13 @@ class IncidentService:
                 alerts=len(payload.alerts),
             )
         return result
+
+    async def _read_stored(self, group_keys: Sequence[str]) -> dict[str, _Stored]:
+        rows = await self._db.read_rows(
+            _stored_digests(len(group_keys)),
+            **{f"k{i}": key for i, key in enumerate(group_keys)},
+        )
+        return {key: _Stored(*rest) for key, *rest in rows}
 
     async def _write_all(
         self, session: AsyncSession, writes: Sequence[_Write]
@@ -264,12 +301,17 @@ class IncidentService:
                 session.add(incident)
                 created.append((write, incident, alerts, choice))
         await session.flush()
-        for write, incident, _, choice in created:
-            await self._follow_new_incident(session, incident, write.payload, choice)
+        incidents = [incident for _, incident, _, _ in created]
+        # Their plan and card jobs in one statement per kind, not one per job.
+        async with enqueued_together(session):
+            for write, incident, _, choice in created:
+                await self._follow_new_incident(session, incident, write.payload, choice)
+            for incident in incidents:
+                await enqueue(session, SYNC_CARD, IncidentJob(incident_id=incident.id))
+            # And their events in one statement, not one by one (see bulk_inserts.py).
+            await insert_added(session, TimelineEvent)
         rows = [row for _, i, alerts, _ in created for row in _alert_inserts(i.id, alerts)]
         await session.execute(insert(Alert), rows)
-        incidents = [incident for _, incident, _, _ in created]
-        await enqueue_many(session, SYNC_CARD, [IncidentJob(incident_id=i.id) for i in incidents])
         return [IngestResult(i.id, True, True) for i in incidents]
 
     def _new_group_incident(

@@ -29,9 +29,11 @@ JOB_LANES: dict[str, tuple[JobKind, ...]] = {
         JobKind.KNOWLEDGE,
         JobKind.EXTRACT_PLAYBOOK,
     ),
-    # What the approvers wait for: never stuck behind a storm's new cards.
-    REPLIES_LANE: (JobKind.PUBLISH_RESULT,),
-    CHAT_LANE: (JobKind.SYNC_CARD, JobKind.DIGEST, JobKind.NOTIFY),
+    # What people wait for in a storm: the results of their approvals, and the digest that
+    # shows every incident whose card waits. Never stuck behind a storm's card jobs, which
+    # are hundreds where these are one per approval or per chat.
+    REPLIES_LANE: (JobKind.PUBLISH_RESULT, JobKind.DIGEST),
+    CHAT_LANE: (JobKind.SYNC_CARD, JobKind.NOTIFY),
 }
 
 # Run by runners of their own, not by a lane: updates by the webhook's update runner, periodic

@@ -55,6 +55,8 @@ JOBS_TOPIC = "jobs"
 # see no running job with a serial key and both start one. SQLite's BEGIN IMMEDIATE already
 # serialises them.
 CLAIM_LOCK_KEY = 0x6F70_7367_6A6F_6231
+# The session key of the jobs ``enqueued_together`` holds back until its block ends.
+_HELD = "opsgate_jobs_held"
 
 
 class JobStatus(StrEnum):
@@ -134,12 +136,36 @@ async def enqueue(
 
     Runners hear of it once the transaction committed (see ``Database.transaction``).
     """
+    held: dict[tuple[JobKind, datetime | None], tuple[JobSpec[Any], list[Any]]] | None = (
+        session.info.get(_HELD)
+    )
+    if held is not None:
+        held.setdefault((spec.kind, run_at), (spec, []))[1].append(payload)
+        return
     if spec.coalesce:
         await enqueue_many(session, spec, [payload], run_at=run_at)
         return
     now = utcnow()
     session.add(Job(**_job_values(spec, payload, run_at or now, now)))
     after_commit(session, jobs_topic(spec.kind))
+
+
+@contextlib.asynccontextmanager
+async def enqueued_together(session: AsyncSession) -> AsyncIterator[None]:
+    """Jobs enqueued inside the block are inserted as it ends, one statement per kind.
+
+    For a transaction that enqueues many (a batch of new incidents, each with its plan job):
+    coalescing jobs are otherwise one statement each. Inside the block a job is not yet a row,
+    so nothing in it may look for the jobs it enqueued.
+    """
+    held: dict[tuple[JobKind, datetime | None], tuple[JobSpec[Any], list[Any]]] = {}
+    session.info[_HELD] = held
+    try:
+        yield
+    finally:
+        del session.info[_HELD]
+    for (_, run_at), (spec, payloads) in held.items():
+        await enqueue_many(session, spec, payloads, run_at=run_at)
 
 
 async def enqueue_many(

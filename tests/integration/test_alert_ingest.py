@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 from datetime import timedelta
 
-from sqlalchemy import bindparam, func, select, update
+import pytest
+from sqlalchemy import bindparam, func, select, text, update
 
 from opsgate.services.alertmanager import AmPayload
 from opsgate.services.cards import build_card
-from opsgate.services.incidents import IncidentService, IngestResult
+from opsgate.services.incidents import IncidentService, IngestResult, NotStored
 from opsgate.services.storage.db import Database
 from opsgate.services.storage.models import (
     Alert,
@@ -318,3 +319,24 @@ async def test_read_row_reads_one_row_by_its_parameters(database: Database) -> N
         2,
     )
     assert await database.read_row(statement, group_key="g2") is None
+
+
+async def test_concurrent_repeats_are_checked_with_shared_reads(database: Database) -> None:
+    _, incidents = services(database)
+    payload = _payload(alert("fp1"))
+    created = await incidents.ingest_alertmanager(payload)
+    reads = incidents.stored.reads
+    results = await asyncio.gather(*(incidents.ingest_alertmanager(payload) for _ in range(20)))
+    assert {(r.incident_id, r.changed) for r in results} == {(created.incident_id, False)}
+    # The first reads alone; the others, waiting meanwhile, share the next read.
+    assert incidents.stored.reads - reads == 2
+
+
+async def test_a_check_the_database_cannot_answer_is_not_stored(database: Database) -> None:
+    _, incidents = services(database)
+    await incidents.ingest_alertmanager(_payload(alert("fp1")))
+    async with database.transaction() as session:
+        await session.execute(text("ALTER TABLE incidents RENAME TO incidents_gone"))
+    # A 503, so Alertmanager sends it again, rather than a 500 or a 200.
+    with pytest.raises(NotStored):
+        await incidents.ingest_alertmanager(_payload(alert("fp1")))

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
 import pytest
 import structlog
-from sqlalchemy import func, select, text
+from sqlalchemy import event, func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from opsgate.services.alertmanager import AmPayload
@@ -82,6 +83,53 @@ async def test_concurrent_new_groups_are_committed_together_and_stored_whole(
     async with database.read() as session:
         pairs = set((await session.execute(select(Incident.id, Incident.group_key))).all())
     assert pairs == {(r.incident_id, g) for r, g in zip(results, groups, strict=True)}
+
+
+async def test_a_batch_of_new_groups_inserts_into_each_table_once(database: Database) -> None:
+    _, incidents = services(database)
+    inserts: Counter[str] = Counter()
+
+    def count(_conn: object, _cursor: object, statement: str, *_: object) -> None:
+        if statement.startswith("INSERT INTO "):
+            inserts[statement.split()[2]] += 1
+
+    event.listen(database.engine.sync_engine, "before_cursor_execute", count)
+    try:
+        async with _writes_held(database):
+            first = asyncio.create_task(incidents.ingest_alertmanager(_payload("g00")))
+            await _until(lambda: incidents.writes.writing, "the first in flight")
+            rest = [
+                asyncio.create_task(incidents.ingest_alertmanager(_payload(f"g{n:02}")))
+                for n in range(1, 20)
+            ]
+            await _until(lambda: incidents.writes.waiting == len(rest), "all in line")
+        await first
+        await asyncio.gather(*rest)
+    finally:
+        event.remove(database.engine.sync_engine, "before_cursor_execute", count)
+    assert (incidents.writes.batches, incidents.writes.items) == (2, 20)
+    # Per transaction one statement per table (two for jobs: plan and card), not one per
+    # group, nor per event or job.
+    assert dict(inserts) == {
+        "incidents": 2,
+        "alerts": 2,
+        "approvals": 2,
+        "timeline_events": 2,
+        "jobs": 4,
+        "audit_chain": 2,
+    }
+    assert await _count(database, TimelineEvent) == 40
+    async with database.read() as session:
+        events = (
+            await session.execute(
+                select(TimelineEvent.incident_id, TimelineEvent.kind).order_by(TimelineEvent.id)
+            )
+        ).all()
+    # Each incident's events in the order they happened.
+    kinds: dict[str, list[str]] = {}
+    for incident_id, kind in events:
+        kinds.setdefault(incident_id, []).append(kind)
+    assert set(map(tuple, kinds.values())) == {("alert_received", "approval_requested")}
 
 
 async def test_one_batch_keeps_each_groups_own_story(database: Database) -> None:

@@ -16,3 +16,16 @@ def test_a_handler_of_no_lane_is_refused_at_start() -> None:
         "actions": {JobKind.EXECUTE: "run"},
         "chat": {JobKind.SYNC_CARD: "card"},
     }
+
+
+def lane_of(kind: JobKind) -> str:
+    return next(lane for lane, kinds in JOB_LANES.items() if kind in kinds)
+
+
+def test_what_people_wait_for_in_a_storm_never_queues_behind_its_card_jobs() -> None:
+    # A storm queues a card job per incident; the digest (every incident whose card waits)
+    # and the results of approvals must not wait for workers behind them.
+    storm = lane_of(JobKind.SYNC_CARD)
+    assert lane_of(JobKind.DIGEST) != storm
+    assert lane_of(JobKind.PUBLISH_RESULT) != storm
+    assert lane_of(JobKind.EXECUTE) != storm

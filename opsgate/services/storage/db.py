@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -72,8 +73,15 @@ class Database:
     async def read_row(
         self, statement: Select[*tuple[Any, ...]], **params: Any
     ) -> tuple[Any, ...] | None:
-        """The first row of one ``select`` (values for its ``bindparam``s in ``params``), read
-        as a single statement without a transaction.
+        """The first row of :meth:`read_rows`."""
+        rows = await self.read_rows(statement, **params)
+        return rows[0] if rows else None
+
+    async def read_rows(
+        self, statement: Select[*tuple[Any, ...]], **params: Any
+    ) -> list[tuple[Any, ...]]:
+        """The rows of one ``select`` (values for its ``bindparam``s in ``params``), read as a
+        single statement without a transaction.
 
         For the hottest read of all, the check that a webhook re-send changes nothing. One
         statement sees one snapshot on its own, so no ``BEGIN`` is needed. On SQLite the
@@ -84,16 +92,19 @@ class Database:
         """
         if not self.is_sqlite:
             async with self._read_sessions() as session:
-                row = (await session.execute(statement, params)).first()
-            return None if row is None else tuple(row)
+                return [tuple(row) for row in (await session.execute(statement, params)).all()]
         sql, names, own = self._compiled.get(statement) or self._compile(statement)
         values = {**own, **params}
         async with self.engine.connect() as conn:
             driver = (await conn.get_raw_connection()).driver_connection
             if driver is None:
                 raise RuntimeError("the pooled SQLite connection is closed")
-            rows = await driver.execute_fetchall(sql, tuple(values[name] for name in names))
-        return tuple(rows[0]) if rows else None
+            try:
+                rows = await driver.execute_fetchall(sql, tuple(values[name] for name in names))
+            except sqlite3.Error as exc:
+                # As SQLAlchemy would raise it, so callers handle one kind of database error.
+                raise DBAPIError.instance(sql, None, exc, sqlite3.Error) from exc
+        return [tuple(row) for row in rows]
 
     def _compile(
         self, statement: Select[*tuple[Any, ...]]

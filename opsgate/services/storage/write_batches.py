@@ -16,15 +16,14 @@ database refuses fails only its own caller.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from opsgate.services.storage.db import Database, describe_database_error
+from opsgate.services.storage.turns import Lead, Turns, Waiter
 
 log = structlog.get_logger(__name__)
 
@@ -38,19 +37,6 @@ MAX_BATCH = 64
 
 class WriteInterrupted(Exception):
     """The transaction carrying this write was cancelled: it may or may not have committed."""
-
-
-class _Lead:
-    """The answer that tells a waiting caller to write the line itself."""
-
-
-_LEAD = _Lead()
-
-
-@dataclass(eq=False)
-class _Waiter(Generic[T, R]):
-    item: T
-    answer: asyncio.Future[R | _Lead] = field(repr=False)
 
 
 class WriteBatches(Generic[T, R]):
@@ -72,8 +58,7 @@ class WriteBatches(Generic[T, R]):
         self._write_alone = write_alone
         self._max_batch = max_batch
         self._name = name
-        self._line: list[_Waiter[T, R]] = []
-        self._writing = False
+        self._turns: Turns[T, R] = Turns()
         # Figures for the bench and tests: transactions, and the items they carried.
         self.batches = 0
         self.items = 0
@@ -81,29 +66,20 @@ class WriteBatches(Generic[T, R]):
     @property
     def waiting(self) -> int:
         """Writes in line for the next transaction."""
-        return len(self._line)
+        return len(self._turns.line)
 
     @property
     def writing(self) -> bool:
         """Whether a transaction of these writes is in flight."""
-        return self._writing
+        return self._turns.busy
 
     async def submit(self, item: T) -> R:
-        waiter: _Waiter[T, R] = _Waiter(item, asyncio.get_running_loop().create_future())
-        self._line.append(waiter)
-        if self._writing:
-            try:
-                answer = await waiter.answer
-            except asyncio.CancelledError:
-                if waiter.answer.done() and not waiter.answer.cancelled():
-                    # Told to lead just as it was cancelled: the line must not stall.
-                    self._hand_on()
-                raise
-            if not isinstance(answer, _Lead):
-                return answer
-        self._writing = True
-        batch = self._line[: self._max_batch]
-        del self._line[: self._max_batch]
+        answer = await self._turns.wait(item)
+        if not isinstance(answer, Lead):
+            return answer
+        line = self._turns.line
+        batch = line[: self._max_batch]
+        del line[: self._max_batch]
         try:
             outcomes = await self._write(batch)
         except BaseException:
@@ -112,7 +88,7 @@ class WriteBatches(Generic[T, R]):
                     other.answer.set_exception(WriteInterrupted(self._name))
             raise
         finally:
-            self._hand_on()
+            self._turns.hand_on()
         for other, outcome in zip(batch[1:], outcomes[1:], strict=True):
             if other.answer.done():
                 continue  # its caller gave up; the write stands
@@ -125,18 +101,7 @@ class WriteBatches(Generic[T, R]):
             raise mine
         return mine
 
-    def _hand_on(self) -> None:
-        """The first caller still waiting writes the line next; with none, nobody writes."""
-        while self._line:
-            head = self._line[0]
-            if not head.answer.done():
-                head.answer.set_result(_LEAD)
-                return
-            # Cancelled while waiting: nobody is left to be answered for this write.
-            self._line.pop(0)
-        self._writing = False
-
-    async def _write(self, batch: list[_Waiter[T, R]]) -> list[R | Exception]:
+    async def _write(self, batch: list[Waiter[T, R]]) -> list[R | Exception]:
         items = [waiter.item for waiter in batch]
         try:
             async with self._db.transaction() as session:
