@@ -7,7 +7,8 @@
 Two bots run as child processes, each polling its own Telegram stand-in (opsgate/sandbox) in this
 process: a real ``opsgate serve`` (a fresh SQLite file, or a scratch PostgreSQL database
 given as for bench.ingest; the test policy plus approvers; its default flood limits and
-polling intervals) and ``bench.bare_bot``, whose only handler answers.
+polling intervals) and ``bench.bare_bot``, whose only handler answers, tapped on messages shaped
+like opsgate's cards (Telegram sends the tapped message with every tap).
 Each round runs every scenario on opsgate, then on the bare bot (A B A B):
 
 * one tap at a time (``--singles`` of them, approvers and non-members in turn), each waited for;
@@ -221,10 +222,15 @@ async def prepare_opsgate(
         await db.dispose()
 
 
-def prepare_bare(target: Target, cards: int) -> None:
+def prepare_bare(target: Target, cards: int, shape: FakeMessage) -> None:
+    """Messages to tap on that look like ``shape``, an opsgate card: Telegram sends the tapped
+    message with every tap, so the bare bot receives (and parses) what opsgate receives."""
     user = target.telegram.user(ALICE, "alice")
     for _ in range(cards):
         message = target.telegram.send_text(CHAT_ID, user, "a message to tap on")
+        message.text, message.plain_text = shape.text, shape.plain_text
+        message.entities = list(shape.entities)
+        message.reply_markup = shape.reply_markup
         target.tappable.append((message.message_id, "bare:answer"))
 
 
@@ -294,7 +300,8 @@ async def run(
             for target in targets.values():
                 target.rss_idle = rss_mib(target.pid)
             await prepare_opsgate(targets["opsgate"], opsgate, rounds * 3, events, url)
-            prepare_bare(targets["bare"], rounds * 3)
+            card = fakes["opsgate"].message(CHAT_ID, targets["opsgate"].tappable[0][0])
+            prepare_bare(targets["bare"], rounds * 3, card)
             samples: dict[str, dict[str, list[list[Sample]]]] = {
                 s: {t: [] for t in TARGETS} for s in SCENARIOS
             }

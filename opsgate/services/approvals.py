@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
-from datetime import timedelta
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
 import structlog
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm.attributes import set_committed_value
 
 from opsgate.metrics import Metrics
 from opsgate.services import audit_chain, timeline
@@ -115,6 +116,40 @@ class _Tap:
     origin_offers_it: bool
 
 
+@dataclass(frozen=True)
+class _Terms:
+    """What an approval asks, fixed when it is proposed: an approval's operation, risk and
+    window never change, so a tap can be judged by the policy without reading them again."""
+
+    operation: Operation
+    risk: Risk
+    expires_at: datetime
+
+
+@dataclass
+class _Card:
+    """An approval under its row lock within one transaction, with its incident and, once a
+    vote needs them, its signatures: the taps of one batch on one card read them once and
+    see each other's changes in memory. ``stale`` once a conditional UPDATE changed the
+    approval or its incident: the next tap reads them afresh."""
+
+    approval: Approval
+    incident: Incident | None
+    policy: Policy
+    operation: Operation
+    signatures: list[Signature] | None = None
+    # Whether a signature counts under ``policy``, per signer: fixed within the transaction.
+    lapses: dict[int, str | None] = field(default_factory=dict)
+    card_synced: bool = False
+    stale: bool = False
+
+
+# An approval's status, read without a session: the one fact of a refused tap's answer that
+# can change after the proposal.
+_STATUS = select(Approval.status).where(Approval.id == bindparam("approval_id"))
+# Enough terms for every card open at once; past it the oldest are read again when tapped.
+_TERMS_KEPT = 1024
+
 NOT_HERE = "This button does not belong here."
 DUPLICATE = "This card is a duplicate; use the incident's card."
 
@@ -154,6 +189,7 @@ class ApprovalService:
         self._taps: WriteBatches[_Tap, TapOutcome] = WriteBatches(
             db, self._decide_taps, self._decide_alone, name="taps"
         )
+        self._terms: dict[str, _Terms] = {}
 
     async def propose(
         self, session: AsyncSession, incident: Incident, proposal: Proposal
@@ -252,47 +288,77 @@ class ApprovalService:
 
         A refused tap changes nothing but the timeline, so its answer need not queue behind
         every vote on the card for the lock. ``decide`` still runs for it afterwards and
-        records the refusal (and adopts or marks the card) exactly as before.
+        records the refusal (and adopts or marks the card) exactly as before. The approval's
+        terms are read once per card; a tap the policy allows reads nothing more, a refused
+        one only the approval's status.
         """
-        async with self._db.read() as session:
-            approval = await session.get(Approval, approval_id)
-        if approval is None or approval.status != PENDING or approval.expires_at <= utcnow():
+        terms = self._terms.get(approval_id)
+        status: str | None = None
+        if terms is None:
+            async with self._db.read() as session:
+                approval = await session.get(Approval, approval_id)
+            if approval is None:
+                return None
+            terms = self._remember_terms(approval)
+            status = approval.status
+        if terms.expires_at <= utcnow():
             return None
-        verdict = self._policy.current().authorize(
-            tapper.user_id, Operation.from_dict(approval.operation), Risk(approval.risk)
+        verdict = self._policy.current().authorize(tapper.user_id, terms.operation, terms.risk)
+        if verdict.allowed:
+            return None
+        if status is None:
+            row = await self._db.read_row(_STATUS, approval_id=approval_id)
+            status = None if row is None else row[0]
+        return refusal_text(verdict.reason) if status == PENDING else None
+
+    def _remember_terms(self, approval: Approval) -> _Terms:
+        terms = _Terms(
+            Operation.from_dict(approval.operation), Risk(approval.risk), approval.expires_at
         )
-        return None if verdict.allowed else refusal_text(verdict.reason)
+        if len(self._terms) >= _TERMS_KEPT:
+            self._terms.pop(next(iter(self._terms)))
+        self._terms[approval.id] = terms
+        return terms
 
     async def _decide_taps(self, session: AsyncSession, taps: Sequence[_Tap]) -> list[TapOutcome]:
         """Each tap judged on what the ones before it left, in arrival order per card; the
-        cards in one order everywhere, so two replicas' batches lock their rows alike."""
+        cards in one order everywhere, so two replicas' batches lock their rows alike. One
+        policy for the whole transaction, even if a reload swaps it meanwhile."""
         order = sorted(range(len(taps)), key=lambda i: taps[i].approval_id)
+        policy = self._policy.current()
+        cards: dict[str, _Card] = {}
         outcomes: dict[int, TapOutcome] = {}
         for i in order:
-            outcomes[i] = await self._decide_tap(session, taps[i])
+            outcomes[i] = await self._decide(session, taps[i], policy, cards)
         return [outcomes[i] for i in range(len(taps))]
 
     async def _decide_alone(self, tap: _Tap) -> TapOutcome:
         async with self._db.transaction() as session:
-            return await self._decide_tap(session, tap)
-
-    async def _decide_tap(self, session: AsyncSession, tap: _Tap) -> TapOutcome:
-        return await self._decide(
-            session, tap.approval_id, tap.tapper, tap.approve, tap.origin, tap.origin_offers_it
-        )
+            return await self._decide(session, tap, self._policy.current(), {})
 
     async def _decide(
-        self,
-        session: AsyncSession,
-        approval_id: str,
-        tapper: Tapper,
-        approve: bool,
-        origin: MessageRef | None,
-        origin_offers_it: bool,
+        self, session: AsyncSession, tap: _Tap, policy: Policy, cards: dict[str, _Card]
     ) -> TapOutcome:
-        # Lock the row: concurrent taps on one card are decided one after another. Taps of
-        # one batch share the session, and the conditional UPDATEs below bypass its identity
-        # map, so each tap reads the row afresh.
+        card = cards.get(tap.approval_id)
+        if card is None or card.stale:
+            card = await self._lock_card(session, tap.approval_id, policy)
+            if card is None:
+                return TapOutcome("This card is not known to opsgate any more.", True, False)
+            cards[tap.approval_id] = card
+        incident_id = card.approval.incident_id
+        bound = await _bind_to_card(session, card, tap.origin, tap.origin_offers_it)
+        if isinstance(bound, TapOutcome):
+            return replace(bound, incident_id=incident_id)
+        outcome = await self._judge(session, card, tap.tapper, tap.approve)
+        adopted = outcome.adopted or bound is CardBinding.ADOPTED
+        return replace(outcome, adopted=adopted, incident_id=incident_id)
+
+    async def _lock_card(
+        self, session: AsyncSession, approval_id: str, policy: Policy
+    ) -> _Card | None:
+        # Lock the row: concurrent taps on one card are decided one after another. The
+        # conditional UPDATEs below bypass the session's identity map, so a card read again
+        # in one transaction is read afresh.
         approval = await session.scalar(
             select(Approval)
             .where(Approval.id == approval_id)
@@ -300,31 +366,27 @@ class ApprovalService:
             .execution_options(populate_existing=True)
         )
         if approval is None:
-            return TapOutcome("This card is not known to opsgate any more.", True, False)
-        bound = await _bind_to_card(session, approval.incident_id, origin, origin_offers_it)
-        if isinstance(bound, TapOutcome):
-            return replace(bound, incident_id=approval.incident_id)
-        outcome = await self._judge(session, approval, tapper, approve)
-        adopted = outcome.adopted or bound is CardBinding.ADOPTED
-        return replace(outcome, adopted=adopted, incident_id=approval.incident_id)
+            return None
+        terms = self._remember_terms(approval)
+        incident = await session.get(Incident, approval.incident_id, populate_existing=True)
+        return _Card(approval, incident, policy, terms.operation)
 
     async def _judge(
-        self, session: AsyncSession, approval: Approval, tapper: Tapper, approve: bool
+        self, session: AsyncSession, card: _Card, tapper: Tapper, approve: bool
     ) -> TapOutcome:
+        approval, policy, op = card.approval, card.policy, card.operation
         if approval.status != PENDING:
             return TapOutcome(f"Too late: this request is already {approval.status}.", True, False)
         now = utcnow()
         if approval.expires_at <= now:
+            card.stale = True
             await self._close(session, approval, EXPIRED, "approval window ran out")
             return TapOutcome("Too late: this request has expired.", True, True)
-        op = Operation.from_dict(approval.operation)
-        # One policy for the whole decision, even if a reload swaps it meanwhile.
-        policy = self._policy.current()
         required = policy.quorum(Risk(approval.risk))
         if approval.required_approvals != required:
             # A restart with an edited policy: the card's tally changes even if this tap fails.
             approval.required_approvals = required
-            await enqueue(session, SYNC_CARD, IncidentJob(incident_id=approval.incident_id))
+            await _sync_card(session, card)
         verdict = policy.authorize(tapper.user_id, op, Risk(approval.risk))
         if not verdict.allowed:
             timeline.record(
@@ -347,6 +409,7 @@ class ApprovalService:
             )
             return TapOutcome(refusal_text(verdict.reason), True, False)
         if not approve:
+            card.stale = True
             await self._close(
                 session, approval, REJECTED, f"rejected by {tapper.display}", actor=tapper
             )
@@ -356,20 +419,17 @@ class ApprovalService:
             return TapOutcome(
                 "You requested this action; someone else has to approve it.", True, False
             )
-        already = await session.scalar(
-            select(Signature.id).where(
-                Signature.approval_id == approval.id, Signature.user_id == tapper.user_id
-            )
-        )
-        if already is not None:
-            count, _ = await _recheck(session, approval, op, policy)
+        signatures = await _signatures(session, card)
+        if any(sig.user_id == tapper.user_id for sig in signatures):
+            count, _ = _count(card)
             return TapOutcome(
                 f"You already approved this ({count}/{approval.required_approvals}).", True, False
             )
-        session.add(_signature(approval, tapper, "approve"))
-        await session.flush()
-        lapsed_before = await approver_names(session, approval.id, lapsed=True)
-        count, lapsed = await _recheck(session, approval, op, policy)
+        signature = _signature(approval, tapper, "approve")
+        session.add(signature)
+        signatures.append(signature)
+        lapsed_before = _lapsed_names(signatures)
+        count, lapsed = _count(card)
         timeline.record(
             session,
             approval.incident_id,
@@ -390,11 +450,12 @@ class ApprovalService:
         )
         _record_lapsed(session, approval.incident_id, lapsed_before, lapsed)
         if count < approval.required_approvals:
-            await enqueue(session, SYNC_CARD, IncidentJob(incident_id=approval.incident_id))
+            await _sync_card(session, card)
             note = f"; no longer counted: {', '.join(lapsed)}" if lapsed else ""
             return TapOutcome(
                 f"Approval recorded ({count}/{approval.required_approvals}){note}.", False, True
             )
+        card.stale = True
         claimed = await self._claim(session, approval)
         if not claimed:
             return TapOutcome("Too late: this request was decided meanwhile.", True, False)
@@ -567,7 +628,7 @@ class CardBinding(StrEnum):
 
 
 async def _bind_to_card(
-    session: AsyncSession, incident_id: str, origin: MessageRef | None, origin_offers_it: bool
+    session: AsyncSession, card: _Card, origin: MessageRef | None, origin_offers_it: bool
 ) -> CardBinding | TapOutcome:
     """Whether the tap came from the incident's card, or else what the tapper is told.
 
@@ -575,9 +636,10 @@ async def _bind_to_card(
     message id; the first tap on it from the incident's chat makes it the card. Any other
     message of that chat carrying the buttons is a duplicate of the card.
     """
-    incident = await session.get(Incident, incident_id, populate_existing=True)
+    incident = card.incident
     if incident is None or origin is None or origin.chat_id != incident.chat_id:
         return TapOutcome(NOT_HERE, True, False)
+    incident_id = incident.id
     card_id = incident.message_id
     if card_id == origin.message_id:
         # Even once its keyboard is gone: a client that missed the edit is told the state.
@@ -592,6 +654,8 @@ async def _bind_to_card(
             .execution_options(synchronize_session=False)
         )
         if adopted.rowcount == 1:  # type: ignore[attr-defined]
+            # What the UPDATE stored, so the next taps of this transaction see the card.
+            set_committed_value(incident, "message_id", origin.message_id)
             timeline.record(
                 session,
                 incident_id,
@@ -599,18 +663,39 @@ async def _bind_to_card(
                 f"a tap came from message {origin.message_id}, a card whose post was never "
                 "confirmed; it is the incident's card now",
             )
-            await enqueue(session, SYNC_CARD, IncidentJob(incident_id=incident_id))
+            await _sync_card(session, card)
             return CardBinding.ADOPTED
         # The card's post was confirmed meanwhile: compare with what was stored.
         card_id = await session.scalar(
             select(Incident.message_id).where(Incident.id == incident_id)
         )
+        set_committed_value(incident, "message_id", card_id)
     if card_id == origin.message_id:
         return CardBinding.CARD
     if card_id is None:  # not reachable: the conditional update found a card stored
         return TapOutcome(NOT_HERE, True, False)
     live = MessageRef(incident.chat_id, card_id, incident.thread_id)
     return TapOutcome(DUPLICATE, True, False, duplicate=DuplicateCard(incident_id, origin, live))
+
+
+async def _sync_card(session: AsyncSession, card: _Card) -> None:
+    """Have the card redrawn after this transaction: once, however many of its taps it holds
+    (the job coalesces, so a second one would change nothing)."""
+    if not card.card_synced:
+        await enqueue(session, SYNC_CARD, IncidentJob(incident_id=card.approval.incident_id))
+        card.card_synced = True
+
+
+async def _signatures(session: AsyncSession, card: _Card) -> list[Signature]:
+    """The approval's signatures, every decision, in signing order; read once per card."""
+    if card.signatures is None:
+        rows = await session.scalars(
+            select(Signature)
+            .where(Signature.approval_id == card.approval.id)
+            .order_by(Signature.created_at, Signature.id)
+        )
+        card.signatures = list(rows)
+    return card.signatures
 
 
 def refusal_text(reason: str) -> str:
@@ -655,17 +740,41 @@ async def _recheck(
         .where(Signature.approval_id == approval.id, Signature.decision == "approve")
         .order_by(Signature.created_at, Signature.id)
     )
+    return _count(_Card(approval, None, policy, op, signatures=list(signatures)))
+
+
+def _count(card: _Card) -> tuple[int, list[str]]:
+    """:func:`_recheck` over the card's signatures as this transaction holds them."""
+    approval = card.approval
     count, lapsed = 0, []
-    for sig in signatures:
+    for sig in card.signatures or ():
+        if sig.decision != "approve":
+            continue
+        reason: str | None
         if sig.operation_digest != approval.operation_digest:
-            sig.lapsed = "signed a different operation"
+            reason = "signed a different operation"
         else:
-            sig.lapsed = lapse_reason(policy, sig.user_id, op, Risk(approval.risk))
-        if sig.lapsed is None:
+            if sig.user_id not in card.lapses:
+                card.lapses[sig.user_id] = lapse_reason(
+                    card.policy, sig.user_id, card.operation, Risk(approval.risk)
+                )
+            reason = card.lapses[sig.user_id]
+        if sig.lapsed != reason:
+            sig.lapsed = reason
+        if reason is None:
             count += 1
         else:
             lapsed.append(Tapper(sig.user_id, sig.username).display)
     return count, lapsed
+
+
+def _lapsed_names(signatures: Sequence[Signature]) -> list[str]:
+    """``approver_names(lapsed=True)`` over signatures already in memory."""
+    return [
+        Tapper(sig.user_id, sig.username).display
+        for sig in signatures
+        if sig.decision == "approve" and sig.lapsed is not None
+    ]
 
 
 def _record_lapsed(

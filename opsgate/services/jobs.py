@@ -51,7 +51,7 @@ log = structlog.get_logger(__name__)
 MAX_JOB_ATTEMPTS = 12
 MAX_BACKOFF_SECONDS = 300.0
 DRAIN_SECONDS = 10.0
-# Commits that add jobs are announced under this topic; runners listen to it.
+# Commits that add jobs are announced under this topic and the kind (see jobs_topic).
 JOBS_TOPIC = "jobs"
 # Claims are serialised across replicas with this PostgreSQL advisory lock (any fixed 64-bit
 # number unique to opsgate): under READ COMMITTED two concurrent claims could otherwise each
@@ -153,7 +153,7 @@ async def enqueue(
         return
     now = utcnow()
     session.add(Job(**_job_values(spec, payload, run_at or now, now)))
-    after_commit(session, JOBS_TOPIC)
+    after_commit(session, jobs_topic(spec.kind))
 
 
 @contextlib.asynccontextmanager
@@ -185,8 +185,21 @@ async def enqueue_many(
     statement = dialect_insert(session, Job)
     if spec.coalesce:
         statement = statement.on_conflict_do_nothing(index_elements=["dedupe_key"])
-    await session.execute(statement, rows)
-    after_commit(session, JOBS_TOPIC)
+    if len(rows) > 1:
+        await session.execute(statement, rows)
+    else:
+        added = await session.execute(statement.values(rows[0]))
+        if added.rowcount == 0:  # type: ignore[attr-defined]
+            # Coalesced into a job that waits already: its own commit woke the runners, and
+            # a claim now would only find it. In a burst of votes on one card this is most
+            # of them.
+            return
+    after_commit(session, jobs_topic(spec.kind))
+
+
+def jobs_topic(kind: JobKind) -> str:
+    """What a commit that queued a job of ``kind`` tells: the runners of that kind listen."""
+    return f"{JOBS_TOPIC}:{kind.value}"
 
 
 def _job_values(spec: JobSpec[P], payload: P, run_at: datetime, now: datetime) -> dict[str, Any]:
@@ -308,7 +321,10 @@ class JobRunner:
         self.owner = owner
         self.name = name
         self._claimable = claimable_jobs(self._kinds)
-        db.on_commit(JOBS_TOPIC, self._wake.set)
+        # Only new jobs of its own kinds: a runner woken for another lane's job would spend a
+        # claim, a write transaction, on finding nothing.
+        for kind in self._handlers:
+            db.on_commit(jobs_topic(kind), self._wake.set)
 
     async def run(self, stop: asyncio.Event) -> None:
         bound = log.bind(owner=self.owner, runner=self.name)

@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from sqlalchemy import event, func, select
 
 from opsgate.services.alertmanager import AmPayload
-from opsgate.services.approvals import Tapper
+from opsgate.services.approvals import ApprovalService, Tapper
 from opsgate.services.chat import MessageRef
 from opsgate.services.storage.db import Database
 from opsgate.services.storage.models import Approval, Signature, TimelineEvent
@@ -87,3 +87,75 @@ async def test_a_burst_of_taps_is_decided_in_fewer_transactions_with_the_same_an
         )
         status = await session.scalar(select(Approval.status).where(Approval.id == approval_id))
     assert (signatures, signed, status) == (4, 4, "approved")
+
+
+@contextmanager
+def statements(database: Database) -> Iterator[list[str]]:
+    seen: list[str] = []
+
+    def on_execute(*args: object) -> None:
+        seen.append(str(args[2]))
+
+    event.listen(database.engine.sync_engine, "before_cursor_execute", on_execute)
+    try:
+        yield seen
+    finally:
+        event.remove(database.engine.sync_engine, "before_cursor_execute", on_execute)
+
+
+async def one_card(database: Database, quorum: int) -> tuple[ApprovalService, str]:
+    """The approval service and the id of one pending approval, whose card a tap from
+    ``CARD`` becomes."""
+    approvals, incidents = services(database, quorum={"medium": quorum})
+    await incidents.ingest_alertmanager(AmPayload.model_validate(am_payload()))
+    async with database.read() as session:
+        approval_id = await session.scalar(select(Approval.id))
+    assert approval_id is not None
+    return approvals, approval_id
+
+
+async def test_taps_decided_together_read_their_card_once(database: Database) -> None:
+    approvals, approval_id = await one_card(database, 40)
+    # A first tap alone, so the burst after it is one batch behind it.
+    first = approvals.decide(
+        approval_id, Tapper(ALICE, "alice"), True, origin=CARD, origin_offers_it=True
+    )
+    burst = [Tapper(BOB, "bob"), Tapper(CAROL, "carol")] + [
+        Tapper(STRANGER + n, f"eve{n}") for n in range(20)
+    ]
+    with statements(database) as seen:
+        outcomes = await asyncio.gather(
+            first,
+            *(
+                approvals.decide(approval_id, t, True, origin=CARD, origin_offers_it=True)
+                for t in burst
+            ),
+        )
+    assert [o.text for o in outcomes[:3]] == [
+        "Approval recorded (1/40).",
+        "Approval recorded (2/40).",
+        "Approval recorded (3/40).",
+    ]
+    # Two transactions (the first tap's, then the burst's): each reads the approval, its
+    # incident and its signatures once, however many taps it decides.
+    reads = [s for s in seen if s.lstrip().upper().startswith("SELECT")]
+    locks = [s for s in reads if "FROM approvals" in s and "incidents" not in s]
+    assert len(locks) == 2, locks
+    assert len(reads) < len(burst), reads
+
+
+async def test_a_tap_the_policy_allows_is_foreseen_without_a_read(database: Database) -> None:
+    approvals, approval_id = await one_card(database, 2)
+    assert await approvals.foreseen_refusal(approval_id, Tapper(ALICE, "alice")) is None
+    with statements(database) as seen:
+        assert await approvals.foreseen_refusal(approval_id, Tapper(BOB, "bob")) is None
+    # The approval's terms were read once, for the first tap.
+    assert seen == []
+    # A refusal still reads whether the approval waits for taps.
+    refusal = await approvals.foreseen_refusal(approval_id, Tapper(STRANGER, "eve"))
+    assert refusal == "Not allowed. Your Telegram id 999 is not in the opsgate policy."
+    async with database.transaction() as session:
+        approval = await session.get(Approval, approval_id)
+        assert approval is not None
+        approval.status = "rejected"
+    assert await approvals.foreseen_refusal(approval_id, Tapper(STRANGER, "eve")) is None
