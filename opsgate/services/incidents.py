@@ -35,14 +35,12 @@ from opsgate.services.playbooks import PlaybookService
 from opsgate.services.policy_source import PolicySource
 from opsgate.services.risk import Risk, parse_risk
 from opsgate.services.routing import Router
-from opsgate.services.storage.bulk_inserts import insert_added
 from opsgate.services.storage.db import Database, describe_database_error
 from opsgate.services.storage.models import (
     Alert,
     Approval,
     Execution,
     Incident,
-    TimelineEvent,
     utcnow,
 )
 from opsgate.services.storage.read_batches import ReadBatches
@@ -55,6 +53,9 @@ SERVICE_LABELS = ("service", "app", "app_kubernetes_io_name", "deployment", "job
 # What a re-send is compared with: (id, ingest_digest, status, firing_count) of its group's
 # latest incident (a resolved one is followed by the next generation on re-fire).
 _STORED_COLUMNS = (Incident.id, Incident.ingest_digest, Incident.status, Incident.firing_count)
+# Alert rows go in through the table, not the mapped class: they are plain rows, and the
+# ORM's bulk layer would only cost time on each.
+_ALERTS = Alert.metadata.tables[Alert.__tablename__]
 
 
 @functools.cache
@@ -279,7 +280,7 @@ class IncidentService:
         await session.flush()
         await self._follow_new_incident(session, incident, payload, choice, previous)
         # One statement for all the alerts; the ORM would insert them one by one.
-        await session.execute(insert(Alert), _alert_inserts(incident.id, alerts))
+        await session.execute(insert(_ALERTS), _alert_inserts(incident.id, alerts))
         await enqueue(session, SYNC_CARD, IncidentJob(incident_id=incident.id))
         return IngestResult(incident.id, True, True)
 
@@ -302,16 +303,15 @@ class IncidentService:
                 created.append((write, incident, alerts, choice))
         await session.flush()
         incidents = [incident for _, incident, _, _ in created]
-        # Their plan and card jobs in one statement per kind, not one per job.
-        async with enqueued_together(session):
+        # Their plan and card jobs in one statement per kind, not one per job, and their
+        # events in one statement, not one by one.
+        async with enqueued_together(session), timeline.recorded_together(session):
             for write, incident, _, choice in created:
                 await self._follow_new_incident(session, incident, write.payload, choice)
             for incident in incidents:
                 await enqueue(session, SYNC_CARD, IncidentJob(incident_id=incident.id))
-            # And their events in one statement, not one by one (see bulk_inserts.py).
-            await insert_added(session, TimelineEvent)
         rows = [row for _, i, alerts, _ in created for row in _alert_inserts(i.id, alerts)]
-        await session.execute(insert(Alert), rows)
+        await session.execute(insert(_ALERTS), rows)
         return [IngestResult(i.id, True, True) for i in incidents]
 
     def _new_group_incident(
@@ -465,7 +465,7 @@ class IncidentService:
                     changed = True
         if added:
             await session.execute(
-                insert(Alert),
+                insert(_ALERTS),
                 [{"incident_id": incident.id, "fingerprint": k, **v} for k, v in added.items()],
             )
         statuses = [a.status for a in existing.values()] + [a["status"] for a in added.values()]

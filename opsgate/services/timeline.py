@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from opsgate.services.chat import TimelineLine
 from opsgate.services.storage.models import TimelineEvent, utcnow
 
 SYSTEM_ACTOR = "opsgate"
+_HELD = "opsgate_timeline_held"
+# The table, not the mapped class, for rows inserted together: the ORM's bulk layer has
+# nothing to add to plain rows, and costs more than the statement.
+_EVENTS = TimelineEvent.metadata.tables[TimelineEvent.__tablename__]
 
 
 def record(
@@ -25,16 +32,40 @@ def record(
     at: datetime | None = None,
 ) -> None:
     """Add an event inside the caller's transaction: it is stored exactly when the fact is."""
-    session.add(
-        TimelineEvent(
-            incident_id=incident_id,
-            at=at or utcnow(),
-            kind=kind,
-            status=status,
-            actor=actor,
-            summary=summary,
-        )
-    )
+    values = {
+        "incident_id": incident_id,
+        "at": at or utcnow(),
+        "kind": kind,
+        "status": status,
+        "actor": actor,
+        "summary": summary,
+    }
+    held: list[dict[str, Any]] | None = session.info.get(_HELD)
+    if held is not None:
+        held.append(values)
+    else:
+        session.add(TimelineEvent(**values))
+
+
+@contextlib.asynccontextmanager
+async def recorded_together(session: AsyncSession) -> AsyncIterator[None]:
+    """Events recorded inside the block are inserted as it ends, in the order they were
+    recorded, with one statement.
+
+    For a transaction that records many (a batch of new incidents): the ORM inserts events
+    one at a time on SQLite, to read back each generated key, and building, tracking and
+    then dropping an object per event costs more than the row. Inside the block an event is
+    not yet a row, so nothing in it may look for the events it recorded; their incidents
+    must be flushed before the block ends.
+    """
+    held: list[dict[str, Any]] = []
+    session.info[_HELD] = held
+    try:
+        yield
+    finally:
+        del session.info[_HELD]
+    if held:
+        await session.execute(insert(_EVENTS), held)
 
 
 @dataclass(frozen=True)
