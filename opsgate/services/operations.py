@@ -5,6 +5,7 @@ Nothing outside this grammar ever reaches the cluster: no shell, no free-form ku
 
 from __future__ import annotations
 
+import functools
 import re
 import shlex
 from dataclasses import asdict, dataclass
@@ -97,6 +98,14 @@ class Operation:
 
 def parse_operation(action: str, *, default_namespace: str = "default") -> Operation:
     """Parse an action such as ``kubectl rollout restart deployment/checkout -n shop``."""
+    return _parsed(action, default_namespace)
+
+
+# The alerts of one rule carry one action, and each new group of a burst would parse it again
+# (shlex is most of the cost). An Operation is immutable, so a parse is kept; a refusal is not
+# (a raised call is never cached) and is worked out again each time.
+@functools.lru_cache(maxsize=256)
+def _parsed(action: str, default_namespace: str) -> Operation:
     try:
         words = shlex.split(action.strip())
     except ValueError as exc:

@@ -84,6 +84,18 @@ def test_everything_else_is_refused_with_a_reason(action: str, reason: str) -> N
         parse_operation(action)
 
 
+def test_a_parse_kept_for_an_action_is_per_default_namespace_and_refusals_repeat() -> None:
+    action = "kubectl rollout restart deployment/checkout"
+    first = parse_operation(action, default_namespace="shop")
+    assert parse_operation(action, default_namespace="shop") == first
+    # The same words in another alert's namespace: that namespace, not the kept parse's.
+    assert parse_operation(action, default_namespace="billing").namespace == "billing"
+    assert parse_operation(action, default_namespace="shop").namespace == "shop"
+    for _ in range(2):
+        with pytest.raises(OperationRefused, match="not an allowed operation"):
+            parse_operation("kubectl exec pod/x -n shop")
+
+
 def test_describe_round_trips_through_the_parser() -> None:
     for action in (
         "kubectl rollout restart deployment/checkout -n shop",
