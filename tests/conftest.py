@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import asyncpg
 import pytest
+import structlog
 from sqlalchemy.engine import make_url
 
 from opsgate.services.storage.db import Database
@@ -17,6 +18,16 @@ from opsgate.services.storage.schema_upgrade import upgrade_schema
 PG_URL = os.environ.get(
     "OPSGATE_TEST_DATABASE_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
 )
+
+
+@pytest.fixture(autouse=True)
+def _logging_as_found() -> Iterator[None]:
+    """A test that runs a command in-process (``opsgate.cli.main``) configures structlog for the
+    whole process, at the command's level and with loggers cached on first use: a logger first
+    used by a later test would keep that level, and its log capture would see nothing."""
+    yield
+    if structlog.is_configured():
+        structlog.reset_defaults()
 
 
 async def _admin(url: str) -> asyncpg.Connection:
