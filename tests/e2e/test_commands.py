@@ -337,3 +337,23 @@ async def test_an_answer_that_would_be_long_is_three_messages_at_most(rig: Rig) 
     assert left is not None
     shown = sum(m.plain_text.count("checkout-") for m in parts)
     assert shown + int(left.group(1)) == 200
+
+
+async def test_a_tap_is_answered_while_a_command_answer_is_still_on_its_way(rig: Rig) -> None:
+    # However long a command's answer takes to reach the chat (a budget spent, Telegram slow),
+    # a tap sent meanwhile is answered at once: Telegram gives its spinner only seconds.
+    response = await rig.post_alert(am_payload())
+    incident_id = response.json()["incident_id"]
+    card = await rig.wait_card()
+    held = rig.telegram.hold("sendMessage", chat_id=CHAT_ID)
+    rig.telegram.send_text(CHAT_ID, rig.telegram.user(VIEWER, "vic"), f"/timeline {incident_id}")
+    await held.wait_arrived()
+    query = rig.telegram.tap(
+        CHAT_ID, card.message_id, rig.telegram.user(ALICE, "alice"), approve_data(card)
+    )
+    assert "executing" in (await rig.telegram.wait_answer(query)).text
+    assert not held.released
+    held.release()
+    await rig.telegram.wait_for(
+        lambda: any(f"Timeline {incident_id}" in m.plain_text for m in rig.bot_messages())
+    )
