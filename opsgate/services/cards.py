@@ -415,8 +415,9 @@ class CardPublisher:
                 )
             raise RetryJob(utcnow() + self._unknown_card_wait, "card delivery unknown") from exc
         except ChatRejected as exc:
-            self._metrics.card_refused(CHAT_GONE if isinstance(exc, ChatGone) else CHAT_REJECTED)
+            # Recorded before it is counted: whoever sees the count finds it in /status.
             retry_at = await self._record_refusal(job.lease, incident_id, str(exc))
+            self._metrics.card_refused(CHAT_GONE if isinstance(exc, ChatGone) else CHAT_REJECTED)
             log.error(
                 "card_post_rejected",
                 incident_id=incident_id,
