@@ -155,7 +155,8 @@ async def test_execution_log_events_carry_the_incident_id(rig: Rig) -> None:
 
 
 async def cards_refused(rig: Rig, count: int) -> None:
-    """Wait until the metric has counted ``count`` refused card posts."""
+    """Wait until the metric has counted at least ``count`` refused card posts (a card job
+    queued again meanwhile, by the plan say, may be refused once more before it waits)."""
 
     async def refused() -> float:
         return (await scrape(rig)).get(
@@ -163,10 +164,10 @@ async def cards_refused(rig: Rig, count: int) -> None:
         )
 
     for _ in range(200):
-        if await refused() == count:
+        if await refused() >= count:
             return
         await asyncio.sleep(0.05)
-    assert await refused() == count
+    assert await refused() >= count
 
 
 async def test_status_lists_a_card_its_chat_refused(rig_factory: Rig) -> None:
