@@ -47,6 +47,14 @@ async def ask(db: Database, quota: CardQuota, incident_id: str, now: datetime) -
         return await quota.take_slot(session, incident, now)
 
 
+async def digest_state(database: Database) -> tuple[set[str], list[int]]:
+    """The incidents listed on a digest, and the digest jobs queued."""
+    async with database.transaction() as session:
+        listed = set((await session.scalars(select(DigestLine.incident_id))).all())
+        jobs = (await session.scalars(select(Job.id).where(Job.kind == JobKind.DIGEST.value))).all()
+    return listed, list(jobs)
+
+
 async def test_a_freed_slot_goes_to_the_most_severe_waiting_card(
     database: Database, incidents: IncidentService
 ) -> None:
@@ -59,11 +67,7 @@ async def test_a_freed_slot_goes_to_the_most_severe_waiting_card(
     # critical card's is the slot that frees first, the other's the one after.
     assert await ask(database, QUOTA, later, t0) == t0 + 2 * WINDOW
     assert await ask(database, QUOTA, worst, t0) == t0 + WINDOW
-    async with database.transaction() as session:
-        listed = set((await session.scalars(select(DigestLine.incident_id))).all())
-        digest_jobs = (
-            await session.scalars(select(Job.id).where(Job.kind == JobKind.DIGEST.value))
-        ).all()
+    listed, digest_jobs = await digest_state(database)
     assert listed == {later, worst}
     assert len(digest_jobs) == 1
 
@@ -144,11 +148,7 @@ async def test_once_the_quota_is_spent_every_waiting_card_is_listed_at_once(
         )
     # Only the first waiting card's job asks; in a storm the others' jobs are still queued.
     assert await ask(database, QUOTA, waiting[0], t0) is not None
-    async with database.transaction() as session:
-        listed = set((await session.scalars(select(DigestLine.incident_id))).all())
-        digest_jobs = (
-            await session.scalars(select(Job.id).where(Job.kind == JobKind.DIGEST.value))
-        ).all()
+    listed, digest_jobs = await digest_state(database)
     assert listed == set(waiting)
     assert len(digest_jobs) == 1
     # Their own jobs, when they come round, still get their turn; the line is there already.
