@@ -7,8 +7,9 @@ import asyncio
 import httpx
 from sqlalchemy import select
 
+from opsgate.bot.callback_data import CardAction, encode
 from opsgate.services.storage.db import Database
-from opsgate.services.storage.models import Incident
+from opsgate.services.storage.models import Approval, Incident
 from tests.builders import ALICE, alert, am_payload, decision_buttons
 from tests.e2e.rig import CHAT_ID, Rig
 from tests.e2e.test_approval_loop import approve_data
@@ -144,7 +145,16 @@ async def test_expired_approvals_close_their_cards(rig_factory: Rig) -> None:
     try:
         await rig.post_alert(am_payload())
         card = await rig.wait_card()
-        data = approve_data(card)
+        # A one-second approval may expire before its plan is read and its card first posted,
+        # so the Approve button it would have offered is built from the stored approval.
+        db = Database(rig.database_url)
+        try:
+            async with db.read() as session:
+                approval_id = await session.scalar(select(Approval.id))
+        finally:
+            await db.dispose()
+        assert approval_id is not None
+        data = encode(CardAction(approve=True, approval_id=approval_id))
         expired = await rig.wait_text(card.message_id, "Expired", timeout=10)
         assert decision_buttons(expired) == []
         late = rig.telegram.tap_stale(
