@@ -147,11 +147,13 @@ def _response_lines(card: CardView) -> list[str]:
 
 
 def _refire_line(refire: RefireLine) -> str:
-    """Bounded: an incident id (``MAX_SHORT``), a duration and a count."""
-    line = (
-        f"🔁 fired again {duration(refire.seconds_after)} after "
-        f"<code>{clip(refire.previous_incident_id, MAX_SHORT)}</code> resolved"
-    )
+    """Bounded: an incident id (``MAX_SHORT``), a duration and a count; the id links to the
+    previous card where Telegram has a link for it (supergroups)."""
+    previous = f"<code>{clip(refire.previous_incident_id, MAX_SHORT)}</code>"
+    link = message_link(refire.previous_card) if refire.previous_card else None
+    if link is not None:
+        previous = f'<a href="{e(link)}">{previous}</a>'
+    line = f"🔁 fired again {duration(refire.seconds_after)} after {previous} resolved"
     if refire.times_in_day > 1:
         line += f"; {ordinal(refire.times_in_day)} time in 24 h"
     return line

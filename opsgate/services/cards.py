@@ -255,8 +255,18 @@ async def _refire(session: AsyncSession, incident: Incident) -> RefireLine | Non
     """From facts fixed when the incident opened, so the line never changes on an edit."""
     if incident.previous_incident_id is None:
         return None
-    resolved_at = await session.scalar(
-        select(Incident.resolved_at).where(Incident.id == incident.previous_incident_id)
+    previous = (
+        await session.execute(
+            select(
+                Incident.resolved_at, Incident.chat_id, Incident.message_id, Incident.thread_id
+            ).where(Incident.id == incident.previous_incident_id)
+        )
+    ).first()
+    resolved_at = previous.resolved_at if previous else None
+    card = (
+        MessageRef(previous.chat_id, previous.message_id, previous.thread_id)
+        if previous is not None and previous.message_id is not None
+        else None
     )
     times = await session.scalar(
         select(func.count())
@@ -268,7 +278,7 @@ async def _refire(session: AsyncSession, incident: Incident) -> RefireLine | Non
         )
     )
     after = (incident.created_at - resolved_at).total_seconds() if resolved_at else 0.0
-    return RefireLine(incident.previous_incident_id, after, int(times or 1))
+    return RefireLine(incident.previous_incident_id, after, int(times or 1), card)
 
 
 async def _lapsed(session: AsyncSession, approval_id: str) -> tuple[tuple[str, str], ...]:

@@ -40,6 +40,8 @@ class RefireLine:
     seconds_after: float
     # Incidents of the group opened in the 24 h up to this one's, this one included.
     times_in_day: int
+    # The previous incident's card, when it was posted: the line links to it.
+    previous_card: MessageRef | None = None
 
 
 @dataclass(frozen=True)

@@ -51,6 +51,11 @@ async def test_a_refire_posts_a_new_card_that_links_the_resolved_incident(rig: R
         second.plain_text,
     ), second.plain_text
     assert "FIRING" in second.plain_text
+    # The previous incident's id links to its card, far up the chat.
+    chat = str(CHAT_ID).removeprefix("-100")
+    assert [e.get("url") for e in second.entities if e["type"] == "text_link"][:1] == [
+        f"https://t.me/c/{chat}/{first.message_id}"
+    ], second.entities
     assert approve_data(second)  # the alert's action is proposed afresh
 
     # While it fires, re-sent and changed payloads edit the new card and only that one.
