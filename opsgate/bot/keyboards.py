@@ -58,3 +58,10 @@ def feedback_keyboard(approval_id: str, *, undo: bool = False) -> InlineKeyboard
     if undo:
         row.append(InlineKeyboardButton("↩️ Undo", callback_data=encode(UndoAction(approval_id))))
     return InlineKeyboardMarkup([row])
+
+
+def retired_card_keyboard(live_link: str | None) -> InlineKeyboardMarkup | None:
+    """What stays under a card that is no longer the incident's: a way to the one that is."""
+    if live_link is None:
+        return None
+    return InlineKeyboardMarkup([[InlineKeyboardButton("➡️ Current card", url=live_link)]])

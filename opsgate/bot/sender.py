@@ -36,9 +36,9 @@ from telegram.error import (
 )
 
 from opsgate.bot.callback_answers import AnswerWindow, answer_in_window
-from opsgate.bot.keyboards import approval_keyboard, feedback_keyboard
+from opsgate.bot.keyboards import approval_keyboard, feedback_keyboard, retired_card_keyboard
 from opsgate.bot.outbound import OutboundScheduler, Priority
-from opsgate.bot.render import card_html, duplicate_card_html, result_html
+from opsgate.bot.render import card_html, duplicate_card_html, message_link, result_html
 from opsgate.bot.render_digest import digest_html
 from opsgate.bot.response_keyboard import response_row
 from opsgate.bot.send_budget import FloodLimits, SendBudget
@@ -212,6 +212,28 @@ class TelegramSender:
             duplicate_card_html(incident_id, live),
             priority=Priority.CARD_EDIT,
         )
+
+    async def retire_card(self, ref: MessageRef, live: MessageRef) -> None:
+        """Only the keyboard changes: the old card keeps what it says about its fix."""
+        method = "editMessageReplyMarkup"
+        markup = retired_card_keyboard(message_link(live))
+
+        async def in_turn(current: int) -> None:
+            await self._outbound.edit(
+                current,
+                ref.message_id,
+                Priority.CARD_EDIT,
+                lambda: self._call(
+                    method,
+                    lambda: self._bot.edit_message_reply_markup(
+                        chat_id=current, message_id=ref.message_id, reply_markup=markup
+                    ),
+                    changes_chat=True,
+                ),
+            )
+
+        with contextlib.suppress(MessageUnchanged):
+            await self._in_chat(method, ref.chat_id, in_turn)
 
     async def edit_html(
         self,

@@ -539,6 +539,7 @@ class CardPublisher:
     ) -> MessageRef | None:
         """Make the posted message the incident's card; None when it is, else the card that
         was bound first (the posted message then points to it)."""
+        retired: MessageRef | None = None
         async with transaction() as session:
             stored = await session.execute(
                 update(Incident)
@@ -561,11 +562,29 @@ class CardPublisher:
                 timeline.record(
                     session, incident_id, "card_posted", f"alert card posted to chat {ref.chat_id}"
                 )
-                received_at = await session.scalar(
-                    select(Incident.created_at).where(Incident.id == incident_id)
-                )
-                if received_at is not None:
-                    self._metrics.card_posted((utcnow() - received_at).total_seconds())
+                posted = (
+                    await session.execute(
+                        select(Incident.created_at, Incident.retired_card_id).where(
+                            Incident.id == incident_id
+                        )
+                    )
+                ).first()
+                if posted is not None and posted.retired_card_id is None:
+                    self._metrics.card_posted((utcnow() - posted.created_at).total_seconds())
+                elif posted is not None:
+                    retired = MessageRef(ref.chat_id, posted.retired_card_id, ref.thread_id)
+                    await session.execute(
+                        update(Incident)
+                        .where(Incident.id == incident_id)
+                        .values(retired_card_id=None)
+                    )
+        if retired is not None:
+            # Cosmetic, so not a job of its own: should this edit be lost, a tap on the old
+            # card's buttons is answered that they do not belong there, and changes nothing.
+            try:
+                await self._chat.retire_card(retired, ref)
+            except ChatError as exc:
+                log.warning("retired_card_edit_failed", incident_id=incident_id, error=str(exc))
         if live is not None:
             live_ref = MessageRef(ref.chat_id, live, ref.thread_id)
             with contextlib.suppress(ChatError):

@@ -221,6 +221,10 @@ class ChatPort(Protocol):
         """Turn a second card of one incident into a pointer to the live one, without buttons."""
         ...
 
+    async def retire_card(self, ref: MessageRef, live: MessageRef) -> None:
+        """Take the buttons off a card that is no longer the incident's; ``live`` is."""
+        ...
+
     async def send_result(
         self, target: ChatTarget, reply_to: int | None, result: ResultView
     ) -> MessageRef:

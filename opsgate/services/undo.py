@@ -1,8 +1,9 @@
 """Undo from the result: the inverse of a successful change, proposed as a new approval.
 
-Tapping Undo never runs anything: it proposes the inverse (operation_specs) on the incident's
-card, with its own plan, risk and quorum, and someone other than the tapper approves it. Who may
-tap is the approve permission for the inverse: proposing what one could not approve is refused.
+Tapping Undo never runs anything: it proposes the inverse (operation_specs) on a new card of
+the incident, with its own plan, risk and quorum, and someone other than the tapper approves it.
+Who may tap is the approve permission for the inverse: proposing what one could not approve is
+refused.
 """
 
 from __future__ import annotations
@@ -109,9 +110,18 @@ class UndoService:
                 f"{tapper.display} proposed undoing {approval.action}: {undo.describe()}",
                 actor=tapper.display,
             )
+            # The undo gets a card of its own, posted where the chat is now: the old card,
+            # far up the chat, keeps what it says about the fix and loses its buttons once the
+            # new one is there. Its quota slot was taken already, so the new card waits only
+            # for its plan.
+            if incident.message_id is not None:
+                incident.retired_card_id = incident.message_id
+                incident.message_id = None
             await enqueue(session, SYNC_CARD, IncidentJob(incident_id=incident.id))
             new_id = proposed.id
         log.info("undo_proposed", approval_id=new_id, undoes=approval_id, user_id=tapper.user_id)
         return UndoOutcome(
-            "Undo proposed: it runs once approved on the card (by someone else).", False, new_id
+            "Undo proposed on a new card: it runs once someone else approves it there.",
+            False,
+            new_id,
         )

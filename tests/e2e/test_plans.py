@@ -148,6 +148,25 @@ def _undo_data(reply: FakeMessage) -> str:
     return str(data[0])
 
 
+async def _undo_card(rig: Rig, old: FakeMessage, needle: str) -> FakeMessage:
+    """The undo's own card, posted below the result; the old card keeps its text and only
+    a link to the new one."""
+    await rig.telegram.wait_for(lambda: len(rig.cards()) == 2, 10)
+    card = await rig.wait_text(rig.cards()[-1].message_id, needle)
+    assert card.message_id > old.message_id
+    chat = str(CHAT_ID).removeprefix("-100")
+
+    def retired() -> bool:
+        markup = rig.telegram.message(CHAT_ID, old.message_id).reply_markup or {}
+        rows = markup.get("inline_keyboard", [])
+        return [b.get("url") for row in rows for b in row] == [
+            f"https://t.me/c/{chat}/{card.message_id}"
+        ]
+
+    await rig.telegram.wait_for(retired, 10)
+    return card
+
+
 async def test_undo_of_a_scale_is_approved_and_applied(rig: Rig) -> None:
     card = await _card(rig, SCALE)
     await _approve(rig, card, CAROL)
@@ -158,8 +177,11 @@ async def test_undo_of_a_scale_is_approved_and_applied(rig: Rig) -> None:
         CHAT_ID, reply.message_id, rig.telegram.user(ALICE, "alice"), _undo_data(reply)
     )
     answer = await rig.telegram.wait_answer(tap)
-    assert "Undo proposed" in answer.text and not answer.show_alert
-    card = await rig.wait_text(card.message_id, "6 -> 2 replicas")
+    assert "Undo proposed on a new card" in answer.text and not answer.show_alert
+    old_text = rig.telegram.message(CHAT_ID, card.message_id).text
+    card = await _undo_card(rig, card, "6 -> 2 replicas")
+    # The first card still says what was done.
+    assert rig.telegram.message(CHAT_ID, rig.cards()[0].message_id).text == old_text
     assert "kubectl scale deployment/checkout -n shop --replicas=2" in card.plain_text
     assert [t for t, _ in decision_buttons(card)] == ["✅ Approve", "❌ Reject"]
     deployment = rig.kube.get("deployments", "shop", "checkout")
@@ -174,8 +196,7 @@ async def test_undo_of_a_scale_is_approved_and_applied(rig: Rig) -> None:
     )
     assert "someone else" in (await rig.telegram.wait_answer(own)).text
     await _approve(rig, card, BOB)
-    await rig.telegram.wait_for(lambda: len(_replies(rig, card)) == 2, 10)
-    second = max(_replies(rig, card), key=lambda m: m.message_id)
+    second = await rig.wait_reply(card.message_id)
     assert "scaled from 6 to 2 replicas" in second.plain_text
     deployment = rig.kube.get("deployments", "shop", "checkout")
     assert deployment is not None and deployment["spec"]["replicas"] == 2
@@ -190,14 +211,13 @@ async def test_undo_of_a_restart_goes_back_and_warns(rig: Rig) -> None:
         CHAT_ID, reply.message_id, rig.telegram.user(CAROL, "carol"), _undo_data(reply)
     )
     await rig.telegram.wait_answer(tap)
-    card = await rig.wait_text(card.message_id, "-> revision 1")
+    card = await _undo_card(rig, card, "-> revision 1")
     assert "revision 2 (image checkout:1) -> revision 1 (image checkout:1)" in card.plain_text
     # After a restart the previous revision runs the same pods: the card says so.
     assert "same pod template" in card.plain_text
     # An undo is high risk: two approvers, neither the one who proposed it.
     await _approve(rig, card, ALICE, DAVE)
-    await rig.telegram.wait_for(lambda: len(_replies(rig, card)) == 2, 10)
-    second = max(_replies(rig, card), key=lambda m: m.message_id)
+    second = await rig.wait_reply(card.message_id)
     assert "rolled back to revision 1" in second.plain_text
     deployment = rig.kube.get("deployments", "shop", "checkout")
     assert deployment is not None

@@ -68,7 +68,7 @@ async def test_migrate_is_idempotent(database: Database) -> None:
     await upgrade_schema(database)
     async with database.transaction() as session:
         version = await session.scalar(text("SELECT version_num FROM alembic_version"))
-    assert version == "0015"
+    assert version == "0016"
 
 
 async def test_datetimes_come_back_as_aware_utc(database: Database) -> None:

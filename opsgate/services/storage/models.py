@@ -92,6 +92,9 @@ class Incident(Base):
     chat_id: Mapped[int] = mapped_column(BigInteger)
     thread_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     message_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    # A card that stopped being the incident's card (an undo is proposed on a new one): its
+    # buttons are taken off once the new card is posted (see services/cards.py).
+    retired_card_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     # Where results go besides the alert thread ("tg:<chat id>", "notifier:<name>"), fixed by
     # the route when the incident opened so a later policy edit does not reroute it midway.
     result_destinations: Mapped[list[Any]] = mapped_column(default=list)
