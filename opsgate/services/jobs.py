@@ -244,9 +244,10 @@ class _Running:
     lost: bool = field(default=False)
 
 
-def claimable_jobs(kinds: list[str]) -> Select[int]:
-    """The ids of due jobs of ``kinds`` a claim may take, locked: at most ``CLAIM_LIMIT``, one
-    per serial key (its earliest due), none whose serial key is busy at ``CLAIM_NOW``.
+def claimable_jobs(kinds: list[str], *, locked: bool = True) -> Select[int]:
+    """The ids of due jobs of ``kinds`` a claim may take, locked unless ``locked`` is False: at
+    most ``CLAIM_LIMIT``, one per serial key (its earliest due), none whose serial key is busy at
+    ``CLAIM_NOW``.
 
     Built once per runner, the two values bound at each claim: built at every poll, its alias
     and the alias's column proxies were cyclic garbage, which the collector frees only at its
@@ -286,7 +287,8 @@ def claimable_jobs(kinds: list[str]) -> Select[int]:
         .order_by(ranked.c.run_at, ranked.c.id)
         .limit(bindparam(CLAIM_LIMIT, type_=Integer))
     )
-    return select(Job.id).where(Job.id.in_(candidates)).with_for_update(skip_locked=True)
+    claimable = select(Job.id).where(Job.id.in_(candidates))
+    return claimable.with_for_update(skip_locked=True) if locked else claimable
 
 
 class JobRunner:
@@ -321,6 +323,7 @@ class JobRunner:
         self.owner = owner
         self.name = name
         self._claimable = claimable_jobs(self._kinds)
+        self._due = claimable_jobs(self._kinds, locked=False)
         # Only new jobs of its own kinds: a runner woken for another lane's job would spend a
         # claim, a write transaction, on finding nothing.
         for kind in self._handlers:
@@ -448,6 +451,13 @@ class JobRunner:
     async def claim(self, limit: int) -> list[ClaimedJob[Any]]:
         """Claim up to ``limit`` due jobs of this runner's kinds (the runner's loop uses it)."""
         now = utcnow()
+        # Most polls find nothing. Looking first in a read keeps them out of the write
+        # transaction: on SQLite its lock would hold up a tap's vote behind an empty claim, on
+        # PostgreSQL every runner's poll would queue on the claim lock.
+        async with self._db.read() as session:
+            due = (await session.scalars(self._due, {CLAIM_NOW: now, CLAIM_LIMIT: 1})).first()
+        if due is None:
+            return []
         token = uuid.uuid4().hex[:16]
         async with self._db.transaction() as session:
             if not self._db.is_sqlite:

@@ -6,7 +6,7 @@ import asyncio
 import gc
 from datetime import timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import event, select, update
 
 from opsgate.services import timeline
 from opsgate.services.job_kinds import SYNC_CARD, IncidentJob, JobKind
@@ -247,3 +247,38 @@ async def test_polls_that_find_nothing_leave_no_cyclic_garbage(database: Databas
     for _ in range(20):
         assert await polls.claim(5) == []
     assert gc.collect() < 20 * 10
+
+
+async def test_an_idle_runners_polls_take_no_write_transaction(database: Database) -> None:
+    """Write transactions (SQLite's BEGIN IMMEDIATE, PostgreSQL's claim lock) only when a job
+    is due: an empty poll would hold up a tap's vote for nothing."""
+    writes: list[str] = []
+
+    def count(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
+        if statement.startswith("BEGIN IMMEDIATE") or "pg_advisory_xact_lock" in statement:
+            writes.append(statement)
+
+    ran: list[str] = []
+
+    async def handler(job: ClaimedJob[IncidentJob]) -> None:
+        ran.append(job.payload.incident_id)
+
+    event.listen(database.engine.sync_engine, "before_cursor_execute", count)
+    worker = runner(database, "idle", handler)
+    stop = asyncio.Event()
+    task = asyncio.create_task(worker.run(stop))
+    try:
+        await asyncio.sleep(0.3)  # the runner's start-up writes
+        writes.clear()
+        await asyncio.sleep(0.5)  # about ten polls with nothing due
+        assert writes == []
+        await _incident(database, "INC-IDLE")
+        for _ in range(100):
+            if ran:
+                break
+            await asyncio.sleep(0.02)
+        assert ran == ["INC-IDLE"], "a due job is still claimed"
+    finally:
+        stop.set()
+        await task
+        event.remove(database.engine.sync_engine, "before_cursor_execute", count)
