@@ -19,7 +19,7 @@ from opsgate.services.execution import FINAL_STATES, approver_names
 from opsgate.services.incidents import ApiProposal, IncidentService
 from opsgate.services.input_bounds import check_storable
 from opsgate.services.knowledge import KnowledgeService
-from opsgate.services.operation_specs import DEFAULT_RISK, blast_radius, effective_risk
+from opsgate.services.operation_specs import SPECS, blast_radius, effective_risk
 from opsgate.services.operations import Operation, OperationKind, OperationRefused, parse_operation
 from opsgate.services.policy_source import PolicySource
 from opsgate.services.queries import IncidentQueries
@@ -30,15 +30,20 @@ from opsgate.services.storage.models import Approval, Execution, Incident, Signa
 MAX_WAIT_SECONDS = 60.0
 MAX_EVIDENCE_BYTES = 16_384
 
-# What each operation takes, for list_operations (the parser is the authority).
-_SYNTAX = {
-    OperationKind.ROLLOUT_RESTART: "kubectl rollout restart deployment/NAME -n NAMESPACE",
-    OperationKind.ROLLOUT_UNDO: "kubectl rollout undo deployment/NAME -n NAMESPACE",
-    OperationKind.SCALE: "kubectl scale deployment/NAME -n NAMESPACE --replicas=N",
-    OperationKind.DELETE_POD: "kubectl delete pod NAME -n NAMESPACE",
-    OperationKind.CORDON: "kubectl cordon NODE",
-    OperationKind.UNCORDON: "kubectl uncordon NODE",
-}
+
+def operation_catalogue(agent: Agent) -> list[dict[str, Any]]:
+    """list_operations: every kind as its spec states it, and whether ``agent`` may propose it."""
+    return [
+        {
+            "kind": kind.value,
+            "syntax": spec.syntax,
+            "parameters": ["target", "namespace"] + (["replicas"] if spec.takes_replicas else []),
+            "default_risk": spec.default_risk.value,
+            "you_may_propose": agent.may_propose_kind(kind)
+            and spec.default_risk.rank <= agent.rule.max_risk.rank,
+        }
+        for kind, spec in SPECS.items()
+    ]
 
 
 class AgentRefused(Exception):
@@ -162,18 +167,7 @@ class AgentGateway:
         return authenticate(self._policy.current().agents, authorization)
 
     def operations(self, agent: Agent) -> list[dict[str, Any]]:
-        return [
-            {
-                "kind": kind.value,
-                "syntax": _SYNTAX[kind],
-                "parameters": ["target", "namespace"]
-                + (["replicas"] if kind is OperationKind.SCALE else []),
-                "default_risk": DEFAULT_RISK[kind].value,
-                "you_may_propose": agent.may_propose_kind(kind)
-                and DEFAULT_RISK[kind].rank <= agent.rule.max_risk.rank,
-            }
-            for kind in OperationKind
-        ]
+        return operation_catalogue(agent)
 
     async def propose(self, agent: Agent, request: AgentProposalRequest) -> Proposed:
         """Raises AgentRefused (nothing stored), or NotVisible for an unknown incident."""

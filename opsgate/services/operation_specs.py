@@ -1,10 +1,12 @@
-"""Every operation kind as one spec: its risk, what it does, its plan, its inverse, whether
-verification can judge it, and the RBAC it needs.
+"""Every operation kind as one spec: its risk, its syntax, what it acts on, what it does, its
+plan, its inverse, how verification judges it (if at all), and the RBAC it needs.
 
 The parser (operations.py) decides what an action *is*; this table decides everything opsgate
-says and checks about it. Adding a kind means one entry here and its calls in the executor;
-tests/unit/test_operation_specs.py fails when a kind has no entry or an entry lacks a part, and
-when the union of the entries' RBAC differs from what deploy/kubernetes grants.
+says and checks about it, and the agent gateway, the policy and verification read it rather
+than keep tables of their own. Adding a kind means one entry here, its grammar in the parser
+and its calls in the executor; tests/unit/test_operation_specs.py fails when a kind has no entry,
+an entry lacks a part, its syntax does not parse to it, or the union of the entries' RBAC
+differs from what deploy/kubernetes grants.
 
 A plan is built from *facts* the executor reads from the cluster (``KubeExecutor.survey``):
 plain JSON, stored with the approval, so the card is rendered from the database and the same
@@ -58,6 +60,23 @@ class Plan:
         )
 
 
+class Scope(StrEnum):
+    """What an operation's target belongs to, which decides who may approve it."""
+
+    NAMESPACE = "namespace"
+    # Nodes belong to no namespace: only a role over every namespace may touch them.
+    NODE = "node"
+
+
+class Check(StrEnum):
+    """How verification judges a kind after it ran; a kind without one is not verified."""
+
+    # The workload's rollout, as ``kubectl rollout status`` judges it.
+    ROLLOUT = "rollout"
+    # The deleted pod's controller is back to strength without it.
+    REPLACEMENT = "replacement"
+
+
 @dataclass(frozen=True)
 class Grant:
     """One RBAC rule an operation needs (its plan, its calls, its proof and its verification)."""
@@ -72,6 +91,11 @@ class Grant:
 class OperationSpec:
     kind: OperationKind
     default_risk: Risk
+    syntax: str
+    """What the action looks like, for agents (list_operations); it must parse to this kind."""
+    scope: Scope
+    takes_replicas: bool
+    """Whether the action carries --replicas (an agent's parameters)."""
     describe: Callable[[Operation], str]
     """What will happen, in one line, before anything was read (the card's fallback)."""
     plan: Callable[[Operation, Facts], tuple[str, tuple[str, ...]]]
@@ -80,7 +104,8 @@ class OperationSpec:
     """Facts that must be unchanged between the plan and the real call."""
     inverse: Callable[[Operation, Facts], Operation | None] | None
     """The operation that undoes a successful run, from the run's context; None: no undo."""
-    verifiable: bool
+    verification: Check | None
+    """An allow-list: only a kind that names its check is verified after it ran."""
     rbac: tuple[Grant, ...]
 
 
@@ -171,21 +196,29 @@ SPECS: dict[OperationKind, OperationSpec] = {
         OperationSpec(
             OperationKind.ROLLOUT_RESTART,
             Risk.MEDIUM,
-            lambda op: f"every pod of {op.target()} is replaced, one rollout",
-            _restart_plan,
+            syntax="kubectl rollout restart deployment/NAME -n NAMESPACE",
+            scope=Scope.NAMESPACE,
+            takes_replicas=False,
+            describe=lambda op: f"every pod of {op.target()} is replaced, one rollout",
+            plan=_restart_plan,
             watched=("template",),
             inverse=_undo_of,
-            verifiable=True,
+            verification=Check.ROLLOUT,
             rbac=(_PATCH_WORKLOAD,),
         ),
         OperationSpec(
             OperationKind.ROLLOUT_UNDO,
             Risk.HIGH,
-            lambda op: f"{op.target()} goes back to its previous revision, every pod replaced",
-            _undo_plan,
+            syntax="kubectl rollout undo deployment/NAME -n NAMESPACE",
+            scope=Scope.NAMESPACE,
+            takes_replicas=False,
+            describe=lambda op: (
+                f"{op.target()} goes back to its previous revision, every pod replaced"
+            ),
+            plan=_undo_plan,
             watched=("revision", "template"),
             inverse=_undo_of,
-            verifiable=True,
+            verification=Check.ROLLOUT,
             rbac=(
                 _PATCH_WORKLOAD,
                 Grant("apps", ("replicasets",), ("list",)),
@@ -195,11 +228,14 @@ SPECS: dict[OperationKind, OperationSpec] = {
         OperationSpec(
             OperationKind.SCALE,
             Risk.MEDIUM,
-            lambda op: f"{op.target()} is set to {op.replicas} replicas",
-            _scale_plan,
+            syntax="kubectl scale deployment/NAME -n NAMESPACE --replicas=N",
+            scope=Scope.NAMESPACE,
+            takes_replicas=True,
+            describe=lambda op: f"{op.target()} is set to {op.replicas} replicas",
+            plan=_scale_plan,
             watched=("replicas",),
             inverse=_scale_back,
-            verifiable=True,
+            verification=Check.ROLLOUT,
             rbac=(
                 Grant("apps", ("deployments", "statefulsets"), ("get",)),
                 Grant("apps", ("deployments/scale", "statefulsets/scale"), ("patch",)),
@@ -208,11 +244,14 @@ SPECS: dict[OperationKind, OperationSpec] = {
         OperationSpec(
             OperationKind.DELETE_POD,
             Risk.LOW,
-            lambda op: f"one pod ({op.target()}) is deleted",
-            _delete_plan,
+            syntax="kubectl delete pod NAME -n NAMESPACE",
+            scope=Scope.NAMESPACE,
+            takes_replicas=False,
+            describe=lambda op: f"one pod ({op.target()}) is deleted",
+            plan=_delete_plan,
             watched=("uid",),
             inverse=None,
-            verifiable=True,
+            verification=Check.REPLACEMENT,
             rbac=(
                 Grant("", ("pods",), ("get", "list", "delete")),
                 # Verification reads the pod's controller, whatever its kind.
@@ -223,12 +262,15 @@ SPECS: dict[OperationKind, OperationSpec] = {
         OperationSpec(
             OperationKind.CORDON,
             Risk.MEDIUM,
-            lambda op: f"no new pods are scheduled on node {op.name}",
-            _cordon_plan,
+            syntax="kubectl cordon NODE",
+            scope=Scope.NODE,
+            takes_replicas=False,
+            describe=lambda op: f"no new pods are scheduled on node {op.name}",
+            plan=_cordon_plan,
             watched=("unschedulable",),
             inverse=_node_flip(OperationKind.UNCORDON),
             # A node has no rollout to wait for.
-            verifiable=False,
+            verification=None,
             rbac=(
                 Grant("", ("nodes",), ("get", "patch"), namespaced=False),
                 # The plan counts the node's pods, in every namespace.
@@ -238,11 +280,14 @@ SPECS: dict[OperationKind, OperationSpec] = {
         OperationSpec(
             OperationKind.UNCORDON,
             Risk.LOW,
-            lambda op: f"node {op.name} accepts new pods again",
-            _uncordon_plan,
+            syntax="kubectl uncordon NODE",
+            scope=Scope.NODE,
+            takes_replicas=False,
+            describe=lambda op: f"node {op.name} accepts new pods again",
+            plan=_uncordon_plan,
             watched=("unschedulable",),
             inverse=_node_flip(OperationKind.CORDON),
-            verifiable=False,
+            verification=None,
             rbac=(
                 Grant("", ("nodes",), ("get", "patch"), namespaced=False),
                 Grant("", ("pods",), ("list",), namespaced=False),
@@ -273,7 +318,7 @@ def blast_radius(op: Operation) -> str:
 
 def verifiable(op: Operation) -> bool:
     """An allow-list: only kinds whose spec says so are verified after they ran."""
-    return spec_of(op).verifiable
+    return spec_of(op).verification is not None
 
 
 def inverse(op: Operation, context: Facts) -> Operation | None:

@@ -19,13 +19,11 @@ from pydantic import (
 )
 
 from opsgate.services.agents import AgentRule
-from opsgate.services.operation_specs import DEFAULT_RISK
+from opsgate.services.operation_specs import SPECS, Scope
 from opsgate.services.operations import Operation, OperationKind
 from opsgate.services.risk import Risk
 
 ANY = "*"
-# Nodes belong to no namespace: only a role over every namespace may touch them.
-NODE_OPERATIONS = frozenset({OperationKind.CORDON, OperationKind.UNCORDON})
 
 
 class PolicyError(Exception):
@@ -205,13 +203,15 @@ def quorum_problems(doc: PolicyDocument) -> list[PolicyProblem]:
         # (where, approvers) -> operations, so one line covers every operation alike.
         short: dict[tuple[str, tuple[str, ...]], list[OperationKind]] = defaultdict(list)
         for op in operations:
-            if DEFAULT_RISK[op].rank > risk.rank:
+            spec = SPECS[op]
+            if spec.default_risk.rank > risk.rank:
                 continue  # the operation never runs at this risk: its floor is higher
-            spaces = [ANY] if op in NODE_OPERATIONS else namespaces
-            for namespace in spaces:
+            on_nodes = spec.scope is Scope.NODE
+            # A node belongs to no namespace: only a role over every namespace may touch it.
+            for namespace in [ANY] if on_nodes else namespaces:
                 approvers = _approvers(doc, op, namespace, risk)
                 if len(approvers) < quorum[risk]:
-                    where = "on nodes" if op in NODE_OPERATIONS else f"in namespace {namespace}"
+                    where = "on nodes" if on_nodes else f"in namespace {namespace}"
                     short[(where, approvers)].append(op)
         for (where, approvers), ops in short.items():
             who = (

@@ -26,7 +26,8 @@ from opsgate.services.job_kinds import (
     LearnJob,
 )
 from opsgate.services.jobs import ClaimedJob, RetryJob, enqueue
-from opsgate.services.operations import Operation, OperationKind
+from opsgate.services.operation_specs import Check, spec_of
+from opsgate.services.operations import Operation
 from opsgate.services.storage.db import Database
 from opsgate.services.storage.models import Approval, Execution, Incident, utcnow
 
@@ -108,11 +109,18 @@ class VerificationService:
 
     async def _look(self, op: Operation, context: dict[str, Any]) -> rollout_status.Verdict:
         try:
-            if op.kind is OperationKind.DELETE_POD:
-                return await self._look_after_delete(
-                    op, context.get("owner"), context.get("pod_uid")
-                )
-            return rollout_status.WORKLOADS[op.target_kind](await self._cluster.read(op))
+            match spec_of(op).verification:
+                case Check.ROLLOUT:
+                    return rollout_status.WORKLOADS[op.target_kind](await self._cluster.read(op))
+                case Check.REPLACEMENT:
+                    return await self._look_after_delete(
+                        op, context.get("owner"), context.get("pod_uid")
+                    )
+                case None:
+                    # Never enqueued (execution asks the same spec); said rather than guessed.
+                    return rollout_status.Verdict(
+                        rollout_status.FAILED, f"{op.kind} has nothing to verify"
+                    )
         except Exception as exc:
             failure = classify(exc)
             if failure.transient:
