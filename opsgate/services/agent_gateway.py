@@ -19,7 +19,7 @@ from opsgate.services.execution import FINAL_STATES, approver_names
 from opsgate.services.incidents import ApiProposal, IncidentService
 from opsgate.services.input_bounds import check_storable
 from opsgate.services.knowledge import KnowledgeService
-from opsgate.services.operation_specs import SPECS, blast_radius, effective_risk
+from opsgate.services.operation_specs import SPECS, Scope, blast_radius, effective_risk
 from opsgate.services.operations import Operation, OperationKind, OperationRefused, parse_operation
 from opsgate.services.policy_source import PolicySource
 from opsgate.services.queries import IncidentQueries
@@ -37,7 +37,10 @@ def operation_catalogue(agent: Agent) -> list[dict[str, Any]]:
         {
             "kind": kind.value,
             "syntax": spec.syntax,
-            "parameters": ["target", "namespace"] + (["replicas"] if spec.takes_replicas else []),
+            # A node belongs to no namespace: the parser refuses one for it.
+            "parameters": ["target"]
+            + (["namespace"] if spec.scope is Scope.NAMESPACE else [])
+            + (["replicas"] if spec.takes_replicas else []),
             "default_risk": spec.default_risk.value,
             "you_may_propose": agent.may_propose_kind(kind)
             and spec.default_risk.rank <= agent.rule.max_risk.rank,

@@ -201,6 +201,10 @@ def test_list_operations_is_read_from_the_specs(monkeypatch: pytest.MonkeyPatch)
     assert {k: o["syntax"] for k, o in before.items()} == {
         k.value: s.syntax for k, s in SPECS.items()
     }
+    # An agent is told to give a namespace only where the parser takes one.
+    assert {k: "namespace" in o["parameters"] for k, o in before.items()} == {
+        k.value: s.scope is Scope.NAMESPACE for k, s in SPECS.items()
+    }
     for kind, spec in list(SPECS.items()):
         _changed(
             monkeypatch,
