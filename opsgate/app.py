@@ -349,7 +349,13 @@ def build_app(settings: Settings, *, policy: PolicySource, kube: KubeClient) -> 
         else None,
         metrics=metrics,
     )
-    plans = PlanService(db, executor, approvals)
+    plans = PlanService(
+        db,
+        executor,
+        approvals,
+        reads=settings.plan_reads,
+        retry_seconds=settings.plan_retry_seconds,
+    )
     execution = ExecutionService(
         db,
         executor,

@@ -47,6 +47,10 @@ class Settings(BaseSettings):
     retry_max: int = Field(default=2, ge=0, le=20)
     retry_delay_seconds: float = Field(default=30.0, ge=0)
     retry_after_max_seconds: float = Field(default=300.0, ge=0)
+    # A plan the cluster could not give when the action was proposed is read again this often,
+    # this many reads in all, while its approval is pending.
+    plan_retry_seconds: float = Field(default=15.0, gt=0)
+    plan_reads: int = Field(default=8, ge=1, le=100)
 
     verify_timeout_seconds: float = Field(default=600.0, gt=0)
     verify_poll_seconds: float = Field(default=5.0, gt=0)

@@ -1386,6 +1386,12 @@ class FakeKube(LoopbackServer):
         new["spec"]["replicas"] = replicas
         self._update(res, old, new, dry_run=False)
 
+    def delete(self, kind: str, namespace: str | None, name: str) -> None:
+        """Delete an object as another client would (``kubectl delete``); what it owns goes
+        with it, as the garbage collector's background deletion does."""
+        res = self._resource(kind)
+        self._delete(res, namespace or "" if res.namespaced else "", name, {}, dry_run=False)
+
     # ------------------------------------------------------------------ HTTP
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:

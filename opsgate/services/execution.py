@@ -10,6 +10,7 @@ risk doing it twice.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -41,8 +42,15 @@ from opsgate.services.job_kinds import (
 )
 from opsgate.services.jobs import ClaimedJob, Lease, LeaseLost, RetryJob, enqueue
 from opsgate.services.kube_executor import APPLY_SENT, Executor, StageFailed, UndoImpossible
-from opsgate.services.operation_specs import Plan, PlanState, changed_since, verifiable
+from opsgate.services.operation_specs import (
+    Plan,
+    PlanState,
+    changed_since,
+    make_plan,
+    verifiable,
+)
 from opsgate.services.operations import Operation
+from opsgate.services.plan_reading import plan_of_error
 from opsgate.services.storage.db import Database
 from opsgate.services.storage.models import (
     Approval,
@@ -88,6 +96,11 @@ class TargetChanged(Exception):
     """The target no longer is what the approvers saw: the approved change is not sent."""
 
 
+class PlanRefused(Exception):
+    """The plan read at the start of an attempt, for an approval decided without one, is
+    refused (the target is missing, the dry run rejected): nothing is sent."""
+
+
 class ExecutionService:
     def __init__(
         self,
@@ -104,9 +117,10 @@ class ExecutionService:
 
     async def run_job(self, job: ClaimedJob[ApprovalJob]) -> None:
         approval_id = job.payload.approval_id
-        attempt = await self._begin(job.lease, approval_id)
-        if attempt is None:
+        begun = await self._begin(job.lease, approval_id)
+        if begun is None:
             return
+        attempt = begun
         structlog.contextvars.bind_contextvars(incident_id=attempt.incident_id)
         bound = log.bind(approval_id=approval_id, attempt=attempt.number, op=attempt.op.describe())
         if attempt.cut_short:
@@ -123,11 +137,14 @@ class ExecutionService:
             await self._mark_applying(job.lease, approval_id, attempt)
 
         try:
+            attempt = await self._read_missing_plan(job.lease, approval_id, attempt)
             detail = await self._executor.execute(
                 attempt.op, attempt.context, before_apply=applying
             )
         except LeaseLost:
             raise
+        except PlanRefused as exc:
+            stage, failure = "read", Failure(False, str(exc))
         except StageFailed as exc:
             stage, failure = exc.stage, classify(exc.cause)
         except TargetChanged as exc:
@@ -251,14 +268,48 @@ class ExecutionService:
                 plan=approval.plan,
             )
 
+    async def _read_missing_plan(
+        self, lease: Lease, approval_id: str, attempt: _Attempt
+    ) -> _Attempt:
+        """The plan, read now when the approvers saw none (the cluster could not be read while
+        the approval was open, or nothing asked it: an auto-approval).
+
+        A refused plan stops the attempt before the executor's own calls; one the cluster still
+        cannot give raises what the read raised, so the attempt fails and is retried as any
+        transient failure is, never sent blind; a ready one is stored and becomes the plan the
+        check just before the real call compares with.
+        """
+        if attempt.plan is not None and Plan.from_dict(attempt.plan).state is PlanState.READY:
+            return attempt
+        op = attempt.op
+        try:
+            facts = await self._executor.survey(op, dry_run=True)
+        except Exception as exc:
+            plan = plan_of_error(op, exc)
+            if plan.state is PlanState.REFUSED:
+                raise PlanRefused(f"stopped: {plan.summary}; nothing was applied") from exc
+            raise
+        plan = make_plan(op, facts)
+        async with lease.transaction() as session:
+            approval = await session.get(Approval, approval_id, with_for_update=True)
+            assert approval is not None
+            approval.plan = plan.to_dict()
+            timeline.record(
+                session,
+                attempt.incident_id,
+                "plan_read",
+                f"plan read before the change (none was shown for approval): {plan.summary}",
+            )
+            await enqueue(session, SYNC_CARD, IncidentJob(incident_id=attempt.incident_id))
+        log.info("plan_read_before_execution", approval_id=approval_id, plan=plan.summary)
+        return dataclasses.replace(attempt, plan=plan.to_dict())
+
     async def _check_unchanged(self, attempt: _Attempt) -> None:
         """The plan read again just before the real call: a target that changed since the
-        approvers saw it (someone scaled it, a new revision rolled out) stops the execution."""
-        if attempt.plan is None:
-            return
+        plan was read (someone scaled it, a new revision rolled out) stops the execution."""
+        # Set by _read_missing_plan, which every attempt passes before the executor runs.
+        assert attempt.plan is not None
         planned = Plan.from_dict(attempt.plan)
-        if planned.state is not PlanState.READY:
-            return
         op = attempt.op
         try:
             now = await self._executor.survey(op, dry_run=False)

@@ -30,8 +30,9 @@ class PlanState(StrEnum):
     READY = "ready"
     # The target does not exist or the server refused the dry run: nothing to approve.
     REFUSED = "refused"
-    # The cluster could not be asked (a timeout, a 503): approval stays open, and the check
-    # just before the real call still guards it.
+    # The cluster could not be asked (a timeout, a 503): approval stays open, the plan job reads
+    # it again a few times while it is pending, and an execution that finds no plan read reads
+    # it before anything is sent.
     UNAVAILABLE = "unavailable"
 
 
@@ -41,6 +42,9 @@ class Plan:
     summary: str
     warnings: tuple[str, ...] = ()
     facts: dict[str, Any] = field(default_factory=dict)
+    # How many times the cluster was asked for this plan: bounds the re-reads of an
+    # unavailable one.
+    reads: int = 1
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -48,6 +52,7 @@ class Plan:
             "summary": self.summary,
             "warnings": list(self.warnings),
             "facts": dict(self.facts),
+            "reads": self.reads,
         }
 
     @classmethod
@@ -57,6 +62,7 @@ class Plan:
             str(data.get("summary", "")),
             tuple(str(w) for w in data.get("warnings", ())),
             dict(data.get("facts") or {}),
+            int(data.get("reads", 1)),
         )
 
 

@@ -40,6 +40,7 @@ def stand_in_settings(
         "kube_request_timeout": 2.0,
         "retry_max": 2,
         "retry_delay_seconds": 0.3,
+        "plan_retry_seconds": 0.3,
         "job_poll_interval": 0.05,
         "approval_sweep_seconds": 0.2,
         "telegram_chat_rate_per_second": 10_000,

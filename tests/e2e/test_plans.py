@@ -23,6 +23,8 @@ RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"
 SCALE = "kubectl scale deployment/checkout --replicas=6 -n shop"
 RESTART = "kubectl rollout restart deployment/checkout -n shop"
 UNDO = "kubectl rollout undo deployment/checkout -n shop"
+DEPLOYMENT = r"/apis/apps/v1/namespaces/shop/deployments/checkout$"
+DECISIONS = ["✅ Approve", "❌ Reject"]
 
 
 async def _card(rig: Rig, action: str, group: str = "g") -> FakeMessage:
@@ -140,6 +142,71 @@ async def test_a_target_changed_after_approval_stops_the_execution(rig: Rig) -> 
     deployment = rig.kube.get("deployments", "shop", "checkout")
     assert deployment is not None and deployment["spec"]["replicas"] == 4
     assert "↩️ Undo" not in [t for t, _ in reply.buttons]
+
+
+async def test_an_unavailable_plan_is_read_again_until_the_cluster_answers(rig: Rig) -> None:
+    rig.kube.inject("GET", DEPLOYMENT, 503)
+    # The second read's dry run waits, so the card is seen as it was posted: without a plan.
+    second_read = rig.kube.hold("PATCH", r"/deployments/checkout/scale$", dry_run=True)
+    card = await _card(rig, SCALE)
+    assert "plan unavailable" in card.plain_text and "503" in card.plain_text
+    assert [t for t, _ in decision_buttons(card)] == DECISIONS
+    # Nobody taps anything: the plan job reads the plan again by itself.
+    await second_read.wait_arrived()
+    second_read.release()
+    card = await rig.wait_text(card.message_id, "2 -> 6 replicas")
+    assert "plan unavailable" not in card.plain_text
+    assert [t for t, _ in decision_buttons(card)] == DECISIONS
+    assert not _real(rig, "PATCH", "/scale")
+
+
+async def test_an_unavailable_plan_that_finds_no_target_takes_approve_away(rig: Rig) -> None:
+    rig.kube.inject("GET", r"/deployments/nope$", 503)
+    card = await _card(rig, "kubectl scale deployment/nope --replicas=3 -n shop")
+    card = await rig.wait_text(card.message_id, "does not exist")
+    assert "deployment shop/nope does not exist" in card.plain_text
+    assert decision_buttons(card) == []
+
+
+async def test_a_target_deleted_after_an_unavailable_plan_stops_the_execution(
+    rig_factory: Rig,
+) -> None:
+    rig = rig_factory
+    # The plan is read once: it is approved while the cluster never gave it.
+    rig.overrides["plan_reads"] = 1
+    await rig.start()
+    rig.kube.inject("GET", DEPLOYMENT, 503)
+    card = await _card(rig, SCALE)
+    assert "plan unavailable" in card.plain_text
+    assert [t for t, _ in decision_buttons(card)] == DECISIONS
+    rig.kube.delete("deployments", "shop", "checkout")
+    await _approve(rig, card, CAROL)
+    reply = await rig.wait_reply(card.message_id)
+    assert "Failed" in reply.plain_text
+    assert "stopped: deployment shop/checkout does not exist" in reply.plain_text
+    assert "nothing was applied" in reply.plain_text
+    assert not [r for r in rig.kube.requests if r.method in ("PATCH", "DELETE")]
+    assert "↩️ Undo" not in [t for t, _ in reply.buttons]
+
+
+async def test_a_plan_still_unavailable_when_approved_is_retried_then_read(
+    rig_factory: Rig,
+) -> None:
+    rig = rig_factory
+    rig.overrides["plan_reads"] = 1
+    await rig.start()
+    rig.kube.inject("GET", DEPLOYMENT, 503)
+    card = await _card(rig, SCALE)
+    assert "plan unavailable" in card.plain_text
+    # The execution's own plan read meets the cluster still down: a transient failure.
+    rig.kube.inject("GET", DEPLOYMENT, 503)
+    await _approve(rig, card, CAROL)
+    reply = await rig.wait_reply(card.message_id)
+    assert "Succeeded" in reply.plain_text and "2 attempts" in reply.plain_text
+    assert len(_real(rig, "PATCH", "/scale")) == 1
+    # The plan read before the change is the one the card shows from then on.
+    card = await rig.wait_text(card.message_id, "2 -> 6 replicas")
+    assert "plan unavailable" not in card.plain_text
 
 
 def _undo_data(reply: FakeMessage) -> str:

@@ -819,3 +819,17 @@ async def test_another_clients_scale_and_the_pods_of_a_node(kube: FakeKube, api:
     assert len(nodes) == 3 and set(nodes) <= {"worker-1", "worker-2"}
     on_one = await core.list_pod_for_all_namespaces(field_selector="spec.nodeName=worker-1")
     assert [p.spec.node_name for p in on_one.items] == [n for n in nodes if n == "worker-1"]
+
+
+async def test_another_clients_delete_takes_what_it_owns(kube: FakeKube, api: ApiClient) -> None:
+    """A target deleted behind opsgate's back: reads answer 404, and its pods go with it."""
+    kube.add_deployment("shop", "web", replicas=2, image="web:1")
+    apps, core = AppsV1Api(api), CoreV1Api(api)
+    assert len((await core.list_namespaced_pod("shop")).items) == 2
+    kube.delete("deployments", "shop", "web")
+    with pytest.raises(ApiException) as raised:
+        await apps.read_namespaced_deployment("web", "shop")
+    assert raised.value.status == 404
+    assert (await core.list_namespaced_pod("shop")).items == []
+    assert (await apps.list_namespaced_replica_set("shop")).items == []
+    assert not [r for r in kube.requests if r.method == "DELETE"], "no request was made"
