@@ -23,7 +23,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from opsgate.services import timeline
 from opsgate.services.action_digest import operation_digest
 from opsgate.services.alertmanager import ACTION_ANNOTATION, RISK_ANNOTATION, AmAlert, AmPayload
-from opsgate.services.approvals import APPROVED, PENDING, ApprovalService, Proposal
+from opsgate.services.approvals import (
+    APPROVED,
+    PENDING,
+    ApprovalService,
+    Proposal,
+    proposed_together,
+)
 from opsgate.services.execution import FINAL_STATES
 from opsgate.services.ids import new_incident_id
 from opsgate.services.job_kinds import EXTRACT_PLAYBOOK, SYNC_CARD, IncidentJob
@@ -32,6 +38,7 @@ from opsgate.services.learning import AUTO_REQUESTER, record_in, signature
 from opsgate.services.operations import OperationRefused, parse_operation
 from opsgate.services.playbooks import REQUESTER_PREFIX as PLAYBOOK_REQUESTER
 from opsgate.services.playbooks import PlaybookService
+from opsgate.services.policy import AutoApproveRule
 from opsgate.services.policy_source import PolicySource
 from opsgate.services.risk import Risk, parse_risk
 from opsgate.services.routing import Router
@@ -288,8 +295,9 @@ class IncidentService:
         self, session: AsyncSession, writes: Sequence[_Write]
     ) -> list[IngestResult]:
         """``_create`` for several new groups, with one statement per table for all of them:
-        the incidents in one flush, then their alerts, card jobs, and in the commit's flush
-        their approvals, plan jobs and timeline events."""
+        the incidents in one flush, then their approvals, timeline events, plan and card
+        jobs, and their alerts. A playbook's proposal that may be approved on the spot is
+        the one exception: its approval is flushed with the ORM, as it is alone."""
         if not writes:
             return []
         created: list[tuple[_Write, Incident, dict[str, dict[str, Any]], _Choice]] = []
@@ -304,8 +312,12 @@ class IncidentService:
         await session.flush()
         incidents = [incident for _, incident, _, _ in created]
         # Their plan and card jobs in one statement per kind, not one per job, and their
-        # events in one statement, not one by one.
-        async with enqueued_together(session), timeline.recorded_together(session):
+        # events and approvals in one statement each, not one by one.
+        async with (
+            enqueued_together(session),
+            timeline.recorded_together(session),
+            proposed_together(session),
+        ):
             for write, incident, _, choice in created:
                 await self._follow_new_incident(session, incident, write.payload, choice)
             for incident in incidents:
@@ -494,18 +506,22 @@ class IncidentService:
         )
 
     async def _propose(self, session: AsyncSession, incident: Incident, choice: _Choice) -> None:
+        rule = self._policy.current().auto_approve
+        # Only a playbook's proposal may be approved on the spot, and that needs the approval
+        # object; any other is a row, which a batch inserts with its neighbours'.
+        may_auto_approve = choice.playbook_id is not None and rule.enabled
         try:
             declared = parse_risk(choice.risk) if choice.risk else None
-            approval = await self._approvals.propose(
-                session,
-                incident,
-                Proposal(
-                    action=choice.action,
-                    requested_by=choice.requested_by,
-                    description=choice.description,
-                    declared_risk=declared,
-                ),
+            proposal = Proposal(
+                action=choice.action,
+                requested_by=choice.requested_by,
+                description=choice.description,
+                declared_risk=declared,
             )
+            if not may_auto_approve:
+                await self._approvals.add_proposal(session, incident, proposal)
+                return
+            approval = await self._approvals.propose(session, incident, proposal)
         except (OperationRefused, ValueError) as exc:
             incident.action_refusal = str(exc)
             timeline.record(
@@ -517,13 +533,17 @@ class IncidentService:
             )
             return
         if choice.playbook_id is not None:
-            await self._maybe_auto_approve(session, incident, approval, choice.playbook_id)
+            await self._maybe_auto_approve(session, incident, approval, choice.playbook_id, rule)
 
     async def _maybe_auto_approve(
-        self, session: AsyncSession, incident: Incident, approval: Approval, playbook_id: int
+        self,
+        session: AsyncSession,
+        incident: Incident,
+        approval: Approval,
+        playbook_id: int,
+        rule: AutoApproveRule,
     ) -> None:
         """Only when switched on, only low risk, only above the trust threshold."""
-        rule = self._policy.current().auto_approve
         if not rule.enabled or approval.risk != Risk.LOW.value:
             return
         record = await record_in(session, signature(incident), approval.action)
