@@ -16,7 +16,7 @@ from datetime import datetime
 from typing import Any, NamedTuple
 
 import structlog
-from sqlalchemy import Select, and_, bindparam, insert, or_, select, union_all
+from sqlalchemy import Select, and_, bindparam, insert, or_, select, union_all, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -63,6 +63,13 @@ _STORED_COLUMNS = (Incident.id, Incident.ingest_digest, Incident.status, Inciden
 # Alert rows go in through the table, not the mapped class: they are plain rows, and the
 # ORM's bulk layer would only cost time on each.
 _ALERTS = Alert.metadata.tables[Alert.__tablename__]
+# And a batch's new incidents too, with the one column a refused proposal sets afterwards.
+_INCIDENTS = Incident.metadata.tables[Incident.__tablename__]
+_SET_REFUSAL = (
+    update(_INCIDENTS)
+    .where(_INCIDENTS.c.id == bindparam("refused_id"))
+    .values(action_refusal=bindparam("refusal"))
+)
 
 
 @functools.cache
@@ -301,16 +308,16 @@ class IncidentService:
         if not writes:
             return []
         created: list[tuple[_Write, Incident, dict[str, dict[str, Any]], _Choice]] = []
-        # A playbook lookup must not flush the incidents one at a time.
-        with session.no_autoflush:
-            for write in writes:
-                incident, alerts = self._new_group_incident(write.payload, write.digest)
-                choice = await self._choose_action(session, incident, write.payload)
-                incident.proposed_action = choice.action
-                session.add(incident)
-                created.append((write, incident, alerts, choice))
-        await session.flush()
+        for write in writes:
+            incident, alerts = self._new_group_incident(write.payload, write.digest)
+            choice = await self._choose_action(session, incident, write.payload)
+            incident.proposed_action = choice.action
+            created.append((write, incident, alerts, choice))
         incidents = [incident for _, incident, _, _ in created]
+        # Through the table, before the rows that refer to them: the objects stay out of the
+        # session, which would only track each one to insert it and then forget it.
+        for rows in _incident_inserts(incidents):
+            await session.execute(insert(_INCIDENTS), rows)
         # Their plan and card jobs in one statement per kind, not one per job, and their
         # events and approvals in one statement each, not one by one.
         async with (
@@ -322,6 +329,12 @@ class IncidentService:
                 await self._follow_new_incident(session, incident, write.payload, choice)
             for incident in incidents:
                 await enqueue(session, SYNC_CARD, IncidentJob(incident_id=incident.id))
+        refused = [
+            {"refused_id": i.id, "refusal": i.action_refusal} for i in incidents if i.action_refusal
+        ]
+        if refused:
+            # Found by the proposal, after the insert; an untracked object does not write it.
+            await session.execute(_SET_REFUSAL, refused)
         rows = [row for _, i, alerts, _ in created for row in _alert_inserts(i.id, alerts)]
         await session.execute(insert(_ALERTS), rows)
         return [IngestResult(i.id, True, True) for i in incidents]
@@ -622,6 +635,17 @@ def _alert_values(am: AmAlert) -> dict[str, Any]:
         "ends_at": am.endsAt,
         "generator_url": am.generatorURL,
     }
+
+
+def _incident_inserts(incidents: Sequence[Incident]) -> list[list[dict[str, Any]]]:
+    """The rows of incidents never added to a session, grouped by the columns they set (one
+    statement each): a column left unset is left to its default, as the ORM leaves it; a
+    None would be a JSON null in a JSON column, not the SQL NULL the ORM writes."""
+    groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for incident in incidents:
+        values = {c.key: vars(incident)[c.key] for c in _INCIDENTS.c if c.key in vars(incident)}
+        groups.setdefault(tuple(values), []).append(values)
+    return list(groups.values())
 
 
 def _alert_inserts(incident_id: str, alerts: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:

@@ -6,8 +6,8 @@ import asyncio
 import json
 from collections import Counter
 from collections.abc import AsyncIterator, Sequence
-from typing import Any
 from contextlib import asynccontextmanager
+from typing import Any
 
 import pytest
 import structlog
