@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
 import structlog
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -150,8 +151,33 @@ _STATUS = select(Approval.status).where(Approval.id == bindparam("approval_id"))
 # Enough terms for every card open at once; past it the oldest are read again when tapped.
 _TERMS_KEPT = 1024
 
+# The session key of the approvals ``proposed_together`` holds back until its block ends.
+_HELD = "opsgate_approvals_held"
+# The table, not the mapped class, for rows inserted together (as timeline.py does).
+_APPROVALS = Approval.metadata.tables[Approval.__tablename__]
+
 NOT_HERE = "This button does not belong here."
 DUPLICATE = "This card is a duplicate; use the incident's card."
+
+
+@contextlib.asynccontextmanager
+async def proposed_together(session: AsyncSession) -> AsyncIterator[None]:
+    """Approvals proposed inside the block with :meth:`ApprovalService.add_proposal` are
+    inserted as it ends, in the order proposed, with one statement.
+
+    For a batch of new incidents, each with its approval: an ORM object per approval costs
+    its attribute sets and the unit of work's bookkeeping, more than its row. Inside the
+    block such an approval is not yet a row, so nothing in it may look for it; its incident
+    must be flushed before the block ends.
+    """
+    held: list[dict[str, Any]] = []
+    session.info[_HELD] = held
+    try:
+        yield
+    finally:
+        del session.info[_HELD]
+    if held:
+        await session.execute(insert(_APPROVALS), held)
 
 
 @dataclass(frozen=True)
@@ -196,49 +222,68 @@ class ApprovalService:
     ) -> Approval:
         """Create a pending approval and have its plan read; raises OperationRefused when the
         action is not allowed."""
+        approval = Approval(**await self._proposed(session, incident, proposal))
+        session.add(approval)
+        return approval
+
+    async def add_proposal(
+        self, session: AsyncSession, incident: Incident, proposal: Proposal
+    ) -> None:
+        """:meth:`propose` for a caller that needs nothing of the approval back: inside
+        :func:`proposed_together` its row waits for the block's one insert."""
+        row = await self._proposed(session, incident, proposal)
+        held: list[dict[str, Any]] | None = session.info.get(_HELD)
+        if held is not None:
+            held.append(row)
+        else:
+            session.add(Approval(**row))
+
+    async def _proposed(
+        self, session: AsyncSession, incident: Incident, proposal: Proposal
+    ) -> dict[str, Any]:
+        """A new approval's row, with its timeline event, audit record and plan job."""
         op = parse_operation(proposal.action, default_namespace=incident.namespace or "default")
         risk = effective_risk(op, proposal.declared_risk)
         now = utcnow()
-        approval = Approval(
-            id=new_approval_id(),
-            incident_id=incident.id,
-            action=op.describe(),
-            operation=op.to_dict(),
-            description=proposal.description,
-            risk=risk.value,
-            requested_by=proposal.requested_by,
-            requester_user_id=proposal.requester_user_id,
-            evidence=proposal.evidence or {},
-            agent=proposal.agent,
-            operation_digest=operation_digest(op),
-            status=PENDING,
-            required_approvals=self._policy.current().quorum(risk),
-            created_at=now,
-            expires_at=now + self._ttl,
-        )
-        session.add(approval)
+        row: dict[str, Any] = {
+            "id": new_approval_id(),
+            "incident_id": incident.id,
+            "action": op.describe(),
+            "operation": op.to_dict(),
+            "description": proposal.description,
+            "risk": risk.value,
+            "requested_by": proposal.requested_by,
+            "requester_user_id": proposal.requester_user_id,
+            "evidence": proposal.evidence or {},
+            "agent": proposal.agent,
+            "operation_digest": operation_digest(op),
+            "status": PENDING,
+            "required_approvals": self._policy.current().quorum(risk),
+            "created_at": now,
+            "expires_at": now + self._ttl,
+        }
         timeline.record(
             session,
             incident.id,
             "approval_requested",
-            f"{op.describe()} proposed at {risk.value} risk, "
-            f"needs {approval.required_approvals} approval(s)",
+            f"{row['action']} proposed at {risk.value} risk, "
+            f"needs {row['required_approvals']} approval(s)",
             actor=proposal.requested_by,
         )
         audit_chain.record(
             session,
             AuditKind.PROPOSED,
-            approval_id=approval.id,
+            approval_id=row["id"],
             incident_id=incident.id,
             actor=proposal.requested_by,
-            operation=approval.operation,
-            operation_digest=approval.operation_digest,
-            risk=approval.risk,
+            operation=row["operation"],
+            operation_digest=row["operation_digest"],
+            risk=row["risk"],
             agent=proposal.agent,
-            required_approvals=approval.required_approvals,
+            required_approvals=row["required_approvals"],
         )
-        await enqueue(session, PLAN, ApprovalJob(approval_id=approval.id))
-        return approval
+        await enqueue(session, PLAN, ApprovalJob(approval_id=row["id"]))
+        return row
 
     async def refuse(self, session: AsyncSession, approval: Approval, note: str) -> bool:
         """Close a pending approval whose plan the cluster refused: there is nothing to sign."""

@@ -16,14 +16,20 @@ from datetime import datetime
 from typing import Any, NamedTuple
 
 import structlog
-from sqlalchemy import Select, and_, bindparam, insert, or_, select, union_all
+from sqlalchemy import Select, and_, bindparam, insert, or_, select, union_all, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from opsgate.services import timeline
 from opsgate.services.action_digest import operation_digest
 from opsgate.services.alertmanager import ACTION_ANNOTATION, RISK_ANNOTATION, AmAlert, AmPayload
-from opsgate.services.approvals import APPROVED, PENDING, ApprovalService, Proposal
+from opsgate.services.approvals import (
+    APPROVED,
+    PENDING,
+    ApprovalService,
+    Proposal,
+    proposed_together,
+)
 from opsgate.services.execution import FINAL_STATES
 from opsgate.services.ids import new_incident_id
 from opsgate.services.job_kinds import EXTRACT_PLAYBOOK, SYNC_CARD, IncidentJob
@@ -32,6 +38,7 @@ from opsgate.services.learning import AUTO_REQUESTER, record_in, signature
 from opsgate.services.operations import OperationRefused, parse_operation
 from opsgate.services.playbooks import REQUESTER_PREFIX as PLAYBOOK_REQUESTER
 from opsgate.services.playbooks import PlaybookService
+from opsgate.services.policy import AutoApproveRule
 from opsgate.services.policy_source import PolicySource
 from opsgate.services.risk import Risk, parse_risk
 from opsgate.services.routing import Router
@@ -56,6 +63,13 @@ _STORED_COLUMNS = (Incident.id, Incident.ingest_digest, Incident.status, Inciden
 # Alert rows go in through the table, not the mapped class: they are plain rows, and the
 # ORM's bulk layer would only cost time on each.
 _ALERTS = Alert.metadata.tables[Alert.__tablename__]
+# And a batch's new incidents too, with the one column a refused proposal sets afterwards.
+_INCIDENTS = Incident.metadata.tables[Incident.__tablename__]
+_SET_REFUSAL = (
+    update(_INCIDENTS)
+    .where(_INCIDENTS.c.id == bindparam("refused_id"))
+    .values(action_refusal=bindparam("refusal"))
+)
 
 
 @functools.cache
@@ -288,28 +302,39 @@ class IncidentService:
         self, session: AsyncSession, writes: Sequence[_Write]
     ) -> list[IngestResult]:
         """``_create`` for several new groups, with one statement per table for all of them:
-        the incidents in one flush, then their alerts, card jobs, and in the commit's flush
-        their approvals, plan jobs and timeline events."""
+        the incidents in one flush, then their approvals, timeline events, plan and card
+        jobs, and their alerts. A playbook's proposal that may be approved on the spot is
+        the one exception: its approval is flushed with the ORM, as it is alone."""
         if not writes:
             return []
         created: list[tuple[_Write, Incident, dict[str, dict[str, Any]], _Choice]] = []
-        # A playbook lookup must not flush the incidents one at a time.
-        with session.no_autoflush:
-            for write in writes:
-                incident, alerts = self._new_group_incident(write.payload, write.digest)
-                choice = await self._choose_action(session, incident, write.payload)
-                incident.proposed_action = choice.action
-                session.add(incident)
-                created.append((write, incident, alerts, choice))
-        await session.flush()
+        for write in writes:
+            incident, alerts = self._new_group_incident(write.payload, write.digest)
+            choice = await self._choose_action(session, incident, write.payload)
+            incident.proposed_action = choice.action
+            created.append((write, incident, alerts, choice))
         incidents = [incident for _, incident, _, _ in created]
+        # Through the table, before the rows that refer to them: the objects stay out of the
+        # session, which would only track each one to insert it and then forget it.
+        for rows in _incident_inserts(incidents):
+            await session.execute(insert(_INCIDENTS), rows)
         # Their plan and card jobs in one statement per kind, not one per job, and their
-        # events in one statement, not one by one.
-        async with enqueued_together(session), timeline.recorded_together(session):
+        # events and approvals in one statement each, not one by one.
+        async with (
+            enqueued_together(session),
+            timeline.recorded_together(session),
+            proposed_together(session),
+        ):
             for write, incident, _, choice in created:
                 await self._follow_new_incident(session, incident, write.payload, choice)
             for incident in incidents:
                 await enqueue(session, SYNC_CARD, IncidentJob(incident_id=incident.id))
+        refused = [
+            {"refused_id": i.id, "refusal": i.action_refusal} for i in incidents if i.action_refusal
+        ]
+        if refused:
+            # Found by the proposal, after the insert; an untracked object does not write it.
+            await session.execute(_SET_REFUSAL, refused)
         rows = [row for _, i, alerts, _ in created for row in _alert_inserts(i.id, alerts)]
         await session.execute(insert(_ALERTS), rows)
         return [IngestResult(i.id, True, True) for i in incidents]
@@ -494,18 +519,22 @@ class IncidentService:
         )
 
     async def _propose(self, session: AsyncSession, incident: Incident, choice: _Choice) -> None:
+        rule = self._policy.current().auto_approve
+        # Only a playbook's proposal may be approved on the spot, and that needs the approval
+        # object; any other is a row, which a batch inserts with its neighbours'.
+        may_auto_approve = choice.playbook_id is not None and rule.enabled
         try:
             declared = parse_risk(choice.risk) if choice.risk else None
-            approval = await self._approvals.propose(
-                session,
-                incident,
-                Proposal(
-                    action=choice.action,
-                    requested_by=choice.requested_by,
-                    description=choice.description,
-                    declared_risk=declared,
-                ),
+            proposal = Proposal(
+                action=choice.action,
+                requested_by=choice.requested_by,
+                description=choice.description,
+                declared_risk=declared,
             )
+            if not may_auto_approve:
+                await self._approvals.add_proposal(session, incident, proposal)
+                return
+            approval = await self._approvals.propose(session, incident, proposal)
         except (OperationRefused, ValueError) as exc:
             incident.action_refusal = str(exc)
             timeline.record(
@@ -517,13 +546,17 @@ class IncidentService:
             )
             return
         if choice.playbook_id is not None:
-            await self._maybe_auto_approve(session, incident, approval, choice.playbook_id)
+            await self._maybe_auto_approve(session, incident, approval, choice.playbook_id, rule)
 
     async def _maybe_auto_approve(
-        self, session: AsyncSession, incident: Incident, approval: Approval, playbook_id: int
+        self,
+        session: AsyncSession,
+        incident: Incident,
+        approval: Approval,
+        playbook_id: int,
+        rule: AutoApproveRule,
     ) -> None:
         """Only when switched on, only low risk, only above the trust threshold."""
-        rule = self._policy.current().auto_approve
         if not rule.enabled or approval.risk != Risk.LOW.value:
             return
         record = await record_in(session, signature(incident), approval.action)
@@ -602,6 +635,17 @@ def _alert_values(am: AmAlert) -> dict[str, Any]:
         "ends_at": am.endsAt,
         "generator_url": am.generatorURL,
     }
+
+
+def _incident_inserts(incidents: Sequence[Incident]) -> list[list[dict[str, Any]]]:
+    """The rows of incidents never added to a session, grouped by the columns they set (one
+    statement each): a column left unset is left to its default, as the ORM leaves it; a
+    None would be a JSON null in a JSON column, not the SQL NULL the ORM writes."""
+    groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for incident in incidents:
+        values = {c.key: vars(incident)[c.key] for c in _INCIDENTS.c if c.key in vars(incident)}
+        groups.setdefault(tuple(values), []).append(values)
+    return list(groups.values())
 
 
 def _alert_inserts(incident_id: str, alerts: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections import Counter
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from typing import Any
 
 import pytest
 import structlog
@@ -13,7 +15,7 @@ from sqlalchemy import event, func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from opsgate.services.alertmanager import AmPayload
-from opsgate.services.incidents import IngestResult, NotStored
+from opsgate.services.incidents import IngestResult, NotStored, _Write, ingest_digest
 from opsgate.services.job_kinds import JobKind
 from opsgate.services.storage.db import Database
 from opsgate.services.storage.models import Alert, Approval, Incident, Job, TimelineEvent
@@ -177,6 +179,99 @@ async def test_one_batch_keeps_each_groups_own_story(database: Database) -> None
         (2, resolved_first.incident_id, "firing"),
     ]
     assert {"alert_received", "refired"} <= kinds
+
+
+# Columns that differ between two writes of the same group whatever path they take: clock
+# times, generated keys and the audit chain's links.
+_UNEQUAL = {"id", "seq", "at", "created_at", "updated_at", "expires_at", "run_at", "hash"}
+_UNEQUAL |= {"prev_hash"}
+
+
+async def _story(database: Database, group_key: str) -> dict[str, list[dict[str, Any]]]:
+    """Every row a group's first payload wrote, as stored (JSON as its text where the driver
+    keeps it so: a JSON null is not a SQL NULL), its ids and group key replaced by names."""
+
+    async def rows(sql: str, **params: object) -> list[dict[str, Any]]:
+        async with database.read() as session:
+            return [dict(r._mapping) for r in await session.execute(text(sql), params)]
+
+    (incident,) = await rows("SELECT * FROM incidents WHERE group_key = :k", k=group_key)
+    incident_id = incident["id"]
+    approvals = await rows("SELECT * FROM approvals WHERE incident_id = :i", i=incident_id)
+    names = {incident_id: "<incident>", group_key: "<group>"}
+    names |= {a["id"]: f"<approval {n}>" for n, a in enumerate(approvals)}
+
+    def named(row: dict[str, Any]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for column, value in row.items():
+            if column in _UNEQUAL:
+                continue
+            if isinstance(value, dict | list):
+                value = json.dumps(value, sort_keys=True)
+            if isinstance(value, str):
+                for stored, name in names.items():
+                    value = value.replace(stored, name)
+            out[column] = value
+        return out
+
+    jobs = [
+        job
+        for job in await rows("SELECT * FROM jobs ORDER BY id")
+        if any(i in f"{job['key']} {job['payload']}" for i in names if i != group_key)
+    ]
+    story = {
+        "incident": [incident],
+        "alerts": await rows(
+            "SELECT * FROM alerts WHERE incident_id = :i ORDER BY fingerprint", i=incident_id
+        ),
+        "approvals": approvals,
+        "timeline": await rows(
+            "SELECT * FROM timeline_events WHERE incident_id = :i ORDER BY id", i=incident_id
+        ),
+        "audit": await rows(
+            "SELECT * FROM audit_chain WHERE incident_id = :i ORDER BY seq", i=incident_id
+        ),
+        "jobs": jobs,
+    }
+    return {table: [named(row) for row in found] for table, found in story.items()}
+
+
+async def test_a_batch_proposes_the_same_approval_and_audit_rows_as_one_group_alone(
+    database: Database,
+) -> None:
+    """A batch writes approvals, incidents and the rest through the table, not one ORM
+    object each: every row must be the one the group would have written alone."""
+    _, incidents = services(database)
+    groups = {
+        "declared": [alert("d1", risk="low"), alert("d2")],
+        "plain": [alert("p1")],
+        "no-action": [alert("n1", action=None)],
+        "refused": [alert("r1", action="rm -rf /")],
+        "resolved-one": [alert("s1"), alert("s2", status="resolved")],
+    }
+    for name, alerts in groups.items():
+        payload = _payload(f"alone-{name}", *alerts)
+        await incidents._write_alone(_Write(payload, ingest_digest(payload.alerts), True))
+    async with _writes_held(database):
+        lead = asyncio.create_task(incidents.ingest_alertmanager(_payload("lead")))
+        await _until(lambda: incidents.writes.writing, "the lead in flight")
+        tasks = [
+            asyncio.create_task(incidents.ingest_alertmanager(_payload(f"batch-{n}", *a)))
+            for n, a in groups.items()
+        ]
+        await _until(lambda: incidents.writes.waiting == len(tasks), "the batch in line")
+    await lead
+    assert all(r.created for r in await asyncio.gather(*tasks))
+    assert (incidents.writes.batches, incidents.writes.items) == (2, 1 + len(groups))
+    for name in groups:
+        alone = await _story(database, f"alone-{name}")
+        batched = await _story(database, f"batch-{name}")
+        assert batched == alone, name
+    stories = [await _story(database, f"alone-{name}") for name in groups]
+    # The comparison compared something: proposals, a refusal and their records.
+    assert [len(s["approvals"]) for s in stories] == [1, 1, 0, 0, 1]
+    assert [len(s["audit"]) for s in stories] == [1, 1, 0, 0, 1]
+    assert stories[3]["incident"][0]["action_refusal"]
 
 
 async def refuse_group(database: Database, group_key: str) -> None:
