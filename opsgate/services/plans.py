@@ -4,6 +4,11 @@ A durable job, so the webhook that proposed the action never waits on the cluste
 plan is stored with the approval, so a card re-rendered later does not ask the cluster again.
 A plan the cluster refuses (no such target, a dry run rejected) closes the approval at once:
 nobody is asked to approve what cannot run.
+
+A ready plan binds the approval: its digest then covers the plan's target facts
+(operation_specs.SIGNED_FACTS), so a signature made before the plan was read, or over an
+earlier reading whose targets differ, no longer counts; its signer taps again over the plan
+the card shows. A job run again for a pending approval reads the plan again.
 """
 
 from __future__ import annotations
@@ -60,8 +65,9 @@ class PlanService:
         approval_id = job.payload.approval_id
         async with self._db.transaction() as session:
             approval = await session.get(Approval, approval_id)
-            # Approved already (auto-approve) or closed: its plan would describe nothing.
-            if approval is None or approval.status != PENDING or approval.plan is not None:
+            # Approved already (auto-approve, or a quorum met before the plan came) or closed:
+            # its plan would describe nothing.
+            if approval is None or approval.status != PENDING:
                 return
             structlog.contextvars.bind_contextvars(incident_id=approval.incident_id)
             op = Operation.from_dict(approval.operation)
@@ -70,8 +76,22 @@ class PlanService:
             approval = await session.get(Approval, approval_id, with_for_update=True)
             if approval is None or approval.status != PENDING:
                 return
+            if plan.state is PlanState.UNAVAILABLE and _ready(approval.plan):
+                # A cluster that cannot be asked now tells nothing new about a plan it gave.
+                return
             approval.plan = plan.to_dict()
+            lapsed = await self._approvals.bind_plan(session, approval)
             if plan.state is PlanState.REFUSED:
                 await self._approvals.refuse(session, approval, f"the plan failed: {plan.summary}")
             await enqueue(session, SYNC_CARD, IncidentJob(incident_id=approval.incident_id))
-        log.info("plan_read", approval_id=approval_id, state=plan.state.value, plan=plan.summary)
+        log.info(
+            "plan_read",
+            approval_id=approval_id,
+            state=plan.state.value,
+            plan=plan.summary,
+            no_longer_counted=lapsed,
+        )
+
+
+def _ready(stored: dict[str, Any] | None) -> bool:
+    return stored is not None and stored.get("state") == PlanState.READY.value
