@@ -144,8 +144,7 @@ def build_mcp(gateway: AgentGateway) -> MCPServer:
 
     @mcp.tool(annotations=READ, description=DESCRIPTIONS["search_knowledge"])
     async def search_knowledge(ctx: Context, query: str, limit: int = 5) -> dict[str, Any]:
-        agent_of(ctx)
-        return {"hits": await gateway.search(query, limit)}
+        return {"hits": await gateway.search(agent_of(ctx), query, limit)}
 
     return mcp
 

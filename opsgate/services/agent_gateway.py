@@ -19,7 +19,7 @@ from opsgate.services.execution import FINAL_STATES, approver_names
 from opsgate.services.incidents import ApiProposal, IncidentService
 from opsgate.services.input_bounds import check_storable
 from opsgate.services.knowledge import KnowledgeService
-from opsgate.services.operation_specs import SPECS, Scope, blast_radius, effective_risk
+from opsgate.services.operation_specs import SPECS, Plan, Scope, blast_radius, effective_risk
 from opsgate.services.operations import Operation, OperationKind, OperationRefused, parse_operation
 from opsgate.services.policy_source import PolicySource
 from opsgate.services.queries import IncidentQueries
@@ -212,6 +212,8 @@ class AgentGateway:
         except OperationRefused as exc:
             raise AgentRefused(f"action refused: {exc}") from None
         shown = await self.proposal(agent, result.approval.id)
+        # Whichever door answers: a repeat's new reasons are taken, and the agent is told so.
+        shown["evidence_updated"] = result.evidence_updated
         return Proposed(shown, result.superseded, result.unchanged)
 
     async def proposal(self, agent: Agent | None, approval_id: str) -> dict[str, Any]:
@@ -241,7 +243,10 @@ class AgentGateway:
             await asyncio.sleep(min(self._poll, max(0.0, deadline - time.monotonic())))
 
     async def incidents(self, agent: Agent, offset: int, limit: int) -> dict[str, Any]:
-        page = await self._queries.open_incidents(max(0, offset), max(1, min(limit, 50)))
+        # Scoped in the query, so the total and the pages count only what the agent may see.
+        page = await self._queries.open_incidents(
+            max(0, offset), max(1, min(limit, 50)), namespaces=agent.visible_namespaces()
+        )
         return {
             "total": page.total,
             "offset": page.offset,
@@ -256,7 +261,6 @@ class AgentGateway:
                     "approval": row.approval,
                 }
                 for row in page.rows
-                if agent.may_see(row.namespace or "default")
             ],
         }
 
@@ -285,9 +289,13 @@ class AgentGateway:
             ],
         }
 
-    async def search(self, words: str, limit: int) -> list[dict[str, Any]]:
+    async def search(self, agent: Agent, words: str, limit: int) -> list[dict[str, Any]]:
+        """Cases of incidents in the agent's namespaces only, as with incidents and timelines."""
         hits = await self._knowledge.search(
-            words[:500], max(1, min(limit, 20)), count_reference=False
+            words[:500],
+            max(1, min(limit, 20)),
+            count_reference=False,
+            namespaces=agent.visible_namespaces(),
         )
         return [
             {
@@ -317,6 +325,7 @@ def _describe(
     running = execution is not None and execution.status not in FINAL_STATES
     final = approval.status != PENDING and not (approval.status == APPROVED and running)
     op = Operation.from_dict(approval.operation)
+    plan = Plan.from_dict(approval.plan) if approval.plan else None
     return {
         "approval_id": approval.id,
         "incident_id": approval.incident_id,
@@ -326,6 +335,10 @@ def _describe(
         "operation": approval.operation,
         "operation_digest": approval.operation_digest,
         "blast_radius": blast_radius(op),
+        # What the cluster said the change will do; None until the plan was read.
+        "plan": None
+        if plan is None
+        else {"state": plan.state.value, "summary": plan.summary, "warnings": list(plan.warnings)},
         "risk": approval.risk,
         "proposed_by": approval.requested_by,
         "agent": approval.agent,

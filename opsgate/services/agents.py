@@ -69,6 +69,10 @@ class Agent:
     def may_see(self, namespace: str) -> bool:
         return ANY in self.rule.namespaces or namespace in self.rule.namespaces
 
+    def visible_namespaces(self) -> frozenset[str] | None:
+        """What :meth:`may_see` allows, for a query's WHERE; None: every namespace."""
+        return None if ANY in self.rule.namespaces else frozenset(self.rule.namespaces)
+
     def may_propose_kind(self, kind: OperationKind) -> bool:
         return ANY in self.rule.operations or kind.value in self.rule.operations
 

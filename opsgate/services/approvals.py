@@ -157,6 +157,10 @@ _HELD = "opsgate_approvals_held"
 _APPROVALS = Approval.metadata.tables[Approval.__tablename__]
 
 NOT_HERE = "This button does not belong here."
+# Why a signature stopped counting when the plan it was made without (or an earlier reading of
+# it) was replaced: the signer taps again, over the plan the card shows now.
+SIGNED_BEFORE_PLAN = "signed before the plan shown now"
+SIGNED_OTHER = "signed a different operation"
 DUPLICATE = "This card is a duplicate; use the incident's card."
 
 
@@ -288,6 +292,48 @@ class ApprovalService:
     async def refuse(self, session: AsyncSession, approval: Approval, note: str) -> bool:
         """Close a pending approval whose plan the cluster refused: there is nothing to sign."""
         return await self._close(session, approval, CANCELLED, note)
+
+    async def bind_plan(self, session: AsyncSession, approval: Approval) -> list[str]:
+        """Make the approval's digest cover its stored plan's target facts; the signers whose
+        signature was over another digest (made before the plan was read, or over an earlier
+        reading whose targets differ) no longer count and are returned, by name.
+
+        The caller holds the approval's row lock, as a tap does, so no signature slips in
+        between. An approval from before digests existed keeps none.
+        """
+        before = approval.operation_digest
+        digest = operation_digest(Operation.from_dict(approval.operation), approval.plan)
+        if before is None or digest == before:
+            return []
+        approval.operation_digest = digest
+        signatures = await session.scalars(
+            select(Signature)
+            .where(Signature.approval_id == approval.id, Signature.decision == "approve")
+            .order_by(Signature.created_at, Signature.id)
+        )
+        lapsed = []
+        for sig in signatures:
+            if sig.operation_digest != digest:
+                sig.lapsed = SIGNED_BEFORE_PLAN
+                lapsed.append(Tapper(sig.user_id, sig.username).display)
+        if lapsed:
+            timeline.record(
+                session,
+                approval.incident_id,
+                "signature_lapsed",
+                f"no longer counted ({SIGNED_BEFORE_PLAN}): {', '.join(lapsed)}",
+                status="warning",
+            )
+        audit_chain.record(
+            session,
+            AuditKind.PLAN_BOUND,
+            approval_id=approval.id,
+            incident_id=approval.incident_id,
+            operation_digest=digest,
+            previous_digest=before,
+            no_longer_counted=lapsed,
+        )
+        return lapsed
 
     async def supersede(self, session: AsyncSession, approval: Approval, note: str) -> bool:
         """Close a pending approval that a changed proposal replaces: its signatures were
@@ -465,14 +511,19 @@ class ApprovalService:
                 "You requested this action; someone else has to approve it.", True, False
             )
         signatures = await _signatures(session, card)
-        if any(sig.user_id == tapper.user_id for sig in signatures):
+        mine = next((sig for sig in signatures if sig.user_id == tapper.user_id), None)
+        if mine is not None and mine.operation_digest == approval.operation_digest:
             count, _ = _count(card)
             return TapOutcome(
                 f"You already approved this ({count}/{approval.required_approvals}).", True, False
             )
-        signature = _signature(approval, tapper, "approve")
-        session.add(signature)
-        signatures.append(signature)
+        if mine is not None:
+            # Signed before the plan the card shows now: this tap is over the current one.
+            _resign(mine, approval)
+        else:
+            signature = _signature(approval, tapper, "approve")
+            session.add(signature)
+            signatures.append(signature)
         lapsed_before = _lapsed_names(signatures)
         count, lapsed = _count(card)
         timeline.record(
@@ -759,6 +810,13 @@ def _signature(approval: Approval, tapper: Tapper, decision: str) -> Signature:
     )
 
 
+def _resign(signature: Signature, approval: Approval) -> None:
+    """One signature per signer and approval: a new tap replaces one over an older digest."""
+    signature.operation_digest = approval.operation_digest
+    signature.created_at = utcnow()
+    signature.lapsed = None
+
+
 def _is_requester(approval: Approval, tapper: Tapper) -> bool:
     if approval.requester_user_id is not None and approval.requester_user_id == tapper.user_id:
         return True
@@ -797,7 +855,8 @@ def _count(card: _Card) -> tuple[int, list[str]]:
             continue
         reason: str | None
         if sig.operation_digest != approval.operation_digest:
-            reason = "signed a different operation"
+            # The reason given when the plan was bound says more than this one.
+            reason = sig.lapsed if sig.lapsed == SIGNED_BEFORE_PLAN else SIGNED_OTHER
         else:
             if sig.user_id not in card.lapses:
                 card.lapses[sig.user_id] = lapse_reason(

@@ -42,6 +42,8 @@ PAGE = 500
 class AuditKind(StrEnum):
     PROPOSED = "proposed"
     SIGNED = "signed"
+    # The plan was read: the approval's digest now covers its target facts too.
+    PLAN_BOUND = "plan_bound"
     TAP_REFUSED = "tap_refused"
     APPROVED = "approved"
     REJECTED = "rejected"

@@ -514,11 +514,14 @@ async def _changed_since_signed(
 ) -> str | None:
     """Why the stored operation is not the one its approvers signed, or None when it is.
 
-    Approvals from before digests existed carry none, and neither do their signatures.
+    The digest covers the stored plan's target facts once the plan was read; one over the
+    operation alone is an approval decided before its plan came, or from before digests
+    covered plans. Approvals from before digests existed carry none, and neither do their
+    signatures.
     """
     if approval.operation_digest is None:
         return None
-    if operation_digest(op) != approval.operation_digest:
+    if approval.operation_digest not in (operation_digest(op, approval.plan), operation_digest(op)):
         return "refused: the stored operation no longer matches the approved digest"
     signed = await session.scalars(
         select(Signature.operation_digest).where(

@@ -21,7 +21,6 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from opsgate.services import timeline
-from opsgate.services.action_digest import operation_digest
 from opsgate.services.alertmanager import ACTION_ANNOTATION, RISK_ANNOTATION, AmAlert, AmPayload
 from opsgate.services.approvals import (
     APPROVED,
@@ -35,7 +34,7 @@ from opsgate.services.ids import new_incident_id
 from opsgate.services.job_kinds import EXTRACT_PLAYBOOK, SYNC_CARD, IncidentJob
 from opsgate.services.jobs import enqueue, enqueued_together
 from opsgate.services.learning import AUTO_REQUESTER, record_in, signature
-from opsgate.services.operations import OperationRefused, parse_operation
+from opsgate.services.operations import Operation, OperationRefused, parse_operation
 from opsgate.services.playbooks import REQUESTER_PREFIX as PLAYBOOK_REQUESTER
 from opsgate.services.playbooks import PlaybookService
 from opsgate.services.policy import AutoApproveRule
@@ -150,8 +149,10 @@ class ProposalResult:
     incident_id: str
     # The pending approval this one replaced (the same proposer changed the operation).
     superseded: str | None = None
-    # The same proposer sent the same operation again: nothing new was stored.
+    # The same proposer sent the same operation again: no new approval, the signatures stand.
     unchanged: bool = False
+    # ... with another rationale or evidence, which replaced the pending approval's.
+    evidence_updated: bool = False
 
 
 class IncidentService:
@@ -587,8 +588,15 @@ class IncidentService:
                     op = parse_operation(
                         request.proposal.action, default_namespace=incident.namespace or "default"
                     )
-                    if operation_digest(op) == pending.operation_digest:
-                        return ProposalResult(pending, incident.id, unchanged=True)
+                    if op == Operation.from_dict(pending.operation):
+                        # The same operation: its signatures stand (they are over the operation
+                        # and its plan, not the reasons), the reasons are the latest ones.
+                        updated = _update_reasons(session, pending, request.proposal)
+                        if updated:
+                            await enqueue(session, SYNC_CARD, IncidentJob(incident_id=incident.id))
+                        return ProposalResult(
+                            pending, incident.id, unchanged=True, evidence_updated=updated
+                        )
                     # A changed proposal is a new approval: no signature carries over.
                     await self._approvals.supersede(
                         session, pending, f"replaced by a changed proposal: {op.describe()}"
@@ -708,6 +716,24 @@ def _link_refire(session: AsyncSession, previous: Incident, incident: Incident) 
         actor="alertmanager",
         status="warning",
     )
+
+
+def _update_reasons(session: AsyncSession, approval: Approval, proposal: Proposal) -> bool:
+    """The proposal's rationale and evidence on the pending approval; whether they changed."""
+    evidence = proposal.evidence or {}
+    if (approval.description, approval.evidence) == (proposal.description, evidence):
+        return False
+    approval.description = proposal.description
+    approval.evidence = evidence
+    timeline.record(
+        session,
+        approval.incident_id,
+        "evidence_updated",
+        f"{proposal.requested_by} sent new evidence for the same operation; "
+        "the signatures made so far still count",
+        actor=proposal.requested_by,
+    )
+    return True
 
 
 def _same_proposer(approval: Approval, proposal: Proposal) -> bool:

@@ -7,12 +7,13 @@ LIKE over every row.
 from __future__ import annotations
 
 import re
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
 import structlog
-from sqlalchemy import select, text, update
+from sqlalchemy import bindparam, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from opsgate.services.execution import approver_names, load_execution
@@ -79,37 +80,52 @@ class KnowledgeService:
         log.info("knowledge_written", approval_id=approval.id, incident_id=incident.id)
 
     async def search(
-        self, words: str, limit: int = SEARCH_LIMIT, *, count_reference: bool = True
+        self,
+        words: str,
+        limit: int = SEARCH_LIMIT,
+        *,
+        count_reference: bool = True,
+        namespaces: Collection[str] | None = None,
     ) -> list[SearchHit]:
         """The best matches that are not archived; each one returned counts as referenced
-        (unless ``count_reference`` is off: an agent's read tools change nothing)."""
+        (unless ``count_reference`` is off: an agent's read tools change nothing). With
+        ``namespaces``, only cases of incidents in them (none given: "default")."""
         terms = _WORD.findall(words)[:12]
         if not terms:
             return []
-        async with self._db.transaction() as session:
+        params: dict[str, Any] = {"n": limit}
+        scope = ""
+        if namespaces is not None:
+            scope = (
+                " AND k.incident_id IN (SELECT i.id FROM incidents i "
+                "WHERE coalesce(nullif(i.namespace, ''), 'default') IN :ns)"
+            )
+            params["ns"] = sorted(namespaces)
+        # Counting is a write; without it a search takes no write lock.
+        opened = self._db.transaction() if count_reference else self._db.read()
+        async with opened as session:
             if self._db.is_sqlite:
-                rows = await session.execute(
-                    text(
-                        "SELECT k.id, k.incident_id, k.title, k.status, "
-                        "snippet(knowledge_fts, 1, '', '', ' … ', 16) AS snippet "
-                        "FROM knowledge_fts JOIN knowledge_entries k ON k.id = knowledge_fts.rowid "
-                        "WHERE knowledge_fts MATCH :q AND k.status != 'archived' "
-                        "ORDER BY bm25(knowledge_fts) LIMIT :n"
-                    ),
-                    {"q": " ".join(f'"{t}"' for t in terms), "n": limit},
+                query = text(
+                    "SELECT k.id, k.incident_id, k.title, k.status, "
+                    "snippet(knowledge_fts, 1, '', '', ' … ', 16) AS snippet "
+                    "FROM knowledge_fts JOIN knowledge_entries k ON k.id = knowledge_fts.rowid "
+                    f"WHERE knowledge_fts MATCH :q AND k.status != 'archived'{scope} "
+                    "ORDER BY bm25(knowledge_fts) LIMIT :n"
                 )
+                params["q"] = " ".join(f'"{t}"' for t in terms)
             else:
-                rows = await session.execute(
-                    text(
-                        "SELECT k.id, k.incident_id, k.title, k.status, "
-                        "ts_headline('english', k.content, q, 'MaxWords=24, MinWords=8, "
-                        'StartSel="", StopSel=""\') AS snippet '
-                        f"FROM knowledge_entries k, plainto_tsquery('english', :q) q "
-                        f"WHERE {PG_DOCUMENT} @@ q AND k.status != 'archived' "
-                        f"ORDER BY ts_rank({PG_DOCUMENT}, q) DESC LIMIT :n"
-                    ),
-                    {"q": " ".join(terms), "n": limit},
+                query = text(
+                    "SELECT k.id, k.incident_id, k.title, k.status, "
+                    "ts_headline('english', k.content, q, 'MaxWords=24, MinWords=8, "
+                    'StartSel="", StopSel=""\') AS snippet '
+                    f"FROM knowledge_entries k, plainto_tsquery('english', :q) q "
+                    f"WHERE {PG_DOCUMENT} @@ q AND k.status != 'archived'{scope} "
+                    f"ORDER BY ts_rank({PG_DOCUMENT}, q) DESC LIMIT :n"
                 )
+                params["q"] = " ".join(terms)
+            if namespaces is not None:
+                query = query.bindparams(bindparam("ns", expanding=True))
+            rows = await session.execute(query, params)
             hits = [
                 SearchHit(r.id, r.incident_id, r.title, _lines(r.snippet), r.status) for r in rows
             ]

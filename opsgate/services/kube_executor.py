@@ -215,6 +215,7 @@ class KubeExecutor:
             "to_image": _images(target.template),
             "same_template": _digest(_unstamped(live)) == _digest(_unstamped(target.template)),
             "template": _digest(live),
+            "to_template": _digest(target.template),
         }
 
     async def _survey_delete_pod(self, op: Operation, dry_run: bool) -> dict[str, Any]:

@@ -302,6 +302,30 @@ SPECS: dict[OperationKind, OperationSpec] = {
     )
 }
 
+# What a signature is over, per kind, beyond the operation itself: the plan's facts that fix
+# what will be applied (services/action_digest.py). A re-read plan that differs in one of them
+# is a new thing to sign; the other facts only describe, and the check just before the real
+# call (``watched``) guards the target's state.
+SIGNED_FACTS: dict[OperationKind, tuple[str, ...]] = {
+    # The pod template whose pods are replaced.
+    OperationKind.ROLLOUT_RESTART: ("template",),
+    # The revision it goes back to, and that revision's pod template.
+    OperationKind.ROLLOUT_UNDO: ("to_revision", "to_template"),
+    # The count it goes from: the target count is the operation's own parameter.
+    OperationKind.SCALE: ("replicas",),
+    # The one pod, by its uid: a pod of the same name created since is another pod.
+    OperationKind.DELETE_POD: ("uid",),
+    # A node is named by the operation, and the flip is the whole change.
+    OperationKind.CORDON: (),
+    OperationKind.UNCORDON: (),
+}
+
+
+def signed_facts(op: Operation, facts: Facts) -> dict[str, Any]:
+    """The part of a plan's facts a signature is over (absent facts are left out)."""
+    return {key: facts[key] for key in SIGNED_FACTS[op.kind] if facts.get(key) is not None}
+
+
 DEFAULT_RISK: dict[OperationKind, Risk] = {kind: spec.default_risk for kind, spec in SPECS.items()}
 
 

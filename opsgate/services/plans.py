@@ -6,12 +6,18 @@ A plan the cluster refuses (no such target, a dry run rejected) closes the appro
 nobody is asked to approve what cannot run. A plan the cluster could not give (a timeout, a
 503) is stored as unavailable and read again, a bounded number of times, while the approval
 is pending: the card gets its plan, or loses Approve, once the cluster answers.
+
+A ready plan binds the approval: its digest then covers the plan's target facts
+(operation_specs.SIGNED_FACTS), so a signature made before the plan was read, or over an
+earlier reading whose targets differ, no longer counts; its signer taps again over the plan
+the card shows. A job run again for a pending approval reads the plan again.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from datetime import timedelta
+from typing import Any
 
 import structlog
 
@@ -47,26 +53,35 @@ class PlanService:
         approval_id = job.payload.approval_id
         async with self._db.transaction() as session:
             approval = await session.get(Approval, approval_id)
-            # Approved already (auto-approve) or closed: its plan would describe nothing.
+            # Approved already (auto-approve, or a quorum met before the plan came) or closed:
+            # its plan would describe nothing.
             if approval is None or approval.status != PENDING:
                 return
             stored = Plan.from_dict(approval.plan) if approval.plan is not None else None
-            if stored is not None and stored.state is not PlanState.UNAVAILABLE:
-                return
             structlog.contextvars.bind_contextvars(incident_id=approval.incident_id)
             op = Operation.from_dict(approval.operation)
         plan = await read_plan(self._cluster, op, dry_run=True)
-        reads = stored.reads + 1 if stored is not None else 1
+        unavailable_before = stored is not None and stored.state is PlanState.UNAVAILABLE
+        reads = stored.reads + 1 if stored is not None and unavailable_before else 1
         plan = dataclasses.replace(plan, reads=reads)
         async with job.lease.transaction() as session:
             approval = await session.get(Approval, approval_id, with_for_update=True)
             if approval is None or approval.status != PENDING:
                 return
+            if plan.state is PlanState.UNAVAILABLE and _ready(approval.plan):
+                # A cluster that cannot be asked now tells nothing new about a plan it gave.
+                return
             approval.plan = plan.to_dict()
+            lapsed = await self._approvals.bind_plan(session, approval)
             if plan.state is PlanState.REFUSED:
                 await self._approvals.refuse(session, approval, f"the plan failed: {plan.summary}")
-            # A re-read that still finds the cluster unavailable shows nothing new.
-            if stored is None or (stored.state, stored.summary) != (plan.state, plan.summary):
+            # A re-read that finds what the card shows (the cluster still unavailable, or the
+            # same plan) changes nothing on it.
+            if (
+                stored is None
+                or (stored.state, stored.summary) != (plan.state, plan.summary)
+                or lapsed
+            ):
                 await enqueue(session, SYNC_CARD, IncidentJob(incident_id=approval.incident_id))
         log.info(
             "plan_read",
@@ -74,8 +89,13 @@ class PlanService:
             state=plan.state.value,
             plan=plan.summary,
             reads=reads,
+            no_longer_counted=lapsed,
         )
         if plan.state is PlanState.UNAVAILABLE and reads < self._reads:
             # The same job again, so a restart in between loses no read; the execution reads
             # the plan itself should the approval be decided before the cluster answers.
             raise RetryJob(utcnow() + self._retry, f"plan unavailable: {plan.summary}")
+
+
+def _ready(stored: dict[str, Any] | None) -> bool:
+    return stored is not None and stored.get("state") == PlanState.READY.value

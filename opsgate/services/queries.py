@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -22,6 +23,10 @@ from opsgate.services.storage.models import (
 )
 
 AUDIT_RECENT = 10
+
+
+# An incident's namespace as ``incident.namespace or "default"`` reads it, in SQL.
+INCIDENT_NAMESPACE = func.coalesce(func.nullif(Incident.namespace, ""), "default")
 
 
 @dataclass(frozen=True)
@@ -106,17 +111,21 @@ class IncidentQueries:
             ).first()
         return None if row is None else (str(row[0]), dict(row[1] or {}))
 
-    async def open_incidents(self, offset: int, limit: int) -> IncidentPage:
-        """Firing incidents, newest first, with the state of their latest approval."""
+    async def open_incidents(
+        self, offset: int, limit: int, *, namespaces: Collection[str] | None = None
+    ) -> IncidentPage:
+        """Firing incidents, newest first, with the state of their latest approval; only
+        those in ``namespaces`` when given (an incident without one is in "default")."""
+        firing = [Incident.status == "firing"]
+        if namespaces is not None:
+            firing.append(INCIDENT_NAMESPACE.in_(sorted(namespaces)))
         async with self._db.transaction() as session:
-            total = await session.scalar(
-                select(func.count()).select_from(Incident).where(Incident.status == "firing")
-            )
+            total = await session.scalar(select(func.count()).select_from(Incident).where(*firing))
             offset = max(0, min(offset, max(int(total or 0) - 1, 0)))
             incidents = list(
                 await session.scalars(
                     select(Incident)
-                    .where(Incident.status == "firing")
+                    .where(*firing)
                     .order_by(Incident.created_at.desc(), Incident.id)
                     .offset(offset)
                     .limit(limit)

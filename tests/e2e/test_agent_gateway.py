@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -12,9 +13,12 @@ import httpx2
 import pytest
 from mcp.client.client import Client
 from mcp.client.streamable_http import streamable_http_client
+from sqlalchemy import func, select
 
 from opsgate.services.policy import Policy, PolicyDocument
-from tests.builders import ALICE, BOB, policy_document
+from opsgate.services.storage.db import Database
+from opsgate.services.storage.models import AuditHead, Base, KnowledgeEntry
+from tests.builders import ALICE, BOB, alert, am_payload, policy_document
 from tests.e2e.rig import CHAT_ID, Rig
 from tests.e2e.test_approval_loop import approve_data
 
@@ -154,6 +158,11 @@ async def test_mcp_refuses_out_of_scope_before_any_card(agent_rig: Rig) -> None:
             ({"action": "kubectl rollout undo deployment/checkout"}, "may not propose"),
             ({"action": "kubectl rollout restart deployment/x -n payments"}, "namespace payments"),
             ({"action": "kubectl exec checkout -- sh"}, "action refused"),
+            # Within its kinds and namespaces, but above its max risk (medium).
+            (
+                {"action": "kubectl rollout restart deployment/checkout", "risk": "high"},
+                "may propose up to medium risk; this is high",
+            ),
         ):
             result = await client.call_tool(
                 "propose_remediation", {**arguments, "labels": LABELS, "rationale": "r"}
@@ -224,3 +233,136 @@ async def test_rest_proposal_and_long_poll(agent_rig: Rig) -> None:
     ]
     assert wait and wait[0]["schema"]["maximum"] == 60
     assert "/api/v1/agent/proposals" in openapi["paths"]
+
+
+async def until(
+    read: Callable[[], Awaitable[dict[str, Any]]],
+    done: Callable[[dict[str, Any]], bool],
+    timeout: float = 30,
+) -> dict[str, Any]:
+    """``read()`` again until ``done`` says yes."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        value = await read()
+        if done(value):
+            return value
+        assert asyncio.get_running_loop().time() < deadline, value
+        await asyncio.sleep(0.2)
+
+
+async def snapshot(rig: Rig) -> dict[str, object]:
+    """What a write would change: every table's row count, the audit chain's head, and the
+    knowledge entries' reference counts (a search that counted itself would raise them)."""
+    db = Database(rig.database_url)
+    try:
+        async with db.read() as session:
+            counts: dict[str, object] = {
+                table.name: await session.scalar(select(func.count()).select_from(table))
+                for table in Base.metadata.sorted_tables
+            }
+            head = (await session.execute(select(AuditHead.seq, AuditHead.hash))).all()
+            references = await session.scalar(select(func.sum(KnowledgeEntry.reference_count)))
+    finally:
+        await db.dispose()
+    return {**counts, "audit_head": [tuple(row) for row in head], "references": references}
+
+
+async def settled(rig: Rig, timeout: float = 30) -> dict[str, object]:
+    """A snapshot once the background work has stopped changing it."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    before = await snapshot(rig)
+    while True:
+        await asyncio.sleep(1)
+        now = await snapshot(rig)
+        if now == before:
+            return now
+        assert asyncio.get_running_loop().time() < deadline, "opsgate never went quiet"
+        before = now
+
+
+async def test_read_tools_show_the_proposal_and_change_nothing(agent_rig: Rig) -> None:
+    rig = agent_rig
+    # An incident only nosy (payments) may see, older than holmes's one in shop.
+    payments = alert("pay1", alertname="PaymentsDown", namespace="payments", action=None)
+    posted = await rig.post_alert(am_payload('{}:{alertname="PaymentsDown"}', payments))
+    assert posted.status_code == 200, posted.text
+    async with mcp_client(rig, HOLMES_TOKEN) as holmes, mcp_client(rig, NOSY_TOKEN) as nosy:
+        proposed = await call(
+            holmes,
+            "propose_remediation",
+            action="kubectl rollout restart deployment/checkout",
+            labels=LABELS,
+            rationale="pods hold stale config",
+            evidence={"findings": {"p99_ms": "930"}},
+        )
+        approval_id, incident_id = proposed["approval_id"], proposed["incident_id"]
+
+        # get_proposal: status, plan (once read), signatures, and nothing run yet.
+        shown = await until(
+            lambda: call(holmes, "get_proposal", approval_id=approval_id),
+            lambda p: p["plan"] is not None,
+        )
+        assert shown["status"] == "pending" and shown["final"] is False
+        assert shown["plan"] == {
+            "state": "ready",
+            "summary": "2 pods replaced, one rollout",
+            "warnings": [],
+        }
+        assert shown["operation"]["kind"] == "rollout_restart"
+        assert shown["operation"]["namespace"] == "shop"
+        assert shown["agent"] == "holmes" and shown["required_approvals"] == 2
+        assert shown["approvals"] == [] and shown["execution"] is None
+
+        # list_incidents: each agent sees its namespaces only, and the total counts only those.
+        mine = await call(holmes, "list_incidents")
+        assert [i["id"] for i in mine["incidents"]] == [incident_id] and mine["total"] == 1
+        assert mine["incidents"][0]["namespace"] == "shop"
+        theirs = await call(nosy, "list_incidents", limit=1)
+        assert theirs["total"] == 1 and len(theirs["incidents"]) == 1
+        assert theirs["incidents"][0]["alertname"] == "PaymentsDown"
+        assert (await nosy.call_tool("get_timeline", {"incident_id": incident_id})).is_error
+        assert (await nosy.call_tool("get_proposal", {"approval_id": approval_id})).is_error
+
+        def holmes_cards() -> list[Any]:
+            return [c for c in rig.cards() if "proposed by agent holmes" in c.plain_text]
+
+        await rig.telegram.wait_for(lambda: bool(holmes_cards()), 10)
+        card = holmes_cards()[0]
+        for user in (rig.telegram.user(ALICE, "alice"), rig.telegram.user(BOB, "bob")):
+            card = rig.telegram.message(CHAT_ID, card.message_id)
+            tapped = rig.telegram.tap(CHAT_ID, card.message_id, user, approve_data(card))
+            await rig.telegram.wait_answer(tapped)
+        done = await call(holmes, "wait_for_decision", approval_id=approval_id, timeout_seconds=30)
+        assert done["final"] and done["approvals"] == ["@alice", "@bob"]
+        assert done["execution"]["status"] == "succeeded"
+
+        # search_knowledge: the case the run left, for holmes only (it is in shop).
+        hits = await until(
+            lambda: call(holmes, "search_knowledge", query="CheckoutLatency checkout"),
+            lambda h: bool(h["hits"]),
+        )
+        assert hits["hits"][0]["incident_id"] == incident_id
+        assert "CheckoutLatency" in hits["hits"][0]["title"]
+        hidden = await call(nosy, "search_knowledge", query="CheckoutLatency checkout")
+        assert hidden["hits"] == []
+
+        timeline = await call(holmes, "get_timeline", incident_id=incident_id)
+        events = {e["kind"]: e for e in timeline["events"]}
+        assert events["approval_requested"]["actor"] == "agent:holmes"
+        assert "approved by @alice (1/2)" in [
+            e["summary"] for e in timeline["events"] if e["kind"] == "approval_signed"
+        ]
+        assert "execution_succeeded" in events and timeline["total"] == len(timeline["events"])
+
+        # Every read tool, by both agents: nothing in the database changes.
+        before = await settled(rig)
+        for client in (holmes, nosy):
+            await client.call_tool("list_operations", {})
+            await client.call_tool("get_proposal", {"approval_id": approval_id})
+            await client.call_tool(
+                "wait_for_decision", {"approval_id": approval_id, "timeout_seconds": 0.2}
+            )
+            await client.call_tool("list_incidents", {"offset": 0, "limit": 50})
+            await client.call_tool("get_timeline", {"incident_id": incident_id})
+            await client.call_tool("search_knowledge", {"query": "checkout"})
+        assert await snapshot(rig) == before

@@ -14,6 +14,7 @@ import pytest
 from sqlalchemy import select
 
 from opsgate.services import rollout_status
+from opsgate.services.action_digest import operation_digest
 from opsgate.services.agent_gateway import operation_catalogue
 from opsgate.services.agents import Agent, AgentRule
 from opsgate.services.alertmanager import AmPayload
@@ -23,6 +24,7 @@ from opsgate.services.execution import ExecutionService
 from opsgate.services.incidents import IncidentService
 from opsgate.services.job_kinds import EXECUTE, ApprovalJob, JobKind
 from opsgate.services.operation_specs import (
+    SIGNED_FACTS,
     SPECS,
     Check,
     OperationSpec,
@@ -382,3 +384,22 @@ def test_the_specs_rbac_is_what_the_manifests_grant() -> None:
         for namespace, access in grants.by_namespace.items():
             assert access == {a for a in wanted if a.namespaced}, f"{target}: Role in {namespace}"
         assert grants.cluster == {a for a in wanted if not a.namespaced}, f"{target}: ClusterRole"
+
+
+def test_every_kind_says_which_plan_facts_a_signature_is_over() -> None:
+    assert set(SIGNED_FACTS) == set(OperationKind)
+    undo = parse_operation(EXAMPLES[OperationKind.ROLLOUT_UNDO])
+    facts = {"revision": 4, "to_revision": 3, "to_template": "t3", "template": "t4"}
+    ready = Plan(PlanState.READY, "", (), facts).to_dict()
+    bound = operation_digest(undo, ready)
+    assert bound != operation_digest(undo)
+    # The revision it goes back to is signed; what is live now only described (and watched).
+    assert operation_digest(undo, {**ready, "facts": {**facts, "to_revision": 2}}) != bound
+    assert operation_digest(undo, {**ready, "facts": {**facts, "to_template": "t2"}}) != bound
+    assert operation_digest(undo, {**ready, "facts": {**facts, "revision": 5}}) == bound
+    # A plan that is not ready binds nothing.
+    unavailable = Plan(PlanState.UNAVAILABLE, "timeout", (), facts).to_dict()
+    assert operation_digest(undo, unavailable) == operation_digest(undo)
+    cordon = parse_operation(EXAMPLES[OperationKind.CORDON])
+    node = Plan(PlanState.READY, "", (), {"unschedulable": False, "pods": 3}).to_dict()
+    assert operation_digest(cordon, node) == operation_digest(cordon)
