@@ -230,7 +230,7 @@ async def test_a_signature_is_over_the_plan_it_was_made_with(
 ) -> None:
     fake, kube = executor
     approvals, incidents = services(database, quorum={"medium": 2})
-    plans = PlanService(database, kube, approvals)
+    plans = PlanService(database, kube, approvals, reads=1, retry_seconds=0.1)
     proposed = await incidents.propose_via_api(_agent(SCALE))
     approval_id = proposed.approval.id
     async with database.transaction() as session:
@@ -304,7 +304,7 @@ async def test_a_plan_edited_after_approval_is_not_run(
 ) -> None:
     fake, kube = executor
     approvals, incidents = services(database)
-    plans = PlanService(database, kube, approvals)
+    plans = PlanService(database, kube, approvals, reads=1, retry_seconds=0.1)
     proposed = await incidents.propose_via_api(_agent(SCALE))
     await _read_plan(database, plans, proposed.approval.id)
     async with database.transaction() as session:
