@@ -51,6 +51,7 @@ from opsgate.handlers.http_routes import (
     telegram_webhook_router,
 )
 from opsgate.handlers.mcp_door import LazyMcp, McpDoor
+from opsgate.handlers.openapi_doc import document
 from opsgate.handlers.response_buttons import ResponseButtons
 from opsgate.handlers.telegram_updates import ALLOWED_UPDATES, register
 from opsgate.handlers.undo_buttons import UndoButtons
@@ -505,6 +506,15 @@ def build_app(settings: Settings, *, policy: PolicySource, kube: KubeClient) -> 
         routers.append(telegram_webhook_router(path, inbox.accept))
         webhook_gate = (path, webhook_secret)
     api = create_api(*routers)
+    door = McpDoor(api, mcp, gateway)
+    gate = RequestGate(
+        door,
+        token=token,
+        telegram_webhook=webhook_gate,
+        body_routes={ALERTMANAGER_PATH: webhook},
+        agent_of=gateway.authenticate,
+    )
+    document(api, credentials=gate.credentials, door_paths=door.paths)
     return OpsGate(
         settings=settings,
         db=db,
@@ -516,12 +526,7 @@ def build_app(settings: Settings, *, policy: PolicySource, kube: KubeClient) -> 
         http=http,
         runners=tuple(runners),
         api=api,
-        http_app=RequestGate(
-            McpDoor(api, mcp, gateway),
-            token=token,
-            telegram_webhook=webhook_gate,
-            body_routes={ALERTMANAGER_PATH: webhook},
-        ),
+        http_app=gate,
         mcp=mcp,
         webhook_secret=webhook_secret,
         reloader=reloader,

@@ -2,7 +2,8 @@
 
 ``v1:ap:<approval-id>`` / ``v1:rj:<approval-id>`` on alert cards; ``v1:wd:<approval-id>`` and
 ``v1:un:<approval-id>`` under a result; ``v1:pg:inc:<offset>`` under
-/incidents and ``v1:pg:tl:<incident-id>:<offset>`` under /timeline.
+/incidents, ``v1:pg:tl:<incident-id>:<offset>`` under /timeline and
+``v1:pg:ev:<incident-id>:<page>`` under /evidence; ``v1:ev:<incident-id>`` on an agent's card.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ REJECT = "rj"
 PAGE = "pg"
 WRONG_DIAGNOSIS = "wd"
 UNDO = "un"
+EVIDENCE = "ev"
 MAX_BYTES = 64
 MAX_OFFSET_DIGITS = 9
 
@@ -25,6 +27,8 @@ MAX_OFFSET_DIGITS = 9
 class PagedView(StrEnum):
     INCIDENTS = "inc"
     TIMELINE = "tl"
+    # Its offset is a page number: the pages are cut from the evidence as it is rendered.
+    EVIDENCE = "ev"
 
 
 @dataclass(frozen=True)
@@ -48,21 +52,33 @@ class UndoAction:
 
 
 @dataclass(frozen=True)
+class EvidenceAction:
+    """ "Evidence" on an agent's card: the agent's full evidence, as a reply to the card."""
+
+    incident_id: str
+
+
+@dataclass(frozen=True)
 class PageAction:
     view: PagedView
     offset: int
-    # The incident whose timeline is paged; empty for /incidents.
+    # The incident whose timeline or evidence is paged; empty for /incidents.
     subject: str = ""
 
 
-def encode(action: CardAction | PageAction | FeedbackAction | UndoAction) -> str:
+Action = CardAction | PageAction | FeedbackAction | UndoAction | EvidenceAction
+
+
+def encode(action: Action) -> str:
     if isinstance(action, PageAction):
-        where = f"{action.subject}:" if action.view == PagedView.TIMELINE else ""
+        where = f"{action.subject}:" if action.view != PagedView.INCIDENTS else ""
         data = f"{VERSION}:{PAGE}:{action.view}:{where}{action.offset}"
     elif isinstance(action, FeedbackAction):
         data = f"{VERSION}:{WRONG_DIAGNOSIS}:{action.approval_id}"
     elif isinstance(action, UndoAction):
         data = f"{VERSION}:{UNDO}:{action.approval_id}"
+    elif isinstance(action, EvidenceAction):
+        data = f"{VERSION}:{EVIDENCE}:{action.incident_id}"
     else:
         data = f"{VERSION}:{APPROVE if action.approve else REJECT}:{action.approval_id}"
     if len(data.encode()) > MAX_BYTES:
@@ -73,13 +89,15 @@ def encode(action: CardAction | PageAction | FeedbackAction | UndoAction) -> str
     return data
 
 
-def decode(data: str | None) -> CardAction | PageAction | FeedbackAction | UndoAction | None:
+def decode(data: str | None) -> Action | None:
     """None for anything this version did not write: old buttons, forged data."""
     if not data:
         return None
     parts = data.split(":")
     if len(parts) >= 4 and parts[:2] == [VERSION, PAGE]:
         return _page(parts[2:])
+    if len(parts) == 3 and parts[:2] == [VERSION, EVIDENCE]:
+        return EvidenceAction(parts[2]) if INCIDENT_ID.match(parts[2]) else None
     if (
         len(parts) != 3
         or parts[0] != VERSION
@@ -101,8 +119,10 @@ def _page(parts: list[str]) -> PageAction | None:
     match parts:
         case [PagedView.INCIDENTS, offset]:
             view, subject = PagedView.INCIDENTS, ""
-        case [PagedView.TIMELINE, subject, offset] if INCIDENT_ID.match(subject):
-            view = PagedView.TIMELINE
+        case [PagedView.TIMELINE | PagedView.EVIDENCE as named, subject, offset] if (
+            INCIDENT_ID.match(subject)
+        ):
+            view = PagedView(named)
         case _:
             return None
     # isdigit alone also accepts digits int() refuses, such as "²".

@@ -4,6 +4,7 @@ from telegram import InlineKeyboardButton, InlineKeyboardMarkup
 
 from opsgate.bot.callback_data import (
     CardAction,
+    EvidenceAction,
     FeedbackAction,
     PageAction,
     PagedView,
@@ -49,6 +50,23 @@ def timeline_keyboard(
         newer = PageAction(PagedView.TIMELINE, max(0, offset - page_size), incident_id)
         buttons.append(InlineKeyboardButton("Newer ➡️", callback_data=encode(newer)))
     return InlineKeyboardMarkup([buttons]) if buttons else None
+
+
+def evidence_keyboard(incident_id: str, page: int, pages: int) -> InlineKeyboardMarkup | None:
+    """Prev / Next under /evidence, by page number, only where there is somewhere to go."""
+    buttons = []
+    if page > 0:
+        previous = PageAction(PagedView.EVIDENCE, page - 1, incident_id)
+        buttons.append(InlineKeyboardButton("◀ Prev", callback_data=encode(previous)))
+    if page + 1 < pages:
+        following = PageAction(PagedView.EVIDENCE, page + 1, incident_id)
+        buttons.append(InlineKeyboardButton("Next ▶", callback_data=encode(following)))
+    return InlineKeyboardMarkup([buttons]) if buttons else None
+
+
+def evidence_button(incident_id: str) -> InlineKeyboardButton:
+    """On an agent's card: its full evidence, posted as a reply to the card."""
+    return InlineKeyboardButton("🧾 Evidence", callback_data=encode(EvidenceAction(incident_id)))
 
 
 def feedback_keyboard(approval_id: str, *, undo: bool = False) -> InlineKeyboardMarkup:

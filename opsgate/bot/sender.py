@@ -36,7 +36,12 @@ from telegram.error import (
 )
 
 from opsgate.bot.callback_answers import AnswerWindow, answer_in_window
-from opsgate.bot.keyboards import approval_keyboard, feedback_keyboard, retired_card_keyboard
+from opsgate.bot.keyboards import (
+    approval_keyboard,
+    evidence_button,
+    feedback_keyboard,
+    retired_card_keyboard,
+)
 from opsgate.bot.outbound import OutboundScheduler, Priority
 from opsgate.bot.render import card_html, duplicate_card_html, message_link, result_html
 from opsgate.bot.render_digest import digest_html
@@ -390,13 +395,15 @@ class TelegramSender:
 
 def _markup(card: CardView) -> InlineKeyboardMarkup | None:
     """Approve / Reject only while a decision is open, silence and ack while the incident
-    fires; omitting the markup removes the keyboard."""
+    fires, an agent's evidence on its cards; omitting the markup removes the keyboard."""
     rows: list[Sequence[InlineKeyboardButton]] = []
     if card.offers_buttons and card.approval_id is not None:
         rows.extend(approval_keyboard(card.approval_id).inline_keyboard)
     response = response_row(card)
     if response:
         rows.append(response)
+    if card.agent:
+        rows.append([evidence_button(card.incident_id)])
     return InlineKeyboardMarkup(rows) if rows else None
 
 

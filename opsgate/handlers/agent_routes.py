@@ -68,4 +68,37 @@ def agent_router(gateway: AgentGateway) -> APIRouter:
         except NotVisible as exc:
             raise HTTPException(404, str(exc)) from None
 
+    @router.get("/incidents")
+    async def incidents(
+        caller: Agent = caller_dependency,
+        offset: Annotated[int, Query(ge=0)] = 0,
+        limit: Annotated[int, Query(ge=1, le=50)] = 20,
+    ) -> dict[str, Any]:
+        """Firing incidents in the agent's namespaces, newest first (MCP ``list_incidents``)."""
+        return await gateway.incidents(caller, offset, limit)
+
+    @router.get("/incidents/{incident_id}/timeline")
+    async def timeline(
+        incident_id: str,
+        caller: Agent = caller_dependency,
+        offset: Annotated[int, Query(ge=0)] = 0,
+        limit: Annotated[int, Query(ge=1, le=100)] = 30,
+    ) -> dict[str, Any]:
+        """An incident's events, newest first (MCP ``get_timeline``); 404 outside the
+        agent's namespaces."""
+        try:
+            return await gateway.timeline(caller, incident_id, offset, limit)
+        except NotVisible as exc:
+            raise HTTPException(404, str(exc)) from None
+
+    @router.get("/knowledge")
+    async def knowledge(
+        q: Annotated[str, Query(min_length=1, max_length=500, description="The words.")],
+        caller: Agent = caller_dependency,
+        limit: Annotated[int, Query(ge=1, le=20)] = 5,
+    ) -> dict[str, Any]:
+        """Past incident cases that match the words, best first, of the agent's namespaces
+        only (MCP ``search_knowledge``)."""
+        return {"hits": await gateway.search(caller, q, limit)}
+
     return router

@@ -6,11 +6,18 @@ from typing import TypeVar
 
 from telegram import CallbackQuery, Message
 
-from opsgate.bot.callback_data import CardAction, FeedbackAction, PageAction, UndoAction, decode
+from opsgate.bot.callback_data import (
+    CardAction,
+    EvidenceAction,
+    FeedbackAction,
+    PageAction,
+    UndoAction,
+    decode,
+)
 from opsgate.bot.sender import TelegramSender
 from opsgate.services.chat import MessageRef
 
-A = TypeVar("A", CardAction, PageAction, FeedbackAction, UndoAction)
+A = TypeVar("A", CardAction, PageAction, FeedbackAction, UndoAction, EvidenceAction)
 STALE = "This button is not valid any more."
 
 

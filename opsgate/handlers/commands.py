@@ -9,8 +9,8 @@ import structlog
 from telegram import InlineKeyboardMarkup, Message, Update, User
 from telegram.ext import ContextTypes
 
-from opsgate.bot.callback_data import PageAction, PagedView
-from opsgate.bot.keyboards import incidents_keyboard, timeline_keyboard
+from opsgate.bot.callback_data import EvidenceAction, PageAction, PagedView
+from opsgate.bot.keyboards import evidence_keyboard, incidents_keyboard, timeline_keyboard
 from opsgate.bot.render import e
 from opsgate.bot.render_commands import (
     INCIDENTS_PAGE_SIZE,
@@ -26,9 +26,14 @@ from opsgate.bot.render_commands import (
     timeline_page,
     whoami_html,
 )
-from opsgate.bot.render_evidence import evidence_html
+from opsgate.bot.render_evidence import evidence_pages
 from opsgate.bot.sender import TelegramSender
-from opsgate.handlers.callback_actions import STALE, expect, offers_tapped_button
+from opsgate.handlers.callback_actions import (
+    STALE,
+    expect,
+    offers_tapped_button,
+    tapped_message,
+)
 from opsgate.services.approvals import NOT_HERE
 from opsgate.services.cards import CardPublisher
 from opsgate.services.chat import ChatError
@@ -130,9 +135,19 @@ class ChatCommands:
         markup = timeline_keyboard(incident_id, page.offset, TIMELINE_PAGE_SIZE, page.total)
         return timeline_page(page), markup
 
+    async def _evidence(self, incident_id: str, page: int) -> Answer | None:
+        """One page of the latest agent proposal's evidence; a page past the end (the
+        evidence was replaced meanwhile) shows the last."""
+        found = await self.queries.agent_evidence(incident_id)
+        if found is None:
+            return None
+        pages = evidence_pages(incident_id, *found)
+        page = max(0, min(page, len(pages) - 1))
+        return pages[page], evidence_keyboard(incident_id, page, len(pages))
+
     async def on_page(self, update: Update, _context: ContextTypes.DEFAULT_TYPE) -> None:
-        """Prev / Next under /incidents, Older / Newer under /timeline: the same message is
-        edited, nothing new is posted."""
+        """Prev / Next under /incidents and /evidence, Older / Newer under /timeline: the
+        same message is edited, nothing new is posted."""
         arrived = time.monotonic()
         query = update.callback_query
         if query is None or query.message is None:
@@ -153,6 +168,8 @@ class ChatCommands:
                 shown: Answer | None = await self._incidents(action.offset)
             case PagedView.TIMELINE:
                 shown = await self._timeline(action.subject, action.offset)
+            case PagedView.EVIDENCE:
+                shown = await self._evidence(action.subject, action.offset)
         if shown is None:
             await self.sender.answer_callback(query.id, STALE, alert=True, arrived=arrived)
             return
@@ -265,11 +282,42 @@ class ChatCommands:
         if not INCIDENT_ID.match(incident_id):
             await self._answer(asked[0], EVIDENCE_USAGE)
             return
-        found = await self.queries.agent_evidence(incident_id)
-        if found is None:
+        shown = await self._evidence(incident_id, 0)
+        if shown is None:
             await self._answer(asked[0], f"No agent proposed anything for {e(incident_id)}.")
             return
-        await self._answer(asked[0], evidence_html(incident_id, *found))
+        await self._answer(asked[0], *shown)
+
+    async def on_evidence_tap(self, update: Update, _context: ContextTypes.DEFAULT_TYPE) -> None:
+        """ "Evidence" on an agent's card: the first page, posted as a reply to the card (the
+        card itself stays as it is); its page buttons then edit that reply."""
+        arrived = time.monotonic()
+        query = update.callback_query
+        if query is None:
+            return
+        action = await expect(self.sender, query, EvidenceAction, arrived=arrived)
+        if action is None:
+            return
+        card = tapped_message(query)
+        if card is None or not offers_tapped_button(query):
+            await self.sender.answer_callback(query.id, NOT_HERE, alert=True, arrived=arrived)
+            return
+        if not self.policy.current().is_member(query.from_user.id):
+            await self.sender.answer_callback(query.id, NOT_MEMBER, alert=True, arrived=arrived)
+            return
+        with structlog.contextvars.bound_contextvars(incident_id=action.incident_id):
+            shown = await self._evidence(action.incident_id, 0)
+            if shown is None:
+                await self.sender.answer_callback(query.id, STALE, alert=True, arrived=arrived)
+                return
+            await self.sender.answer_callback(query.id, "", alert=False, arrived=arrived)
+            await self.sender.send_html(
+                card.chat_id,
+                shown[0],
+                thread_id=card.thread_id,
+                reply_to=card.message_id,
+                markup=shown[1],
+            )
 
     async def on_playbooks(self, update: Update, _context: ContextTypes.DEFAULT_TYPE) -> None:
         asked = await self._member(update)

@@ -9,12 +9,14 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from typing import Any
 
 import structlog
 
+from opsgate.services.agents import Agent
 from opsgate.services.input_bounds import printable
 
 log = structlog.get_logger(__name__)
@@ -31,6 +33,14 @@ MAX_BODY_BYTES = 4 * 1024 * 1024
 PROTECTED_PREFIXES = ("/webhook/alertmanager", "/api/")
 # Under /api/ but for AI agents, whose own tokens the routes check (handlers/agent_routes.py).
 AGENT_PREFIX = "/api/v1/agent/"
+# GET routes under /api/ that an agent's own token may read as well as the API token; the
+# route answers the agent only within its scope (it finds the agent under AGENT_SCOPE_KEY).
+AGENT_READABLE = re.compile(r"/api/v1/approvals/[^/]+")
+AGENT_SCOPE_KEY = "opsgate.agent"
+# The OpenAPI security schemes: which credential a route takes (see ``credentials``).
+API_TOKEN = "apiToken"
+AGENT_TOKEN = "agentToken"
+TELEGRAM_SECRET = "telegramSecret"
 # The header Telegram sends with each webhook update, carrying setWebhook's secret_token.
 TELEGRAM_SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
 
@@ -57,6 +67,7 @@ class RequestGate:
         max_body: int = MAX_BODY_BYTES,
         telegram_webhook: tuple[str, str] | None = None,
         body_routes: Mapping[str, BodyRoute] | None = None,
+        agent_of: Callable[[str], Agent | None] | None = None,
     ) -> None:
         """``telegram_webhook``: (path, secret) of the Telegram webhook, whose secret header is
         checked here, before its body is read, as the bearer token is for the other routes.
@@ -65,13 +76,42 @@ class RequestGate:
         ``app``. For the Alertmanager webhook, the hottest route by far: a re-send that
         changes nothing costs little more than its HTTP parsing, and the framework's layers
         (routing, middlewares, request and response objects) would be a good part of it.
+
+        ``agent_of``: the agent an ``Authorization`` header names, if any; with it an agent
+        token may also read the ``AGENT_READABLE`` routes.
         """
         self._app = app
+        self._agent_of = agent_of
         self._body_routes = dict(body_routes or {})
         self._telegram_webhook = telegram_webhook
         self._token = token
         self._protected = protected
         self._max_body = max_body
+
+    @property
+    def body_paths(self) -> tuple[str, ...]:
+        """The POST paths answered here rather than by the app."""
+        return tuple(self._body_routes)
+
+    def credentials(self, method: str, path: str) -> tuple[str, ...]:
+        """The security schemes a request to ``path`` may authenticate with (any one of
+        them), as the checks below apply them: what the OpenAPI document declares."""
+        if self._telegram_webhook is not None and path == self._telegram_webhook[0]:
+            return (TELEGRAM_SECRET,)
+        if path.startswith(AGENT_PREFIX):
+            return (AGENT_TOKEN,)
+        if path.startswith(self._protected):
+            if self._agent_readable(method, path):
+                return (API_TOKEN, AGENT_TOKEN)
+            return (API_TOKEN,)
+        return ()
+
+    def _agent_readable(self, method: str, path: str) -> bool:
+        return (
+            self._agent_of is not None
+            and method == "GET"
+            and AGENT_READABLE.fullmatch(path) is not None
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -101,7 +141,14 @@ class RequestGate:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         path = str(scope.get("path", ""))
         if path.startswith(self._protected) and not path.startswith(AGENT_PREFIX):
-            problem = bearer_problem(self._token, headers.get("authorization", ""))
+            authorization = headers.get("authorization", "")
+            problem = bearer_problem(self._token, authorization)
+            if problem is not None and self._agent_readable(str(scope.get("method")), path):
+                assert self._agent_of is not None
+                agent = self._agent_of(authorization)
+                if agent is not None:
+                    scope[AGENT_SCOPE_KEY] = agent
+                    problem = None
             if problem is not None:
                 status, reason = problem
                 extra = {"WWW-Authenticate": "Bearer"} if status == 401 else {}

@@ -21,8 +21,9 @@ from pydantic import (
     model_validator,
 )
 
-from opsgate.handlers.http_guards import BodyRoute
+from opsgate.handlers.http_guards import AGENT_SCOPE_KEY, BodyRoute
 from opsgate.services.agent_gateway import MAX_WAIT_SECONDS, AgentGateway, NotVisible
+from opsgate.services.agents import Agent
 from opsgate.services.alertmanager import AmPayload
 from opsgate.services.approvals import Proposal
 from opsgate.services.incidents import (
@@ -185,6 +186,7 @@ def ingest_router(
     @router.get("/api/v1/approvals/{approval_id}")
     async def show(
         approval_id: str,
+        request: Request,
         wait: float = Query(
             default=0,
             ge=0,
@@ -192,9 +194,15 @@ def ingest_router(
             description="Seconds to wait for the decision (and, if approved, the result).",
         ),
     ) -> ApprovalState:
-        """The approval; with ``wait``, answered once it is final or the wait ran out."""
+        """The approval; with ``wait``, answered once it is final or the wait ran out.
+
+        With the API token, any approval; with an agent's token, only one within the agent's
+        scope (404 otherwise), as ``/api/v1/agent/proposals/{id}`` answers it."""
+        # Set by RequestGate when an agent's token, not the API token, let the request in.
+        agent = request.scope.get(AGENT_SCOPE_KEY)
+        assert agent is None or isinstance(agent, Agent)
         try:
-            shown = await gateway.wait(None, approval_id, wait)
+            shown = await gateway.wait(agent, approval_id, wait)
         except NotVisible:
             raise HTTPException(404, f"approval {approval_id} does not exist") from None
         execution = shown["execution"] or {}

@@ -23,6 +23,9 @@ from opsgate.services.agent_gateway import AgentGateway
 log = structlog.get_logger(__name__)
 
 MCP_PATH = "/mcp"
+# What the SDK's streamable HTTP transport answers there, stateless: POST a JSON-RPC message;
+# GET the stream of server-initiated messages (opsgate sends none).
+MCP_METHODS = ("POST", "GET")
 # Imported by name, so that neither this module nor the app factory imports the SDK.
 MCP_SERVER_MODULE = "opsgate.handlers.mcp_server"
 
@@ -119,6 +122,11 @@ class McpDoor:
         self._app = app
         self._mcp = mcp
         self._gateway = gateway
+
+    @property
+    def paths(self) -> dict[str, tuple[str, ...]]:
+        """What this door answers itself (path: methods), outside the app behind it."""
+        return {MCP_PATH: MCP_METHODS}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = str(scope.get("path", ""))

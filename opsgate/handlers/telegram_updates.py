@@ -14,7 +14,7 @@ from telegram.ext import (
     filters,
 )
 
-from opsgate.bot.callback_data import PAGE, UNDO, VERSION, WRONG_DIAGNOSIS
+from opsgate.bot.callback_data import EVIDENCE, PAGE, UNDO, VERSION, WRONG_DIAGNOSIS
 from opsgate.bot.response_data import CODES as RESPONSE_CODES
 from opsgate.handlers.card_buttons import CardButtons
 from opsgate.handlers.chat_members import ChatMembers
@@ -38,6 +38,9 @@ def register(
     undo: UndoButtons | None = None,
 ) -> None:
     application.add_handler(CallbackQueryHandler(commands.on_page, pattern=f"^{VERSION}:{PAGE}:"))
+    application.add_handler(
+        CallbackQueryHandler(commands.on_evidence_tap, pattern=f"^{VERSION}:{EVIDENCE}:")
+    )
     application.add_handler(
         CallbackQueryHandler(feedback.on_tap, pattern=f"^{VERSION}:{WRONG_DIAGNOSIS}:")
     )
