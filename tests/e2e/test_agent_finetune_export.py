@@ -15,6 +15,8 @@ from jsonschema import Draft202012Validator
 
 from opsgate.cli import main
 from opsgate.services.finetune_export import SCHEMA_FILE
+from opsgate.services.storage.db import Database
+from opsgate.services.storage.models import Approval
 from tests.builders import ALICE, BOB
 from tests.e2e.rig import CHAT_ID, Rig
 from tests.e2e.test_agent_gateway import HOLMES_TOKEN, LABELS
@@ -47,6 +49,16 @@ async def propose(rig: Rig, alertname: str, rationale: str) -> dict[str, Any]:
     assert made.status_code == 201, made.text
     body: dict[str, Any] = made.json()
     return body
+
+
+async def signed_digest(rig: Rig, proposal: dict[str, Any]) -> str | None:
+    db = Database(rig.database_url)
+    try:
+        async with db.read() as session:
+            approval = await session.get(Approval, proposal["approval_id"])
+            return approval.operation_digest if approval is not None else None
+    finally:
+        await db.dispose()
 
 
 def reject_data(message: object) -> str:
@@ -95,7 +107,9 @@ async def test_the_export_has_the_agents_evidence_name_and_the_human_decision(
     good = records[approved["approval_id"]]
     assert good["proposal"]["agent"] == "holmes"
     assert good["proposal"]["requested_by"] == "agent:holmes"
-    assert good["proposal"]["operation_digest"] == approved["operation_digest"]
+    # The digest the approvers signed: over the operation and its plan, read after proposing.
+    assert good["proposal"]["operation_digest"] == await signed_digest(rig, approved)
+    assert good["proposal"]["operation_digest"] != approved["operation_digest"]
     assert good["evidence"] == {
         "rationale": "stale config after a reload",
         **EVIDENCE,
