@@ -504,7 +504,13 @@ class ApprovalService:
             await self._close(
                 session, approval, REJECTED, f"rejected by {tapper.display}", actor=tapper
             )
-            session.add(_signature(approval, tapper, "reject"))
+            # One decision per person and approval: an approver who changed their mind now
+            # rejects, and their approval is not kept beside it.
+            own = [sig for sig in await _signatures(session, card) if sig.user_id == tapper.user_id]
+            if own:
+                own[0].decision = "reject"
+            else:
+                session.add(_signature(approval, tapper, "reject"))
             return TapOutcome("Rejected. Nothing will run.", False, True)
         if _is_requester(approval, tapper):
             return TapOutcome(

@@ -211,6 +211,28 @@ async def test_reject_closes_the_card(rig: Rig) -> None:
     assert real_writes(rig) == []
 
 
+async def test_an_approver_who_changes_their_mind_rejects(rig_factory: Rig) -> None:
+    rig_factory.policy = policy({"medium": 2})
+    await rig_factory.start()
+    rig = rig_factory
+    try:
+        await rig.post_alert(am_payload())
+        card = await rig.wait_card()
+        bob = rig.telegram.user(BOB, "bob")
+        data = approve_data(card)
+        first = await rig.telegram.wait_answer(rig.telegram.tap(CHAT_ID, card.message_id, bob, data))
+        assert "Approval recorded (1/2)" in (first.text or "")
+        reject = encode(CardAction(False, data.split(":")[2]))
+        query = rig.telegram.tap(CHAT_ID, card.message_id, bob, reject)
+        answer = await rig.telegram.wait_answer(query)
+        assert answer.text == "Rejected. Nothing will run."
+        closed = await rig.wait_text(card.message_id, "Rejected by @bob")
+        assert decision_buttons(closed) == []
+        assert real_writes(rig) == []
+    finally:
+        await rig.stop()
+
+
 async def test_twenty_concurrent_taps_by_three_approvers_execute_once(rig_factory: Rig) -> None:
     rig_factory.policy = policy({"medium": 2})
     await rig_factory.start()
