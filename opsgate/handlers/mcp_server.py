@@ -51,14 +51,17 @@ DESCRIPTIONS = {
         "for a new one. Proposing again for the same incident with another operation replaces "
         "your earlier proposal, and its approvals start from zero."
     ),
-    "get_proposal": "A proposal's status, approvals, execution result and verification.",
+    "get_proposal": (
+        "A proposal's status, its plan (what the cluster says will change), approvals, "
+        "execution result and verification."
+    ),
     "wait_for_decision": (
         "Block until the proposal is decided (and, if approved, executed), at most "
         "``timeout_seconds`` (up to 60); ``final`` says whether it was."
     ),
     "list_incidents": "Firing incidents in your namespaces, newest first.",
     "get_timeline": "An incident's events, newest first.",
-    "search_knowledge": "Past incident cases that match the words, best first.",
+    "search_knowledge": "Past incident cases in your namespaces that match the words, best first.",
 }
 
 
