@@ -13,16 +13,14 @@ from opsgate.bot.callback_data import (
 )
 
 
-def approval_keyboard(approval_id: str) -> InlineKeyboardMarkup:
+def approval_keyboard(approval_id: str, *, approvable: bool = True) -> InlineKeyboardMarkup:
+    """Approve and Reject; Reject alone while what would change cannot be shown."""
+    reject = InlineKeyboardButton("❌ Reject", callback_data=encode(CardAction(False, approval_id)))
+    if not approvable:
+        return InlineKeyboardMarkup([[reject]])
     approve = encode(CardAction(True, approval_id))
-    reject = encode(CardAction(False, approval_id))
     return InlineKeyboardMarkup(
-        [
-            [
-                InlineKeyboardButton("✅ Approve", callback_data=approve),
-                InlineKeyboardButton("❌ Reject", callback_data=reject),
-            ]
-        ]
+        [[InlineKeyboardButton("✅ Approve", callback_data=approve), reject]]
     )
 
 

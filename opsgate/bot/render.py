@@ -217,7 +217,8 @@ def _decision_lines(card: CardView) -> list[str]:
                 return [tally, *_who_may_sign(card), *lapsed]
             at = clock(card.expires_at)
             closes = f"⏳ buttons close {relative(card.expires_at, f'at {at}')} ({at})"
-            return [tally, *_who_may_sign(card), *lapsed, closes]
+            blind = [] if card.approvable else ["✋ Approve comes back once the plan is read."]
+            return [tally, *_who_may_sign(card), *lapsed, *blind, closes]
         case "rejected":
             rejecter = clip(card.rejected_by or "an approver", MAX_SHORT)
             return [f"🚫 <b>Rejected</b> by {rejecter}. Nothing ran."]

@@ -398,7 +398,8 @@ def _markup(card: CardView) -> InlineKeyboardMarkup | None:
     fires, an agent's evidence on its cards; omitting the markup removes the keyboard."""
     rows: list[Sequence[InlineKeyboardButton]] = []
     if card.offers_buttons and card.approval_id is not None:
-        rows.extend(approval_keyboard(card.approval_id).inline_keyboard)
+        keyboard = approval_keyboard(card.approval_id, approvable=card.approvable)
+        rows.extend(keyboard.inline_keyboard)
     response = response_row(card)
     if response:
         rows.append(response)

@@ -31,7 +31,7 @@ from opsgate.services.job_kinds import (
     LearnJob,
 )
 from opsgate.services.jobs import enqueue
-from opsgate.services.operation_specs import effective_risk
+from opsgate.services.operation_specs import approvable, effective_risk
 from opsgate.services.operations import Operation, parse_operation
 from opsgate.services.policy import Policy
 from opsgate.services.policy_source import PolicySource
@@ -162,6 +162,10 @@ NOT_HERE = "This button does not belong here."
 SIGNED_BEFORE_PLAN = "signed before the plan shown now"
 SIGNED_OTHER = "signed a different operation"
 DUPLICATE = "This card is a duplicate; use the incident's card."
+PLAN_UNREAD = (
+    "The cluster could not be read, so the card cannot show what would change: nothing is "
+    "approved blind. Approve comes back once the plan is read."
+)
 
 
 @contextlib.asynccontextmanager
@@ -512,6 +516,8 @@ class ApprovalService:
             else:
                 session.add(_signature(approval, tapper, "reject"))
             return TapOutcome("Rejected. Nothing will run.", False, True)
+        if not approvable(approval.plan):
+            return TapOutcome(PLAN_UNREAD, True, False)
         if _is_requester(approval, tapper):
             return TapOutcome(
                 "You requested this action; someone else has to approve it.", True, False

@@ -39,7 +39,7 @@ from opsgate.services.execution import SUCCEEDED, approver_names, load_execution
 from opsgate.services.job_kinds import SYNC_CARD, IncidentJob, ResultJob
 from opsgate.services.jobs import ClaimedJob, Lease, RetryJob, is_queued
 from opsgate.services.learning import AUTO_REQUESTER, proposer_signature, record_in, signature
-from opsgate.services.operation_specs import Plan, PlanState, blast_radius, inverse
+from opsgate.services.operation_specs import Plan, PlanState, approvable, blast_radius, inverse
 from opsgate.services.operations import Operation
 from opsgate.services.playbooks import REQUESTER_PREFIX as PLAYBOOK
 from opsgate.services.playbooks import record_text
@@ -198,6 +198,7 @@ async def build_card(
         risk=approval.risk,
         blast_radius=_what_happens(op, approval),
         plan_warnings=_plan_warnings(approval),
+        approvable=approvable(approval.plan),
         plan_pending_since=approval.created_at
         if approval.plan is None and approval.status == "pending"
         else None,

@@ -77,6 +77,9 @@ class CardView:
     plan_warnings: tuple[str, ...] = ()
     # When the pending approval's plan was asked for, while it is not there yet.
     plan_pending_since: datetime | None = None
+    # False while the cluster could not give the plan: nobody approves a change blind, so the
+    # card offers Reject only until the plan is read again.
+    approvable: bool = True
     approval_id: str | None = None
     approval_status: str | None = None
     required_approvals: int = 0

@@ -98,7 +98,8 @@ class TargetChanged(Exception):
 
 class PlanRefused(Exception):
     """The plan read at the start of an attempt, for an approval decided without one, is
-    refused (the target is missing, the dry run rejected): nothing is sent."""
+    refused (the target is missing, the dry run rejected) or warns of what nobody approved:
+    nothing is sent."""
 
 
 class ExecutionService:
@@ -299,9 +300,17 @@ class ExecutionService:
                 attempt.incident_id,
                 "plan_read",
                 f"plan read before the change (none was shown for approval): {plan.summary}",
+                status="warning" if plan.warnings else "info",
             )
             await enqueue(session, SYNC_CARD, IncidentJob(incident_id=attempt.incident_id))
         log.info("plan_read_before_execution", approval_id=approval_id, plan=plan.summary)
+        if plan.warnings:
+            # Nobody approved this warning (nothing replaces the pod, the undo changes
+            # nothing, ...): a person decides on it, with the plan on the card.
+            raise PlanRefused(
+                f"stopped: the plan warns that {plan.warnings[0]}, which nobody saw when it "
+                "was approved; nothing was applied"
+            )
         return dataclasses.replace(attempt, plan=plan.to_dict())
 
     async def _check_unchanged(self, attempt: _Attempt) -> None:

@@ -372,3 +372,11 @@ def changed_since(op: Operation, planned: Facts, now: Facts) -> str | None:
         if planned.get(key) != now.get(key)
     ]
     return "; ".join(diffs) if diffs else None
+
+
+def approvable(stored_plan: Mapping[str, Any] | None) -> bool:
+    """Whether an approval with this stored plan may be approved: not while the plan is known
+    to be unreadable (the cluster timed out or answered 503), for what would change cannot be
+    shown. While the plan is still being read, it may: a signature made then stops counting
+    once the plan binds the approval (ApprovalService.bind_plan)."""
+    return stored_plan is None or stored_plan.get("state") != PlanState.UNAVAILABLE.value

@@ -91,10 +91,12 @@ class PlanService:
             reads=reads,
             no_longer_counted=lapsed,
         )
-        if plan.state is PlanState.UNAVAILABLE and reads < self._reads:
-            # The same job again, so a restart in between loses no read; the execution reads
-            # the plan itself should the approval be decided before the cluster answers.
-            raise RetryJob(utcnow() + self._retry, f"plan unavailable: {plan.summary}")
+        if plan.state is PlanState.UNAVAILABLE:
+            # The same job again, so a restart in between loses no read. Until it is read,
+            # the card offers Reject only, so reading goes on while the approval is pending:
+            # at the short interval for the first reads, then at four times it.
+            wait = self._retry if reads < self._reads else self._retry * 4
+            raise RetryJob(utcnow() + wait, f"plan unavailable: {plan.summary}")
 
 
 def _ready(stored: dict[str, Any] | None) -> bool:

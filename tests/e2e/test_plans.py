@@ -3,7 +3,7 @@ before the real call; and Undo under a result, proposed for approval like any ac
 
 from __future__ import annotations
 
-from opsgate.bot.callback_data import UndoAction, encode
+from opsgate.bot.callback_data import CardAction, UndoAction, encode
 from opsgate.sandbox.telegram_api import FakeMessage
 from tests.builders import (
     ALICE,
@@ -25,6 +25,8 @@ RESTART = "kubectl rollout restart deployment/checkout -n shop"
 UNDO = "kubectl rollout undo deployment/checkout -n shop"
 DEPLOYMENT = r"/apis/apps/v1/namespaces/shop/deployments/checkout$"
 DECISIONS = ["✅ Approve", "❌ Reject"]
+# While the cluster cannot give the plan: nothing is approved blind.
+REJECT_ONLY = ["❌ Reject"]
 
 
 async def _card(rig: Rig, action: str, group: str = "g") -> FakeMessage:
@@ -150,7 +152,8 @@ async def test_an_unavailable_plan_is_read_again_until_the_cluster_answers(rig: 
     second_read = rig.kube.hold("PATCH", r"/deployments/checkout/scale$", dry_run=True)
     card = await _card(rig, SCALE)
     assert "plan unavailable" in card.plain_text and "503" in card.plain_text
-    assert [t for t, _ in decision_buttons(card)] == DECISIONS
+    assert [t for t, _ in decision_buttons(card)] == REJECT_ONLY
+    assert "Approve comes back once the plan is read" in card.plain_text
     # Nobody taps anything: the plan job reads the plan again by itself.
     await second_read.wait_arrived()
     second_read.release()
@@ -168,45 +171,31 @@ async def test_an_unavailable_plan_that_finds_no_target_takes_approve_away(rig: 
     assert decision_buttons(card) == []
 
 
-async def test_a_target_deleted_after_an_unavailable_plan_stops_the_execution(
-    rig_factory: Rig,
-) -> None:
+async def test_approve_is_refused_while_the_plan_is_unavailable(rig_factory: Rig) -> None:
     rig = rig_factory
-    # The plan is read once: it is approved while the cluster never gave it.
+    # After its one quick read, the plan is read at the longer interval.
     rig.overrides["plan_reads"] = 1
     await rig.start()
     rig.kube.inject("GET", DEPLOYMENT, 503)
     card = await _card(rig, SCALE)
     assert "plan unavailable" in card.plain_text
-    assert [t for t, _ in decision_buttons(card)] == DECISIONS
+    assert [t for t, _ in decision_buttons(card)] == REJECT_ONLY
+    # A client that still shows an Approve button (or forged data) approves nothing.
+    approval_id = str(next(d for _, d in decision_buttons(card))).rsplit(":", 1)[1]
+    stale = rig.telegram.tap_stale(
+        CHAT_ID,
+        card.message_id,
+        rig.telegram.user(CAROL, "carol"),
+        encode(CardAction(True, approval_id)),
+    )
+    answer = await rig.telegram.wait_answer(stale)
+    assert answer.show_alert and "nothing is approved blind" in (answer.text or "")
+    # Meanwhile the target goes away: the next read says so and takes the buttons away.
     rig.kube.delete("deployments", "shop", "checkout")
-    await _approve(rig, card, CAROL)
-    reply = await rig.wait_reply(card.message_id)
-    assert "Failed" in reply.plain_text
-    assert "stopped: deployment shop/checkout does not exist" in reply.plain_text
-    assert "nothing was applied" in reply.plain_text
+    card = await rig.wait_text(card.message_id, "does not exist")
+    assert decision_buttons(card) == []
+    assert "Approvals 0/" in card.plain_text
     assert not [r for r in rig.kube.requests if r.method in ("PATCH", "DELETE")]
-    assert "↩️ Undo" not in [t for t, _ in reply.buttons]
-
-
-async def test_a_plan_still_unavailable_when_approved_is_retried_then_read(
-    rig_factory: Rig,
-) -> None:
-    rig = rig_factory
-    rig.overrides["plan_reads"] = 1
-    await rig.start()
-    rig.kube.inject("GET", DEPLOYMENT, 503)
-    card = await _card(rig, SCALE)
-    assert "plan unavailable" in card.plain_text
-    # The execution's own plan read meets the cluster still down: a transient failure.
-    rig.kube.inject("GET", DEPLOYMENT, 503)
-    await _approve(rig, card, CAROL)
-    reply = await rig.wait_reply(card.message_id)
-    assert "Succeeded" in reply.plain_text and "2 attempts" in reply.plain_text
-    assert len(_real(rig, "PATCH", "/scale")) == 1
-    # The plan read before the change is the one the card shows from then on.
-    card = await rig.wait_text(card.message_id, "2 -> 6 replicas")
-    assert "plan unavailable" not in card.plain_text
 
 
 def _undo_data(reply: FakeMessage) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from opsgate.sandbox.telegram_api import FakeMessage
 from tests.builders import ALICE, BOB, CAROL, alert, am_payload, decision_buttons, policy
 from tests.e2e.rig import CHAT_ID, Rig
 from tests.e2e.test_approval_loop import approve_data, real_writes
@@ -55,28 +56,45 @@ async def test_a_verified_fix_becomes_a_playbook_that_proposes_itself(rig: Rig) 
     assert "None learned yet" in (await ask(rig, CHAT_ID, BOB, "bob", "/playbooks")).plain_text
 
 
-async def test_auto_approve_runs_a_trusted_low_risk_playbook(rig_factory: Rig) -> None:
-    rig = rig_factory
+async def _auto_approved_pod_delete(rig: Rig, *, controlled: bool) -> tuple[FakeMessage, int]:
+    """A learned, approved playbook that deletes pod worker-0, fired again: its card, and
+    how many pods were deleted before."""
     rig.policy = policy(auto_approve={"enabled": True, "min_trust": 0.6})
-    # A bare pod: no controller reconciles it away between the two incidents.
-    rig.kube.add_pod("shop", "worker-0")
     await rig.start()
+    # The same pod name at both incidents: owned by the checkout ReplicaSet, or bare.
+    owner = rig.kube.list("replicasets", "shop")[0] if controlled else None
+    rig.kube.add_pod("shop", "worker-0", owner=owner)
     action = "kubectl delete pod/worker-0 -n shop"
     await fix_and_resolve(rig, action)
     await wait_playbooks(rig, "#1 draft", "worked 1/1")
     await ask(rig, CHAT_ID, CAROL, "carol", "/playbook approve 1")
-    rig.kube.add_pod("shop", "worker-0")  # the same pod is stuck again
+    rig.kube.add_pod("shop", "worker-0", owner=owner)  # the same pod is stuck again
     deletes_before = len(real_writes(rig, "DELETE"))
-
     await rig.post_alert(am_payload("g-auto", alert("b", action=None)))
     await rig.telegram.wait_for(lambda: len(rig.cards()) == 2)
-    card = rig.cards()[1]
+    return rig.cards()[1], deletes_before
+
+
+async def test_auto_approve_runs_a_trusted_low_risk_playbook(rig_factory: Rig) -> None:
+    rig = rig_factory
+    card, deletes_before = await _auto_approved_pod_delete(rig, controlled=True)
     reply = await rig.wait_reply(card.message_id)
     assert "Succeeded" in reply.plain_text and "approved by nobody" in reply.plain_text
     final = rig.telegram.message(CHAT_ID, card.message_id)
     assert "Auto-approved by playbook #1 (trust 0.65)" in final.plain_text
     assert decision_buttons(final) == []
     assert len(real_writes(rig, "DELETE")) == deletes_before + 1
+
+
+async def test_auto_approve_stops_at_a_plan_warning_nobody_saw(rig_factory: Rig) -> None:
+    rig = rig_factory
+    card, deletes_before = await _auto_approved_pod_delete(rig, controlled=False)
+    reply = await rig.wait_reply(card.message_id)
+    assert "Failed" in reply.plain_text
+    assert "replace" in reply.plain_text  # the delete pod plan's warning
+    assert "nobody saw when it was approved; nothing was applied" in reply.plain_text
+    assert len(real_writes(rig, "DELETE")) == deletes_before
+    assert rig.kube.get("pods", "shop", "worker-0") is not None
 
 
 async def test_auto_approve_never_covers_more_than_low_risk(rig_factory: Rig) -> None:
