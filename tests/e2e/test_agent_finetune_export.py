@@ -5,15 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 from jsonschema import Draft202012Validator
 
-from opsgate.cli import main
 from opsgate.services.finetune_export import SCHEMA_FILE
 from opsgate.services.storage.db import Database
 from opsgate.services.storage.models import Approval
@@ -68,7 +68,7 @@ def reject_data(message: object) -> str:
 
 
 async def test_the_export_has_the_agents_evidence_name_and_the_human_decision(
-    agent_rig: Rig, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    agent_rig: Rig, tmp_path: Path
 ) -> None:
     rig = agent_rig
     alice, bob = rig.telegram.user(ALICE, "alice"), rig.telegram.user(BOB, "bob")
@@ -90,10 +90,17 @@ async def test_the_export_has_the_agents_evidence_name_and_the_human_decision(
     await rig.wait_text(other.message_id, "Rejected")
 
     out = tmp_path / "finetune.jsonl"
-    monkeypatch.setenv("OPSGATE_DATABASE_URL", rig.database_url)
     since = datetime.now(UTC).date().isoformat()
-    argv = ["export", "finetune", "--since", since, "--out", str(out)]
-    assert await asyncio.to_thread(main, argv) == 0
+    # As an operator runs it, in a process of its own: in this one, the command's logging
+    # set-up would outlive the test (loggers cached on first use).
+    command = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "opsgate.cli",
+        *["export", "finetune", "--since", since, "--out", str(out)],
+        env={**os.environ, "OPSGATE_DATABASE_URL": rig.database_url},
+    )
+    assert await asyncio.wait_for(command.wait(), 120) == 0
     text = out.read_text()
     assert "sk-live-SECRET" not in text
     validator = Draft202012Validator(json.loads(SCHEMA_FILE.read_text()))

@@ -17,8 +17,9 @@ from opsgate.services.approvals import ApprovalService, RetryPolicy, Tapper
 from opsgate.services.chat import ChatTarget, MessageRef
 from opsgate.services.execution import ExecutionService
 from opsgate.services.incidents import IncidentService
-from opsgate.services.job_kinds import EXECUTE, ApprovalJob, JobKind
+from opsgate.services.job_kinds import EXECUTE, PLAN, ApprovalJob, JobKind
 from opsgate.services.kube_executor import KubeExecutor
+from opsgate.services.plans import PlanService
 from opsgate.services.playbooks import PlaybookService
 from opsgate.services.routing import Router
 from opsgate.services.storage.db import Database
@@ -67,9 +68,13 @@ async def test_an_attempt_cut_short_in_its_dry_run_runs_again(
     async with database.transaction() as session:
         approval = await session.scalar(select(Approval))
     assert approval is not None
+    # Approved over its plan, as the card shows it: the attempt need not read one first.
+    plans = PlanService(database, executor, approvals, reads=1, retry_seconds=0.1)
+    await plans.run_job(await held_job(database, PLAN, ApprovalJob(approval_id=approval.id)))
     await approvals.decide(
         approval.id, Tapper(ALICE, "alice"), True, origin=MessageRef(-1, 1), origin_offers_it=True
     )
+    fake.requests.clear()
 
     execution = ExecutionService(database, executor)
     job = await held_job(database, EXECUTE, ApprovalJob(approval_id=approval.id))
