@@ -34,6 +34,7 @@ from opsgate.services.ids import new_incident_id
 from opsgate.services.job_kinds import EXTRACT_PLAYBOOK, SYNC_CARD, IncidentJob
 from opsgate.services.jobs import enqueue, enqueued_together
 from opsgate.services.learning import AUTO_REQUESTER, record_in, signature
+from opsgate.services.operation_specs import effective_risk
 from opsgate.services.operations import Operation, OperationRefused, parse_operation
 from opsgate.services.playbooks import REQUESTER_PREFIX as PLAYBOOK_REQUESTER
 from opsgate.services.playbooks import PlaybookService
@@ -588,9 +589,11 @@ class IncidentService:
                     op = parse_operation(
                         request.proposal.action, default_namespace=incident.namespace or "default"
                     )
-                    if op == Operation.from_dict(pending.operation):
-                        # The same operation: its signatures stand (they are over the operation
-                        # and its plan, not the reasons), the reasons are the latest ones.
+                    risk = effective_risk(op, request.proposal.declared_risk)
+                    if op == Operation.from_dict(pending.operation) and risk.value == pending.risk:
+                        # The same operation at the same risk: its signatures stand (they are
+                        # over the operation and its plan, not the reasons), the reasons are
+                        # the latest ones. Another risk may need another quorum: a new one.
                         updated = _update_reasons(session, pending, request.proposal)
                         if updated:
                             await enqueue(session, SYNC_CARD, IncidentJob(incident_id=incident.id))
@@ -599,7 +602,9 @@ class IncidentService:
                         )
                     # A changed proposal is a new approval: no signature carries over.
                     await self._approvals.supersede(
-                        session, pending, f"replaced by a changed proposal: {op.describe()}"
+                        session,
+                        pending,
+                        f"replaced by a changed proposal: {op.describe()} at {risk.value} risk",
                     )
                     superseded = pending.id
                 elif await _has_open_approval(session, incident.id):

@@ -20,6 +20,7 @@ from opsgate.services.incidents import ApiProposal
 from opsgate.services.job_kinds import EXECUTE, PLAN, ApprovalJob
 from opsgate.services.kube_executor import KubeExecutor
 from opsgate.services.plans import PlanService
+from opsgate.services.risk import Risk
 from opsgate.services.storage.db import Database
 from opsgate.services.storage.models import (
     Approval,
@@ -45,6 +46,7 @@ def _agent(
     *,
     rationale: str = "",
     evidence: dict[str, object] | None = None,
+    risk: Risk | None = None,
 ) -> ApiProposal:
     return ApiProposal(
         proposal=Proposal(
@@ -53,10 +55,31 @@ def _agent(
             agent="holmes",
             description=rationale,
             evidence=evidence,
+            declared_risk=risk,
         ),
         incident_id=incident_id,
         labels=LABELS if incident_id is None else {},
     )
+
+
+async def test_a_repeat_at_a_higher_risk_is_a_new_proposal(database: Database) -> None:
+    """A higher declared risk may need more approvers: the earlier signatures, given at the
+    lower risk's quorum, do not carry over."""
+    approvals, incidents = services(database, quorum={"medium": 1, "high": 2})
+    first = await incidents.propose_via_api(_agent(RESTART))
+    async with database.transaction() as session:
+        await session.execute(
+            update(Incident).values(chat_id=CARD.chat_id, message_id=CARD.message_id)
+        )
+    higher = await incidents.propose_via_api(_agent(RESTART, first.incident_id, risk=Risk.HIGH))
+    assert not higher.unchanged and higher.superseded == first.approval.id
+    async with database.read() as session:
+        old = await session.get(Approval, first.approval.id)
+        new = await session.get(Approval, higher.approval.id)
+    assert old is not None and old.status == "superseded"
+    assert new is not None and (new.risk, new.required_approvals) == ("high", 2)
+    one = await approvals.decide(new.id, Tapper(ALICE, "alice"), True, origin=CARD)
+    assert "1/2" in one.text
 
 
 async def test_a_changed_proposal_resets_the_quorum(database: Database) -> None:
