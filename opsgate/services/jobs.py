@@ -33,6 +33,7 @@ from sqlalchemy import (
     exists,
     func,
     literal,
+    literal_column,
     or_,
     select,
     text,
@@ -40,6 +41,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
+from sqlalchemy.sql.dml import ReturningInsert
 
 from opsgate.services.chat import ChatRetryLater
 from opsgate.services.job_kinds import PERIODIC, SPECS, JobKind, JobSpec, P, PeriodicJob
@@ -183,6 +185,23 @@ async def enqueue_many(
     now = utcnow()
     rows = [_job_values(spec, payload, run_at or now, now) for payload in payloads]
     statement = dialect_insert(session, Job)
+    if spec.coalesce:
+        # One row per key: a statement may not touch one row twice.
+        rows = list({row["dedupe_key"]: row for row in reversed(rows)}.values())[::-1]
+    if spec.coalesce and session.get_bind().dialect.name == "postgresql":
+        # Coalescing locks the waiting job until this transaction ends. With DO NOTHING a
+        # runner could claim that job meanwhile (PostgreSQL writers do not queue as SQLite's
+        # do) and run it on what it reads before this commit, and no job would follow this
+        # change: a card left showing a vote that was already rejected. Locked, the claim
+        # skips it until the change is committed.
+        locking: ReturningInsert[tuple[bool]] = statement.on_conflict_do_update(
+            index_elements=["dedupe_key"], set_={"dedupe_key": statement.excluded.dedupe_key}
+        ).returning(literal_column("xmax = 0"))  # true where the row is new
+        inserted = (await session.execute(locking, rows)).scalars().all()
+        if any(inserted):
+            # Only a new job needs the runners woken (see below).
+            after_commit(session, jobs_topic(spec.kind))
+        return
     if spec.coalesce:
         statement = statement.on_conflict_do_nothing(index_elements=["dedupe_key"])
     if len(rows) > 1:

@@ -282,3 +282,22 @@ async def test_an_idle_runners_polls_take_no_write_transaction(database: Databas
         stop.set()
         await task
         event.remove(database.engine.sync_engine, "before_cursor_execute", count)
+
+
+async def test_a_job_coalesced_into_is_not_claimed_before_the_change_commits(
+    database: Database,
+) -> None:
+    """A card job that a vote coalesces into must run on the vote's state: were it claimed
+    while the vote's transaction is still open, it would draw the card without the vote and
+    no job would follow."""
+    await _incident(database, "INC-RACE")  # its card job waits
+    worker = runner(database, "racer", None)
+    async with database.transaction() as vote:
+        await enqueue(vote, SYNC_CARD, IncidentJob(incident_id="INC-RACE"))
+        if not database.is_sqlite:  # SQLite's writers queue: a claim waits for the commit
+            assert await worker.claim(5) == [], "claimed before the change was committed"
+    claimed = await worker.claim(5)
+    assert [job.payload.incident_id for job in claimed] == ["INC-RACE"]
+    async with database.read() as session:
+        jobs = list(await session.scalars(select(Job).where(Job.kind == JobKind.SYNC_CARD.value)))
+    assert len(jobs) == 1, "the vote coalesced into the waiting job"
