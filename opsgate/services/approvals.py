@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field, replace
@@ -224,6 +225,9 @@ class ApprovalService:
             db, self._decide_taps, self._decide_alone, name="taps"
         )
         self._terms: dict[str, _Terms] = {}
+        # The terms being read, per approval: the first taps of a burst on a card wait for
+        # one read instead of each reading the approval.
+        self._terms_read: dict[str, asyncio.Event] = {}
 
     async def propose(
         self, session: AsyncSession, incident: Incident, proposal: Proposal
@@ -387,15 +391,9 @@ class ApprovalService:
         terms are read once per card; a tap the policy allows reads nothing more, a refused
         one only the approval's status.
         """
-        terms = self._terms.get(approval_id)
-        status: str | None = None
+        terms, status = await self._terms_of(approval_id)
         if terms is None:
-            async with self._db.read() as session:
-                approval = await session.get(Approval, approval_id)
-            if approval is None:
-                return None
-            terms = self._remember_terms(approval)
-            status = approval.status
+            return None
         if terms.expires_at <= utcnow():
             return None
         verdict = self._policy.current().authorize(tapper.user_id, terms.operation, terms.risk)
@@ -405,6 +403,27 @@ class ApprovalService:
             row = await self._db.read_row(_STATUS, approval_id=approval_id)
             status = None if row is None else row[0]
         return refusal_text(verdict.reason) if status == PENDING else None
+
+    async def _terms_of(self, approval_id: str) -> tuple[_Terms | None, str | None]:
+        """The approval's terms, and its status when they had to be read for it."""
+        terms = self._terms.get(approval_id)
+        reading = self._terms_read.get(approval_id)
+        if terms is None and reading is not None:
+            await reading.wait()
+            terms = self._terms.get(approval_id)
+        if terms is not None:
+            return terms, None
+        reading = self._terms_read.setdefault(approval_id, asyncio.Event())
+        try:
+            async with self._db.read() as session:
+                approval = await session.get(Approval, approval_id)
+        finally:
+            if self._terms_read.get(approval_id) is reading:
+                del self._terms_read[approval_id]
+            reading.set()
+        if approval is None:
+            return None, None
+        return self._remember_terms(approval), approval.status
 
     def _remember_terms(self, approval: Approval) -> _Terms:
         terms = _Terms(

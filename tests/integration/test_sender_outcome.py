@@ -7,6 +7,7 @@ given up.
 
 from __future__ import annotations
 
+import asyncio
 import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -121,3 +122,21 @@ async def test_a_refused_send_is_not_unknown(
         await sender.post_card(ChatTarget(CHAT_ID), CARD)
     assert not isinstance(failed.value, ChatOutcomeUnknown)
     assert telegram.messages(CHAT_ID) == []
+
+
+async def test_a_tap_is_answered_while_a_send_waits_for_a_slow_bot_api(
+    telegram: FakeTelegram, sender: TelegramSender
+) -> None:
+    card = await sender.post_card(ChatTarget(CHAT_ID), CARD)
+    telegram.delay_answer("sendMessage", ANSWER_DELAY)
+    sending = asyncio.create_task(sender.post_card(ChatTarget(CHAT_ID), CARD))
+    while not any(call.method == "sendMessage" for call in telegram.calls[1:]):
+        await asyncio.sleep(0.01)
+    query_id = telegram.tap(CHAT_ID, card.message_id, telegram.user(7, "alice"), "v1:ap:ap1")
+    # The send holds its connection until it gives up; the answer takes another one.
+    await sender.answer_callback(query_id, "ok", alert=False)
+    assert not sending.done()
+    [answer] = [call for call in telegram.calls if call.method == "answerCallbackQuery"]
+    assert answer.status == 200
+    with pytest.raises(ChatOutcomeUnknown):
+        await sending

@@ -159,3 +159,22 @@ async def test_a_tap_the_policy_allows_is_foreseen_without_a_read(database: Data
         assert approval is not None
         approval.status = "rejected"
     assert await approvals.foreseen_refusal(approval_id, Tapper(STRANGER, "eve")) is None
+
+
+async def test_a_burst_on_a_card_nobody_tapped_yet_reads_its_terms_once(
+    database: Database,
+) -> None:
+    approvals, approval_id = await one_card(database, 2)
+    burst = [Tapper(ALICE, "alice"), Tapper(BOB, "bob"), Tapper(CAROL, "carol")] * 10
+    with statements(database) as seen:
+        refusals = await asyncio.gather(
+            *(approvals.foreseen_refusal(approval_id, t) for t in burst),
+            approvals.foreseen_refusal(approval_id, Tapper(STRANGER, "eve")),
+        )
+    assert refusals[:-1] == [None] * len(burst)
+    assert refusals[-1] == "Not allowed. Your Telegram id 999 is not in the opsgate policy."
+    # One read of the approval for the whole burst, however many taps arrive before it ends;
+    # the stranger's refusal reads only the status besides.
+    terms = [s for s in seen if "FROM approvals" in s and "approvals.operation" in s]
+    assert len(terms) == 1, seen
+    assert len(seen) == 2, seen
