@@ -11,7 +11,8 @@ polling intervals) and ``bench.bare_bot``, whose only handler answers, tapped on
 like opsgate's cards (Telegram sends the tapped message with every tap).
 Each round runs every scenario on opsgate, then on the bare bot (A B A B):
 
-* one tap at a time (``--singles`` of them, approvers and non-members in turn), each waited for;
+* one tap at a time (``--singles`` of them, approvers and non-members in turn), each waited for
+  and followed by a quarter of a second for the bot to finish with it;
 * ``--burst`` taps at once on one card, half from approvers (each a real vote; the quorum is
   out of reach so every tap is one) and half from people the policy does not know;
 * the same burst sent right after ``--timeline-commands`` ``/timeline`` commands for an incident
@@ -61,6 +62,9 @@ APPROVER_IDS = range(20_000, 20_050)
 STRANGER_IDS = range(90_000, 90_050)
 INCIDENT = re.compile(r"INC-[0-9A-Z]{4,12}")
 ANSWER_TIMEOUT = 120.0
+# A single tap comes to a bot done with the one before (its vote written, its card edited):
+# taps milliseconds apart are what the bursts measure.
+SETTLE_SECONDS = 0.25
 
 
 def bench_policy() -> dict[str, Any]:
@@ -245,6 +249,7 @@ async def run_round(
     single: list[Sample] = []
     for user in tappers(target.telegram, singles):
         single += await tap_and_time(target, message_id, data, [user])
+        await asyncio.sleep(SETTLE_SECONDS)
     results["1 tap"] = (single, [])
     cpu = target.spent("1 tap", cpu)
     message_id, data = cards[1]

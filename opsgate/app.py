@@ -32,6 +32,7 @@ from telegram.request import HTTPXRequest
 
 import opsgate
 from opsgate.bot.outbound import OutboundScheduler
+from opsgate.bot.polled_updates import ConfirmingBot, UpdateReceipts
 from opsgate.bot.render_commands import COMMANDS
 from opsgate.bot.send_budget import FloodLimits, SendBudget, redis_storage
 from opsgate.bot.sender import TelegramSender
@@ -215,28 +216,35 @@ class OpsGate:
     reloader: PolicyReloader
     # The MCP server behind /mcp, built on first use; it runs while the HTTP server does.
     mcp: LazyMcp
+    # The polled votes not yet durable (see bot.polled_updates).
+    receipts: UpdateReceipts
     routed_chats: tuple[int, ...] = ()
 
 
-def build_telegram(settings: Settings, tls: ssl.SSLContext | None = None) -> Application:  # type: ignore[type-arg]
-    """PTB's application; its two HTTP clients use ``tls`` (see build_app) when given."""
+def build_telegram(
+    settings: Settings,
+    tls: ssl.SSLContext | None = None,
+    *,
+    receipts: UpdateReceipts | None = None,
+) -> Application:  # type: ignore[type-arg]
+    """PTB's application; its two HTTP clients use ``tls`` (see build_app) when given. Polled
+    votes are confirmed to Telegram once ``receipts`` says they are durable."""
     client = {"verify": tls} if tls is not None else None
-    builder: ApplicationBuilder = (  # type: ignore[type-arg]
-        Application.builder()
-        .token(settings.telegram_token.get_secret_value())
-        .base_url(settings.telegram_base_url)
+    bot = ConfirmingBot(
+        settings.telegram_token.get_secret_value(),
+        base_url=settings.telegram_base_url,
         # The bot's own calls; getUpdates keeps PTB's long-poll timeouts.
-        .request(
-            HTTPXRequest(
-                read_timeout=settings.telegram_read_timeout,
-                write_timeout=settings.telegram_read_timeout,
-                connect_timeout=settings.telegram_connect_timeout,
-                pool_timeout=settings.telegram_connect_timeout,
-                httpx_kwargs=client,
-            )
-        )
-        .get_updates_request(HTTPXRequest(connection_pool_size=1, httpx_kwargs=client))
+        request=HTTPXRequest(
+            read_timeout=settings.telegram_read_timeout,
+            write_timeout=settings.telegram_read_timeout,
+            connect_timeout=settings.telegram_connect_timeout,
+            pool_timeout=settings.telegram_connect_timeout,
+            httpx_kwargs=client,
+        ),
+        get_updates_request=HTTPXRequest(connection_pool_size=1, httpx_kwargs=client),
+        receipts=receipts or UpdateReceipts(),
     )
+    builder: ApplicationBuilder = Application.builder().bot(bot)  # type: ignore[type-arg]
     if settings.telegram_webhook_url is not None:
         builder = builder.updater(None)
     else:
@@ -316,7 +324,8 @@ def build_app(settings: Settings, *, policy: PolicySource, kube: KubeClient) -> 
     # One TLS context for every HTTPS client here: each default one loads the CA bundle again,
     # ~1 MB of resident memory apiece.
     tls = httpx.create_ssl_context()
-    telegram = build_telegram(settings, tls)
+    receipts = UpdateReceipts()
+    telegram = build_telegram(settings, tls, receipts=receipts)
     chats = ChatDirectory(db)
     sender = TelegramSender(
         telegram.bot, chats, on_error=metrics.telegram_error, outbound=build_outbound(settings)
@@ -447,7 +456,7 @@ def build_app(settings: Settings, *, policy: PolicySource, kube: KubeClient) -> 
     )
     register(
         telegram,
-        CardButtons(approvals, sender, metrics),
+        CardButtons(approvals, sender, metrics, receipts),
         FeedbackButtons(learning, policy, sender),
         ChatCommands(
             IncidentQueries(db), health, knowledge, playbooks, policy, chats, sender, publisher
@@ -530,6 +539,7 @@ def build_app(settings: Settings, *, policy: PolicySource, kube: KubeClient) -> 
         mcp=mcp,
         webhook_secret=webhook_secret,
         reloader=reloader,
+        receipts=receipts,
         routed_chats=router.chats(),
     )
 
@@ -698,6 +708,7 @@ class Runtime:
         async def stop_polling() -> None:
             if updater.running:
                 await updater.stop()
+            self.og.receipts.forget()
 
         return Leadership(
             process_lock(self.og.db, POLLING_LOCK),

@@ -76,7 +76,7 @@ class Settings(BaseSettings):
     # and the jobs that only list an incident on the digest still find one free.
     chat_job_concurrency: int = Field(default=32, ge=1)
     job_retention_seconds: float = Field(default=7 * 24 * 3600.0, gt=0)
-    update_concurrency: int = Field(default=16, ge=1)
+    update_concurrency: int = Field(default=128, ge=1)
 
     telegram_chat_rate_per_second: int = Field(default=1, ge=1)
     telegram_group_rate_per_minute: int = Field(default=20, ge=1)

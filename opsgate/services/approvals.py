@@ -107,6 +107,16 @@ class TapOutcome:
     adopted: bool = False
     duplicate: DuplicateCard | None = None
     incident_id: str | None = None
+    # The tap's signature counts now.
+    signed: bool = False
+
+
+@dataclass(frozen=True)
+class TapAnswer:
+    """What a tap is told before it is decided (as an alert when ``alert``)."""
+
+    text: str
+    alert: bool
 
 
 @dataclass(frozen=True)
@@ -126,6 +136,13 @@ class _Terms:
     operation: Operation
     risk: Risk
     expires_at: datetime
+    requester_user_id: int | None
+    requested_by: str
+    # The incident's card when last read, (chat id, message id): taps from any other message
+    # are decided before they are answered.
+    card: tuple[int, int] | None
+    # Who signed through this process since: a second tap is told so before its decision.
+    signers: set[int] = field(default_factory=set)
 
 
 @dataclass
@@ -158,6 +175,13 @@ _HELD = "opsgate_approvals_held"
 _APPROVALS = Approval.metadata.tables[Approval.__tablename__]
 
 NOT_HERE = "This button does not belong here."
+UNKNOWN_CARD = "This card is not known to opsgate any more."
+REQUESTED_IT = "You requested this action; someone else has to approve it."
+EXPIRED_TEXT = "Too late: this request has expired."
+# A tap the policy allows is answered before it is decided: what it did, the card shows.
+APPROVE_RECEIVED = "Approval received: the card shows the count."
+REJECT_RECEIVED = "Rejection received: the card shows the outcome."
+ALREADY_SIGNED = "You already approved this."
 # Why a signature stopped counting when the plan it was made without (or an earlier reading of
 # it) was replaced: the signer taps again, over the plan the card shows now.
 SIGNED_BEFORE_PLAN = "signed before the plan shown now"
@@ -324,6 +348,9 @@ class ApprovalService:
             if sig.operation_digest != digest:
                 sig.lapsed = SIGNED_BEFORE_PLAN
                 lapsed.append(Tapper(sig.user_id, sig.username).display)
+        if lapsed and (terms := self._terms.get(approval.id)) is not None:
+            # They sign again, over the plan the card shows now.
+            terms.signers.clear()
         if lapsed:
             timeline.record(
                 session,
@@ -367,6 +394,9 @@ class ApprovalService:
         """
         tap = _Tap(approval_id, tapper, approve, origin, origin_offers_it)
         outcome = await self._taps.submit(tap)
+        terms = self._terms.get(approval_id)
+        if outcome.signed and terms is not None:
+            terms.signers.add(tapper.user_id)
         log.info(
             "approval_tap",
             approval_id=approval_id,
@@ -381,28 +411,46 @@ class ApprovalService:
         )
         return outcome
 
-    async def foreseen_refusal(self, approval_id: str, tapper: Tapper) -> str | None:
-        """The answer a tap will get when the policy refuses the tapper, read without the
-        approval's row lock; None when only :meth:`decide` can tell.
+    async def foreseen_answer(
+        self, approval_id: str, tapper: Tapper, approve: bool, origin: MessageRef | None
+    ) -> TapAnswer | None:
+        """What a tap is told before :meth:`decide` runs for it, read without the approval's
+        row lock, so that no answer waits behind a vote's write transaction.
 
-        A refused tap changes nothing but the timeline, so its answer need not queue behind
-        every vote on the card for the lock. ``decide`` still runs for it afterwards and
-        records the refusal (and adopts or marks the card) exactly as before. The approval's
-        terms are read once per card; a tap the policy allows reads nothing more, a refused
-        one only the approval's status.
+        What never changes after the proposal (the operation, risk, window and requester)
+        and the policy in memory settle a refusal exactly; a tap they allow is told it was
+        received, and the card shows what it did. The terms are read once per card; only a
+        refusal reads the approval's status, so that a closed card says so. ``decide`` still
+        runs for every tap: it records the vote or the refusal, and adopts or marks the card.
+        None for a tap from any message but the incident's card (a duplicate, a card whose
+        post was never confirmed): only the decision can tell what it did.
         """
         terms, status = await self._terms_of(approval_id)
         if terms is None:
+            return TapAnswer(UNKNOWN_CARD, alert=True)
+        if origin is None or terms.card != (origin.chat_id, origin.message_id):
             return None
-        if terms.expires_at <= utcnow():
-            return None
+        if status is not None and status != PENDING:
+            return TapAnswer(_too_late(status), alert=True)
         verdict = self._policy.current().authorize(tapper.user_id, terms.operation, terms.risk)
-        if verdict.allowed:
-            return None
+        expired = terms.expires_at <= utcnow()
+        requested = approve and _requested(terms, tapper)
+        if verdict.allowed and not expired and not requested:
+            if approve and tapper.user_id in terms.signers:
+                return TapAnswer(ALREADY_SIGNED, alert=True)
+            return TapAnswer(APPROVE_RECEIVED if approve else REJECT_RECEIVED, alert=False)
         if status is None:
             row = await self._db.read_row(_STATUS, approval_id=approval_id)
             status = None if row is None else row[0]
-        return refusal_text(verdict.reason) if status == PENDING else None
+        if status is None:
+            return TapAnswer(UNKNOWN_CARD, alert=True)
+        if status != PENDING:
+            return TapAnswer(_too_late(status), alert=True)
+        if expired:
+            return TapAnswer(EXPIRED_TEXT, alert=True)
+        if not verdict.allowed:
+            return TapAnswer(refusal_text(verdict.reason), alert=True)
+        return TapAnswer(REQUESTED_IT, alert=True)
 
     async def _terms_of(self, approval_id: str) -> tuple[_Terms | None, str | None]:
         """The approval's terms, and its status when they had to be read for it."""
@@ -417,18 +465,32 @@ class ApprovalService:
         try:
             async with self._db.read() as session:
                 approval = await session.get(Approval, approval_id)
+                incident = (
+                    None if approval is None else await session.get(Incident, approval.incident_id)
+                )
         finally:
             if self._terms_read.get(approval_id) is reading:
                 del self._terms_read[approval_id]
             reading.set()
         if approval is None:
             return None, None
-        return self._remember_terms(approval), approval.status
+        return self._remember_terms(approval, incident), approval.status
 
-    def _remember_terms(self, approval: Approval) -> _Terms:
+    def _remember_terms(self, approval: Approval, incident: Incident | None) -> _Terms:
+        card = None
+        if incident is not None and incident.message_id is not None:
+            card = (incident.chat_id, incident.message_id)
         terms = _Terms(
-            Operation.from_dict(approval.operation), Risk(approval.risk), approval.expires_at
+            Operation.from_dict(approval.operation),
+            Risk(approval.risk),
+            approval.expires_at,
+            approval.requester_user_id,
+            approval.requested_by,
+            card,
         )
+        kept = self._terms.get(approval.id)
+        if kept is not None:
+            terms.signers.update(kept.signers)
         if len(self._terms) >= _TERMS_KEPT:
             self._terms.pop(next(iter(self._terms)))
         self._terms[approval.id] = terms
@@ -457,12 +519,15 @@ class ApprovalService:
         if card is None or card.stale:
             card = await self._lock_card(session, tap.approval_id, policy)
             if card is None:
-                return TapOutcome("This card is not known to opsgate any more.", True, False)
+                return TapOutcome(UNKNOWN_CARD, True, False)
             cards[tap.approval_id] = card
         incident_id = card.approval.incident_id
         bound = await _bind_to_card(session, card, tap.origin, tap.origin_offers_it)
         if isinstance(bound, TapOutcome):
             return replace(bound, incident_id=incident_id)
+        if bound is CardBinding.ADOPTED:
+            # The terms were read without the card: the next tap reads them with it.
+            self._terms.pop(tap.approval_id, None)
         outcome = await self._judge(session, card, tap.tapper, tap.approve)
         adopted = outcome.adopted or bound is CardBinding.ADOPTED
         return replace(outcome, adopted=adopted, incident_id=incident_id)
@@ -481,8 +546,8 @@ class ApprovalService:
         )
         if approval is None:
             return None
-        terms = self._remember_terms(approval)
         incident = await session.get(Incident, approval.incident_id, populate_existing=True)
+        terms = self._remember_terms(approval, incident)
         return _Card(approval, incident, policy, terms.operation)
 
     async def _judge(
@@ -490,12 +555,12 @@ class ApprovalService:
     ) -> TapOutcome:
         approval, policy, op = card.approval, card.policy, card.operation
         if approval.status != PENDING:
-            return TapOutcome(f"Too late: this request is already {approval.status}.", True, False)
+            return TapOutcome(_too_late(approval.status), True, False)
         now = utcnow()
         if approval.expires_at <= now:
             card.stale = True
             await self._close(session, approval, EXPIRED, "approval window ran out")
-            return TapOutcome("Too late: this request has expired.", True, True)
+            return TapOutcome(EXPIRED_TEXT, True, True)
         required = policy.quorum(Risk(approval.risk))
         if approval.required_approvals != required:
             # A restart with an edited policy: the card's tally changes even if this tap fails.
@@ -538,9 +603,7 @@ class ApprovalService:
         if not approvable(approval.plan):
             return TapOutcome(PLAN_UNREAD, True, False)
         if _is_requester(approval, tapper):
-            return TapOutcome(
-                "You requested this action; someone else has to approve it.", True, False
-            )
+            return TapOutcome(REQUESTED_IT, True, False)
         signatures = await _signatures(session, card)
         mine = next((sig for sig in signatures if sig.user_id == tapper.user_id), None)
         if mine is not None and mine.operation_digest == approval.operation_digest:
@@ -580,13 +643,16 @@ class ApprovalService:
             await _sync_card(session, card)
             note = f"; no longer counted: {', '.join(lapsed)}" if lapsed else ""
             return TapOutcome(
-                f"Approval recorded ({count}/{approval.required_approvals}){note}.", False, True
+                f"Approval recorded ({count}/{approval.required_approvals}){note}.",
+                False,
+                True,
+                signed=True,
             )
         card.stale = True
         claimed = await self._claim(session, approval)
         if not claimed:
             return TapOutcome("Too late: this request was decided meanwhile.", True, False)
-        return TapOutcome("Approved: quorum reached, executing now.", False, True)
+        return TapOutcome("Approved: quorum reached, executing now.", False, True, signed=True)
 
     async def auto_approve(self, session: AsyncSession, approval: Approval, note: str) -> bool:
         """Approve without a human tap; callers decide when that is allowed."""
@@ -602,6 +668,8 @@ class ApprovalService:
         outcome: str = APPROVED,
     ) -> bool:
         """pending -> approved with one conditional UPDATE; only the winner enqueues the run."""
+        # The next tap reads the approval again, and with it the status this leaves.
+        self._terms.pop(approval.id, None)
         now = utcnow()
         result = await session.execute(
             update(Approval)
@@ -652,6 +720,7 @@ class ApprovalService:
         *,
         actor: Tapper | None = None,
     ) -> bool:
+        self._terms.pop(approval.id, None)
         now = utcnow()
         result = await session.execute(
             update(Approval)
@@ -848,10 +917,22 @@ def _resign(signature: Signature, approval: Approval) -> None:
     signature.lapsed = None
 
 
+def _too_late(status: str) -> str:
+    return f"Too late: this request is already {status}."
+
+
 def _is_requester(approval: Approval, tapper: Tapper) -> bool:
-    if approval.requester_user_id is not None and approval.requester_user_id == tapper.user_id:
+    return _requested_by(approval.requester_user_id, approval.requested_by, tapper)
+
+
+def _requested(terms: _Terms, tapper: Tapper) -> bool:
+    return _requested_by(terms.requester_user_id, terms.requested_by, tapper)
+
+
+def _requested_by(user_id: int | None, requested_by: str, tapper: Tapper) -> bool:
+    if user_id is not None and user_id == tapper.user_id:
         return True
-    requested = approval.requested_by.strip().lstrip("@").lower()
+    requested = requested_by.strip().lstrip("@").lower()
     return bool(tapper.username) and requested == tapper.username.lower()
 
 

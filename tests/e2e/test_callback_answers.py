@@ -4,6 +4,7 @@ so the spinner on the user's phone stops with the answer."""
 from __future__ import annotations
 
 from opsgate.sandbox.telegram_api import ApiCall
+from opsgate.services.approvals import APPROVE_RECEIVED
 from tests.builders import ALICE, am_payload
 from tests.e2e.rig import CHAT_ID, Rig
 from tests.e2e.test_approval_loop import approve_data
@@ -26,7 +27,7 @@ async def test_an_answer_refused_with_502_is_sent_again(rig: Rig) -> None:
 
     answer = await rig.telegram.wait_answer(query)
 
-    assert "executing" in answer.text and not answer.show_alert
+    assert answer.text == APPROVE_RECEIVED and not answer.show_alert
     assert [call.status for call in answer_calls(rig)] == [502, 200]
 
 
@@ -36,7 +37,7 @@ async def test_an_answer_told_to_wait_waits_as_long_as_told(rig: Rig) -> None:
 
     answer = await rig.telegram.wait_answer(query)
 
-    assert "executing" in answer.text
+    assert answer.text == APPROVE_RECEIVED
     refused, taken = answer_calls(rig)
     assert (refused.status, taken.status) == (429, 200)
     # A lower bound: sooner would ignore what Telegram asked for.

@@ -8,7 +8,7 @@ import asyncio
 from sqlalchemy import select, update
 
 from opsgate.sandbox.telegram_api import FakeMessage
-from opsgate.services.approvals import DUPLICATE, NOT_HERE
+from opsgate.services.approvals import APPROVE_RECEIVED, DUPLICATE, NOT_HERE
 from opsgate.services.storage.db import Database
 from opsgate.services.storage.models import Incident, TimelineEvent
 from tests.builders import ALICE, alert, am_payload, decision_buttons
@@ -97,7 +97,7 @@ async def test_approve_data_forged_from_another_card_changes_nothing(rig: Rig) -
     assert real_writes(rig) == []
     # The card itself still decides.
     query = rig.telegram.tap(CHAT_ID, card_a.message_id, alice, approve_data(card_a))
-    assert "executing" in (await rig.telegram.wait_answer(query)).text
+    assert (await rig.telegram.wait_answer(query)).text == APPROVE_RECEIVED
     await rig.wait_reply(card_a.message_id)
 
 
@@ -142,6 +142,7 @@ async def test_a_card_that_was_never_stored_is_adopted_on_tap(rig: Rig) -> None:
     query = rig.telegram.tap(CHAT_ID, card.message_id, alice, approve_data(card))
     answer = await rig.telegram.wait_answer(query)
 
+    # A tap on a message that is not (yet) the stored card is decided before it is answered.
     assert "executing" in answer.text and not answer.show_alert
     reply = await rig.wait_reply(card.message_id)
     assert "Succeeded" in reply.plain_text

@@ -11,6 +11,7 @@ import yaml
 from sqlalchemy import insert
 
 from opsgate.sandbox.telegram_api import FakeMessage
+from opsgate.services.approvals import APPROVE_RECEIVED
 from opsgate.services.policy import Policy, PolicyDocument
 from opsgate.services.storage.db import Database
 from opsgate.services.storage.models import Approval, Execution, Incident, TimelineEvent
@@ -351,7 +352,7 @@ async def test_a_tap_is_answered_while_a_command_answer_is_still_on_its_way(rig:
     query = rig.telegram.tap(
         CHAT_ID, card.message_id, rig.telegram.user(ALICE, "alice"), approve_data(card)
     )
-    assert "executing" in (await rig.telegram.wait_answer(query)).text
+    assert (await rig.telegram.wait_answer(query)).text == APPROVE_RECEIVED
     assert not held.released
     held.release()
     await rig.telegram.wait_for(

@@ -6,6 +6,7 @@ import asyncio
 
 from sqlalchemy import select
 
+from opsgate.services.approvals import APPROVE_RECEIVED
 from opsgate.services.storage.db import Database
 from opsgate.services.storage.models import TimelineEvent
 from tests.builders import ALICE, alert, am_payload
@@ -62,11 +63,12 @@ async def test_a_card_whose_answer_is_late_is_not_posted_again_at_once(rig_facto
     assert "card_delivery_unknown" in await timeline_kinds(rig)
     await asyncio.sleep(1.0)
     [card] = rig.cards()
-    # The unconfirmed card works: a tap makes it the incident's card.
+    # The unconfirmed card works: a tap makes it the incident's card, and is decided before
+    # it is answered.
     query = rig.telegram.tap(
         CHAT_ID, card.message_id, rig.telegram.user(ALICE, "alice"), approve_data(card)
     )
-    assert "executing" in ((await rig.telegram.wait_answer(query)).text or "")
+    assert "executing" in (await rig.telegram.wait_answer(query)).text
     await rig.wait_reply(card.message_id)
     assert len(rig.cards()) == 1
 
@@ -81,7 +83,7 @@ async def test_a_tap_before_the_card_is_stored_keeps_it_the_card(rig: Rig) -> No
     query = rig.telegram.tap(
         CHAT_ID, card.message_id, rig.telegram.user(ALICE, "alice"), approve_data(card)
     )
-    assert "executing" in ((await rig.telegram.wait_answer(query)).text or "")
+    assert "executing" in (await rig.telegram.wait_answer(query)).text
     await rig.wait_reply(card.message_id)
     final = await rig.wait_text(card.message_id, "Done")
     # Not even for a moment: no edit ever showed it as a duplicate.
@@ -102,7 +104,7 @@ async def test_an_approved_action_runs_while_cards_wait_for_telegram(rig_factory
     query = rig.telegram.tap(
         CHAT_ID, card.message_id, rig.telegram.user(ALICE, "alice"), approve_data(card)
     )
-    assert "executing" in (await rig.telegram.wait_answer(query)).text
+    assert (await rig.telegram.wait_answer(query)).text == APPROVE_RECEIVED
     await rig.eventually(lambda: len(real_writes(rig)) == 1)
     held.release()
     reply = await rig.wait_reply(card.message_id)

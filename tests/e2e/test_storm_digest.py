@@ -5,6 +5,7 @@ posts a waiting incident's card, which is the one taps decide on."""
 from __future__ import annotations
 
 from opsgate.sandbox.telegram_api import FakeMessage
+from opsgate.services.approvals import APPROVE_RECEIVED
 from tests.builders import ALICE, alert, am_payload
 from tests.e2e.rig import CHAT_ID, Rig
 from tests.e2e.test_approval_loop import approve_data
@@ -109,7 +110,7 @@ async def test_card_command_posts_the_card_taps_decide_on_and_no_second_one(
     [card] = cards_of(rig, waiting)
     query = rig.telegram.tap(CHAT_ID, card.message_id, alice, approve_data(card))
     answer = await rig.telegram.wait_answer(query)
-    assert "executing" in answer.text and not answer.show_alert
+    assert answer.text == APPROVE_RECEIVED and not answer.show_alert
     reply = await rig.wait_reply(card.message_id, timeout=20)
     assert "Succeeded" in reply.plain_text
 

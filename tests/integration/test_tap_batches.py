@@ -5,14 +5,30 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import timedelta
 
 from sqlalchemy import event, func, select
 
 from opsgate.services.alertmanager import AmPayload
-from opsgate.services.approvals import ApprovalService, Tapper
+from opsgate.services.approvals import (
+    ALREADY_SIGNED,
+    APPROVE_RECEIVED,
+    EXPIRED_TEXT,
+    REJECT_RECEIVED,
+    REQUESTED_IT,
+    ApprovalService,
+    TapAnswer,
+    Tapper,
+)
 from opsgate.services.chat import MessageRef
 from opsgate.services.storage.db import Database
-from opsgate.services.storage.models import Approval, Signature, TimelineEvent
+from opsgate.services.storage.models import (
+    Approval,
+    Incident,
+    Signature,
+    TimelineEvent,
+    utcnow,
+)
 from tests.builders import ALICE, BOB, CAROL, alert, am_payload
 from tests.integration.test_storage import CARD, services
 
@@ -144,37 +160,122 @@ async def test_taps_decided_together_read_their_card_once(database: Database) ->
     assert len(reads) < len(burst), reads
 
 
-async def test_a_tap_the_policy_allows_is_foreseen_without_a_read(database: Database) -> None:
-    approvals, approval_id = await one_card(database, 2)
-    assert await approvals.foreseen_refusal(approval_id, Tapper(ALICE, "alice")) is None
+async def card_posted(database: Database, quorum: int) -> tuple[ApprovalService, str]:
+    """As :func:`one_card`, with ``CARD`` stored as the incident's card."""
+    approvals, approval_id = await one_card(database, quorum)
+    async with database.transaction() as session:
+        incident = await session.scalar(select(Incident))
+        assert incident is not None and incident.chat_id == CARD.chat_id
+        incident.message_id = CARD.message_id
+    return approvals, approval_id
+
+
+async def test_a_tap_the_policy_allows_is_answered_without_a_read(database: Database) -> None:
+    approvals, approval_id = await card_posted(database, 2)
+    first = await approvals.foreseen_answer(approval_id, Tapper(ALICE, "alice"), True, CARD)
+    assert first == TapAnswer(APPROVE_RECEIVED, alert=False)
     with statements(database) as seen:
-        assert await approvals.foreseen_refusal(approval_id, Tapper(BOB, "bob")) is None
+        second = await approvals.foreseen_answer(approval_id, Tapper(BOB, "bob"), False, CARD)
+    assert second == TapAnswer(REJECT_RECEIVED, alert=False)
     # The approval's terms were read once, for the first tap.
     assert seen == []
     # A refusal still reads whether the approval waits for taps.
-    refusal = await approvals.foreseen_refusal(approval_id, Tapper(STRANGER, "eve"))
-    assert refusal == "Not allowed. Your Telegram id 999 is not in the opsgate policy."
+    refusal = await approvals.foreseen_answer(approval_id, Tapper(STRANGER, "eve"), True, CARD)
+    assert refusal == TapAnswer(
+        "Not allowed. Your Telegram id 999 is not in the opsgate policy.", alert=True
+    )
     async with database.transaction() as session:
         approval = await session.get(Approval, approval_id)
         assert approval is not None
         approval.status = "rejected"
-    assert await approvals.foreseen_refusal(approval_id, Tapper(STRANGER, "eve")) is None
+    late = await approvals.foreseen_answer(approval_id, Tapper(STRANGER, "eve"), True, CARD)
+    assert late == TapAnswer("Too late: this request is already rejected.", alert=True)
+
+
+async def test_a_tap_from_another_message_is_not_answered_before_its_decision(
+    database: Database,
+) -> None:
+    approvals, approval_id = await one_card(database, 2)
+    alice = Tapper(ALICE, "alice")
+    # No card stored yet (its post was never confirmed): only the decision can adopt one.
+    assert await approvals.foreseen_answer(approval_id, alice, True, CARD) is None
+    adopted = await approvals.decide(approval_id, alice, True, origin=CARD, origin_offers_it=True)
+    assert adopted.adopted
+    bob = Tapper(BOB, "bob")
+    assert await approvals.foreseen_answer(approval_id, bob, True, CARD) == TapAnswer(
+        APPROVE_RECEIVED, alert=False
+    )
+    # A duplicate of the card, or a tap whose message Telegram did not give.
+    assert await approvals.foreseen_answer(approval_id, bob, True, OTHER_CARD) is None
+    assert await approvals.foreseen_answer(approval_id, bob, True, None) is None
+
+
+async def test_what_never_changes_is_refused_before_the_decision(database: Database) -> None:
+    approvals, approval_id = await card_posted(database, 2)
+    async with database.transaction() as session:
+        approval = await session.get(Approval, approval_id)
+        assert approval is not None
+        approval.requester_user_id = ALICE
+    alice = Tapper(ALICE, "alice")
+    requested = await approvals.foreseen_answer(approval_id, alice, True, CARD)
+    assert requested == TapAnswer(REQUESTED_IT, alert=True)
+    # The requester may still reject their own request.
+    withdrawn = await approvals.foreseen_answer(approval_id, alice, False, CARD)
+    assert withdrawn == TapAnswer(REJECT_RECEIVED, alert=False)
+
+
+async def test_a_tap_after_the_window_closed_is_told_so_before_the_decision(
+    database: Database,
+) -> None:
+    approvals, approval_id = await card_posted(database, 2)
+    async with database.transaction() as session:
+        approval = await session.get(Approval, approval_id)
+        assert approval is not None
+        approval.expires_at = utcnow() - timedelta(seconds=1)
+    bob = Tapper(BOB, "bob")
+    assert await approvals.foreseen_answer(approval_id, bob, True, CARD) == TapAnswer(
+        EXPIRED_TEXT, alert=True
+    )
+    outcome = await approvals.decide(approval_id, bob, True, origin=CARD, origin_offers_it=True)
+    assert outcome.text == EXPIRED_TEXT
 
 
 async def test_a_burst_on_a_card_nobody_tapped_yet_reads_its_terms_once(
     database: Database,
 ) -> None:
-    approvals, approval_id = await one_card(database, 2)
+    approvals, approval_id = await card_posted(database, 2)
     burst = [Tapper(ALICE, "alice"), Tapper(BOB, "bob"), Tapper(CAROL, "carol")] * 10
     with statements(database) as seen:
-        refusals = await asyncio.gather(
-            *(approvals.foreseen_refusal(approval_id, t) for t in burst),
-            approvals.foreseen_refusal(approval_id, Tapper(STRANGER, "eve")),
+        answers = await asyncio.gather(
+            *(approvals.foreseen_answer(approval_id, t, True, CARD) for t in burst),
+            approvals.foreseen_answer(approval_id, Tapper(STRANGER, "eve"), True, CARD),
         )
-    assert refusals[:-1] == [None] * len(burst)
-    assert refusals[-1] == "Not allowed. Your Telegram id 999 is not in the opsgate policy."
-    # One read of the approval for the whole burst, however many taps arrive before it ends;
-    # the stranger's refusal reads only the status besides.
+    assert answers[:-1] == [TapAnswer(APPROVE_RECEIVED, alert=False)] * len(burst)
+    assert answers[-1] == TapAnswer(
+        "Not allowed. Your Telegram id 999 is not in the opsgate policy.", alert=True
+    )
+    # One read of the approval (and its incident, for the card) for the whole burst, however
+    # many taps arrive before it ends; the stranger's refusal reads only the status besides.
     terms = [s for s in seen if "FROM approvals" in s and "approvals.operation" in s]
     assert len(terms) == 1, seen
-    assert len(seen) == 2, seen
+    assert len(seen) == 3, seen
+
+
+async def test_a_second_approval_by_one_signer_is_told_so_before_its_decision(
+    database: Database,
+) -> None:
+    approvals, approval_id = await card_posted(database, 3)
+    alice, bob = Tapper(ALICE, "alice"), Tapper(BOB, "bob")
+    for tapper in (alice, bob):
+        outcome = await approvals.decide(
+            approval_id, tapper, True, origin=CARD, origin_offers_it=True
+        )
+        assert outcome.signed
+    # Bob's decision read the card again; Alice's signature is still known.
+    assert await approvals.foreseen_answer(approval_id, alice, True, CARD) == TapAnswer(
+        ALREADY_SIGNED, alert=True
+    )
+    # She may still reject.
+    assert await approvals.foreseen_answer(approval_id, alice, False, CARD) == TapAnswer(
+        REJECT_RECEIVED, alert=False
+    )

@@ -8,6 +8,8 @@ exactly there; the restarted child, with the same instance id, must do what the 
 
 from __future__ import annotations
 
+import asyncio
+import sqlite3
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +20,7 @@ import yaml
 
 from opsgate.sandbox.kube_api import FakeKube
 from opsgate.sandbox.telegram_api import FakeMessage, FakeTelegram
-from tests.builders import ALICE, am_payload, decision_buttons, policy_document
+from tests.builders import ALICE, MALLORY, am_payload, decision_buttons, policy_document
 from tests.e2e.rig import CHAT_ID, WEBHOOK_TOKEN
 from tests.procs import OpsgateProcess, OpsgateProcesses, serve_env
 
@@ -270,3 +272,47 @@ async def test_killed_after_the_webhook_answered_the_card_is_posted_once(loop: L
     await loop.approve(card)
     assert "Succeeded" in (await loop.wait_reply(card)).plain_text
     assert len(loop.cards()) == 1
+
+
+async def test_killed_after_a_tap_was_answered_but_before_its_vote_was_written(
+    loop: Loop, tmp_path: Path
+) -> None:
+    """A tap is answered before its vote is written; Telegram keeps it until the vote is."""
+    await loop.start()
+    await loop.post_alert()
+    [card] = await loop.wait_cards()
+    # The plan read and drawn first, so that the card's own writes are not what the lock holds.
+    await loop.telegram.wait_for(
+        lambda: "pods replaced" in loop.telegram.message(CHAT_ID, card.message_id).plain_text,
+        30,
+    )
+    # A stranger's tap first, so that the approval's terms are read and kept and Alice's tap
+    # is answered from memory; its refusal is written before the lock below is taken.
+    data = next(d for _text, d in card.buttons if d and d.startswith("v1:ap:"))
+    stranger = loop.telegram.user(MALLORY, "mallory")
+    await loop.telegram.wait_answer(loop.telegram.tap(CHAT_ID, card.message_id, stranger, data))
+    database = tmp_path / "opsgate.db"
+    writer = sqlite3.connect(database, isolation_level=None, timeout=30, check_same_thread=False)
+    try:
+        await loop.telegram.wait_for(lambda: refusals(writer) == 1, 30)
+        # Another writer holds SQLite's write lock: the vote waits for it, the answer does not.
+        await asyncio.to_thread(writer.execute, "BEGIN IMMEDIATE")
+        await loop.approve(card)
+        assert loop.current is not None
+        loop.current.kill_9()
+        await loop.current.wait()
+    finally:
+        writer.close()
+
+    await loop.start()
+
+    reply = await loop.wait_reply(card)
+    assert "Succeeded" in reply.plain_text and "@alice" in reply.plain_text
+    assert loop.restarted() and loop.real_patches() == 1
+
+
+def refusals(connection: sqlite3.Connection) -> int:
+    row = connection.execute(
+        "SELECT count(*) FROM timeline_events WHERE kind = 'tap_refused'"
+    ).fetchone()
+    return int(row[0])
