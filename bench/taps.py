@@ -18,6 +18,7 @@ Each round runs every scenario on opsgate, then on the bare bot (A B A B):
 * the same burst sent right after ``--timeline-commands`` ``/timeline`` commands for an incident
   with ``--timeline-events`` events (the bare bot gets the commands too and ignores them).
 
+Each scenario starts 3 s after the one before, once the bot is done with its votes and edits.
 Latency is from the tap (the update queued at the stand-in) to the stand-in carrying out
 ``answerCallbackQuery``. It prints p50/p99 per target and the ratio opsgate/bare, the
 ``/timeline`` answers' latency, and both bots' RSS before and after. Figures, not assertions:
@@ -62,9 +63,11 @@ APPROVER_IDS = range(20_000, 20_050)
 STRANGER_IDS = range(90_000, 90_050)
 INCIDENT = re.compile(r"INC-[0-9A-Z]{4,12}")
 ANSWER_TIMEOUT = 120.0
-# A single tap comes to a bot done with the one before (its vote written, its card edited):
-# taps milliseconds apart are what the bursts measure.
+# A single tap comes to a bot done with the one before (its vote written, its card edited),
+# and each scenario to a bot done with the last: taps milliseconds apart are what the bursts
+# measure, and a burst's own votes and card edits are not the next scenario's load.
 SETTLE_SECONDS = 0.25
+SCENARIO_SETTLE_SECONDS = 3.0
 
 
 def bench_policy() -> dict[str, Any]:
@@ -252,12 +255,16 @@ async def run_round(
         await asyncio.sleep(SETTLE_SECONDS)
     results["1 tap"] = (single, [])
     cpu = target.spent("1 tap", cpu)
+    await asyncio.sleep(SCENARIO_SETTLE_SECONDS)
+    cpu = cpu_seconds(target.pid)
     message_id, data = cards[1]
     results["burst"] = (
         await tap_and_time(target, message_id, data, tappers(target.telegram, burst)),
         [],
     )
     cpu = target.spent("burst", cpu)
+    await asyncio.sleep(SCENARIO_SETTLE_SECONDS)
+    cpu = cpu_seconds(target.pid)
     message_id, data = cards[2]
     answers = await timeline_commands(target, commands)
     during = await tap_and_time(target, message_id, data, tappers(target.telegram, burst))

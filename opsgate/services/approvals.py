@@ -419,8 +419,9 @@ class ApprovalService:
 
         What never changes after the proposal (the operation, risk, window and requester)
         and the policy in memory settle a refusal exactly; a tap they allow is told it was
-        received, and the card shows what it did. The terms are read once per card; only a
-        refusal reads the approval's status, so that a closed card says so. ``decide`` still
+        received, and the card shows what it did. The terms are read once per card, and
+        nothing else unless the window or the requester refuses the tap: then the approval's
+        status, so that a card closed meanwhile says so. ``decide`` still
         runs for every tap: it records the vote or the refusal, and adopts or marks the card.
         None for a tap from any message but the incident's card (a duplicate, a card whose
         post was never confirmed): only the decision can tell what it did.
@@ -433,9 +434,12 @@ class ApprovalService:
         if status is not None and status != PENDING:
             return TapAnswer(_too_late(status), alert=True)
         verdict = self._policy.current().authorize(tapper.user_id, terms.operation, terms.risk)
+        if not verdict.allowed:
+            # Whatever the card's state: someone the policy refuses changes nothing on it.
+            return TapAnswer(refusal_text(verdict.reason), alert=True)
         expired = terms.expires_at <= utcnow()
         requested = approve and _requested(terms, tapper)
-        if verdict.allowed and not expired and not requested:
+        if not expired and not requested:
             if approve and tapper.user_id in terms.signers:
                 return TapAnswer(ALREADY_SIGNED, alert=True)
             return TapAnswer(APPROVE_RECEIVED if approve else REJECT_RECEIVED, alert=False)
@@ -448,8 +452,6 @@ class ApprovalService:
             return TapAnswer(_too_late(status), alert=True)
         if expired:
             return TapAnswer(EXPIRED_TEXT, alert=True)
-        if not verdict.allowed:
-            return TapAnswer(refusal_text(verdict.reason), alert=True)
         return TapAnswer(REQUESTED_IT, alert=True)
 
     async def _terms_of(self, approval_id: str) -> tuple[_Terms | None, str | None]:
