@@ -35,5 +35,9 @@ class AnswersFirst:
                 self._quiet.set()
 
     async def quiet(self) -> None:
+        if self._answering == 0:
+            return
+        # A timeout scope, not wait_for: a burst's hundred waiters need no task each.
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._quiet.wait(), self._patience)
+            async with asyncio.timeout(self._patience):
+                await self._quiet.wait()

@@ -84,13 +84,13 @@ class IncidentQueries:
     ) -> timeline.TimelinePage | None:
         """A page of the incident's events, newest first, or None when there is no such
         incident."""
-        async with self._db.transaction() as session:
+        async with self._db.read() as session:
             if await session.get(Incident, incident_id) is None:
                 return None
             return await timeline.page(session, incident_id, offset, limit)
 
     async def incident_for_card(self, chat_id: int, message_id: int) -> str | None:
-        async with self._db.transaction() as session:
+        async with self._db.read() as session:
             found = await session.scalar(
                 select(Incident.id).where(
                     Incident.chat_id == chat_id, Incident.message_id == message_id
@@ -119,7 +119,7 @@ class IncidentQueries:
         firing = [Incident.status == "firing"]
         if namespaces is not None:
             firing.append(INCIDENT_NAMESPACE.in_(sorted(namespaces)))
-        async with self._db.transaction() as session:
+        async with self._db.read() as session:
             total = await session.scalar(select(func.count()).select_from(Incident).where(*firing))
             offset = max(0, min(offset, max(int(total or 0) - 1, 0)))
             incidents = list(
@@ -149,7 +149,7 @@ class IncidentQueries:
 
     async def pending_approvals(self) -> list[PendingRow]:
         now = utcnow()
-        async with self._db.transaction() as session:
+        async with self._db.read() as session:
             rows = (
                 await session.execute(
                     select(Approval, Incident.alertname)
@@ -174,7 +174,7 @@ class IncidentQueries:
 
     async def audit(self, incident_id: str | None) -> list[AuditRow] | None:
         """Executions of one incident (None if it does not exist), or the latest overall."""
-        async with self._db.transaction() as session:
+        async with self._db.read() as session:
             query = select(Execution, Approval).join(Approval, Approval.id == Execution.approval_id)
             if incident_id is not None:
                 if await session.get(Incident, incident_id) is None:

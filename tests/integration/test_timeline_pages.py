@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import event, insert
+from sqlalchemy import event, insert, update
 from sqlalchemy.engine import Connection
 
 from opsgate.services import timeline
+from opsgate.services.queries import IncidentQueries
 from opsgate.services.storage.db import Database
 from opsgate.services.storage.models import Incident, TimelineEvent
 
@@ -90,3 +92,30 @@ async def test_a_page_is_read_through_the_index(database: Database) -> None:
             assert INDEX in plan, plan
             # The order comes from the index: no sort of the incident's events.
             assert "TEMP B-TREE" not in plan and "Sort" not in plan, plan
+
+
+async def test_chat_queries_never_wait_for_the_write_lock(database: Database) -> None:
+    """A command's answer reads: it neither waits for a vote's write transaction nor makes
+    one wait (SQLite's writers queue on one lock; PostgreSQL's transactions never did)."""
+    await busy_incidents(database, 60)
+    queries = IncidentQueries(database)
+    holding, release = asyncio.Event(), asyncio.Event()
+
+    async def writer() -> None:
+        async with database.transaction() as session:
+            await session.execute(update(Incident).values(updated_at=T0))
+            holding.set()
+            await release.wait()
+
+    held = asyncio.create_task(writer())
+    await holding.wait()
+    try:
+        page = await asyncio.wait_for(queries.timeline("INC-AAAA0001", 0, 30), 5)
+        assert page is not None and len(page.events) == 30
+        await asyncio.wait_for(queries.open_incidents(0, 10), 5)
+        await asyncio.wait_for(queries.pending_approvals(), 5)
+        await asyncio.wait_for(queries.audit(None), 5)
+        await asyncio.wait_for(queries.incident_for_card(-100123, 1), 5)
+    finally:
+        release.set()
+        await held
