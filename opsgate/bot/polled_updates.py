@@ -3,11 +3,13 @@
 Telegram drops an update once ``getUpdates`` is called with a higher offset, and PTB's updater
 makes that call as soon as it has queued a batch. A tap is answered before its vote is written
 (``CardButtons``), so a crash in between would lose a vote whose tapper was told it arrived.
-``ConfirmingBot`` holds each Approve / Reject tap it fetches and makes the next ``getUpdates``
-(which confirms it) only once the tap's handler has released it; Telegram then sends the taps
-of a killed process again to the next one. Fetching waits as long as the batch's votes take to
-commit, tens of milliseconds; a handler that never releases its tap holds polling for at most
-``patience`` seconds (``update_receipt_overdue``).
+``ConfirmingBot`` holds each Approve / Reject tap it fetches and makes no ``getUpdates`` whose
+offset would confirm it until the tap's handler has released it; Telegram then sends the taps
+of a killed process again to the next one. After a full batch, the updates waiting behind it
+(a burst over one batch's 100) are fetched at once, with an offset that confirms nothing held;
+otherwise the next long poll waits as long as the held votes take to commit, tens of
+milliseconds. A handler that never releases its tap
+holds confirming for at most ``patience`` seconds (``update_receipt_overdue``).
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ log = structlog.get_logger(__name__)
 
 # A vote not durable within Telegram's answer window waits on a stuck database: polling goes on.
 PATIENCE_SECONDS = 15.0
+# The most updates one getUpdates gives (PTB asks for Telegram's default, its maximum).
+BATCH_LIMIT = 100
 
 
 class UpdateReceipts:
@@ -50,6 +54,9 @@ class UpdateReceipts:
         if self._held:
             self._settled.clear()
 
+    def lowest(self) -> int | None:
+        return min(self._held, default=None)
+
     def release(self, update_id: int) -> None:
         self._held.discard(update_id)
         if not self._held:
@@ -72,14 +79,31 @@ class UpdateReceipts:
 class ConfirmingBot(ExtBot[None]):
     """PTB's bot, whose ``getUpdates`` waits until the votes it fetched before are durable."""
 
-    __slots__ = ("_receipts",)
+    __slots__ = ("_more_waiting", "_receipts")
 
     def __init__(self, *args: Any, receipts: UpdateReceipts, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._receipts = receipts
+        # The last batch was as long as Telegram gives: more may be waiting behind it.
+        self._more_waiting = False
 
     async def get_updates(self, *args: Any, **kwargs: Any) -> tuple[Update, ...]:
+        offset = kwargs.get("offset")
+        lowest = self._receipts.lowest()
+        room = len(self._receipts.held) < BATCH_LIMIT
+        if self._more_waiting and room and lowest is not None and offset is not None:
+            # Telegram keeps every update from the lowest held one on: ask from there without
+            # waiting, so that what came after the last batch (a burst over one batch's 100)
+            # is handed on now, while the held votes stay unconfirmed. Batches come in order,
+            # so the lowest held one is below ``offset``.
+            again = await super().get_updates(*args, **{**kwargs, "offset": lowest, "timeout": 0})
+            fresh = tuple(u for u in again if u.update_id >= offset)
+            self._more_waiting = len(again) >= BATCH_LIMIT
+            if fresh:
+                self._receipts.hold(fresh)
+                return fresh
         await self._receipts.settled()
         updates = await super().get_updates(*args, **kwargs)
+        self._more_waiting = len(updates) >= BATCH_LIMIT
         self._receipts.hold(updates)
         return updates
