@@ -419,10 +419,11 @@ class ApprovalService:
 
         What never changes after the proposal (the operation, risk, window and requester)
         and the policy in memory settle a refusal exactly; a tap they allow is told it was
-        received, and the card shows what it did. The terms are read once per card, and
-        nothing else unless the window or the requester refuses the tap: then the approval's
-        status, so that a card closed meanwhile says so. ``decide`` still
-        runs for every tap: it records the vote or the refusal, and adopts or marks the card.
+        received, and the card shows what it did. A pending approval's terms are read once
+        and kept until it closes, and nothing else is read unless the window or the requester
+        refuses the tap: then the approval's status, so that a card closed meanwhile says so.
+        ``decide`` still runs for every tap: it records the vote or the refusal, and adopts or
+        marks the card.
         None for a tap from any message but the incident's card (a duplicate, a card whose
         post was never confirmed): only the decision can tell what it did.
         """
@@ -476,20 +477,13 @@ class ApprovalService:
             reading.set()
         if approval is None:
             return None, None
+        if approval.status != PENDING:
+            return _terms_read_once(approval, incident), approval.status
         return self._remember_terms(approval, incident), approval.status
 
     def _remember_terms(self, approval: Approval, incident: Incident | None) -> _Terms:
-        card = None
-        if incident is not None and incident.message_id is not None:
-            card = (incident.chat_id, incident.message_id)
-        terms = _Terms(
-            Operation.from_dict(approval.operation),
-            Risk(approval.risk),
-            approval.expires_at,
-            approval.requester_user_id,
-            approval.requested_by,
-            card,
-        )
+        """Keeps a pending approval's terms; closing it (``_close``, ``_claim``) drops them."""
+        terms = _terms_read_once(approval, incident)
         kept = self._terms.get(approval.id)
         if kept is not None:
             terms.signers.update(kept.signers)
@@ -549,6 +543,10 @@ class ApprovalService:
         if approval is None:
             return None
         incident = await session.get(Incident, approval.incident_id, populate_existing=True)
+        if approval.status != PENDING:
+            # Only a pending approval's terms are kept: a tap on a closed card reads its state.
+            self._terms.pop(approval.id, None)
+            return _Card(approval, incident, policy, Operation.from_dict(approval.operation))
         terms = self._remember_terms(approval, incident)
         return _Card(approval, incident, policy, terms.operation)
 
@@ -917,6 +915,20 @@ def _resign(signature: Signature, approval: Approval) -> None:
     signature.operation_digest = approval.operation_digest
     signature.created_at = utcnow()
     signature.lapsed = None
+
+
+def _terms_read_once(approval: Approval, incident: Incident | None) -> _Terms:
+    card = None
+    if incident is not None and incident.message_id is not None:
+        card = (incident.chat_id, incident.message_id)
+    return _Terms(
+        Operation.from_dict(approval.operation),
+        Risk(approval.risk),
+        approval.expires_at,
+        approval.requester_user_id,
+        approval.requested_by,
+        card,
+    )
 
 
 def _too_late(status: str) -> str:

@@ -279,3 +279,17 @@ async def test_a_second_approval_by_one_signer_is_told_so_before_its_decision(
     assert await approvals.foreseen_answer(approval_id, alice, False, CARD) == TapAnswer(
         REJECT_RECEIVED, alert=False
     )
+
+
+async def test_once_the_quorum_is_met_a_late_tap_is_told_so_before_its_decision(
+    database: Database,
+) -> None:
+    approvals, approval_id = await card_posted(database, 1)
+    alice, bob, carol = Tapper(ALICE, "alice"), Tapper(BOB, "bob"), Tapper(CAROL, "carol")
+    claimed = await approvals.decide(approval_id, alice, True, origin=CARD, origin_offers_it=True)
+    assert claimed.signed
+    # A tap decided after the claim reads the closed approval; its terms are not kept again.
+    await approvals.decide(approval_id, bob, True, origin=CARD, origin_offers_it=True)
+    late = TapAnswer("Too late: this request is already approved.", alert=True)
+    assert await approvals.foreseen_answer(approval_id, carol, True, CARD) == late
+    assert await approvals.foreseen_answer(approval_id, carol, False, CARD) == late
