@@ -131,6 +131,8 @@ async def test_mcp_propose_card_taps_and_wait_for_the_result(agent_rig: Rig) -> 
         assert changed["superseded"] == approval_id and changed["approvals"] == []
         card = await rig.wait_text(card.message_id, "--replicas=4")
         assert "Approvals 0/2" in card.plain_text
+        # Signed over the plan: a signature made before it is read lapses once it binds.
+        card = await rig.wait_text(card.message_id, "-> 4 replicas")
         bob = rig.telegram.user(BOB, "bob")
         for user in (alice, bob):
             tapped = rig.telegram.tap(CHAT_ID, card.message_id, user, approve_data(card))
