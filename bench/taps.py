@@ -248,6 +248,7 @@ async def run_round(
     cards = target.tappable[round_no * 3 : round_no * 3 + 3]
     results: dict[str, tuple[list[Sample], list[float]]] = {}
     message_id, data = cards[0]
+    await asyncio.sleep(SCENARIO_SETTLE_SECONDS)  # after the last round's bursts
     cpu = cpu_seconds(target.pid)
     single: list[Sample] = []
     for user in tappers(target.telegram, singles):
