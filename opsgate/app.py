@@ -37,6 +37,7 @@ from opsgate.bot.render_commands import COMMANDS
 from opsgate.bot.send_budget import FloodLimits, SendBudget, redis_storage
 from opsgate.bot.sender import TelegramSender
 from opsgate.handlers.agent_routes import agent_router
+from opsgate.handlers.answers_first import AnswersFirst
 from opsgate.handlers.card_buttons import CardButtons
 from opsgate.handlers.chat_members import ChatMembers
 from opsgate.handlers.commands import ChatCommands
@@ -454,12 +455,22 @@ def build_app(settings: Settings, *, policy: PolicySource, kube: KubeClient) -> 
         kube_check=kube_version_check(kube),
         last_alert=lambda: incidents.last_received_at,
     )
+    # One order for every update handler: callback answers before votes and commands.
+    answers_first = AnswersFirst()
     register(
         telegram,
-        CardButtons(approvals, sender, metrics, receipts),
+        CardButtons(approvals, sender, metrics, receipts, answers_first),
         FeedbackButtons(learning, policy, sender),
         ChatCommands(
-            IncidentQueries(db), health, knowledge, playbooks, policy, chats, sender, publisher
+            IncidentQueries(db),
+            health,
+            knowledge,
+            playbooks,
+            policy,
+            chats,
+            sender,
+            publisher,
+            answers_first,
         ),
         ChatMembers(chats),
         ResponseButtons(

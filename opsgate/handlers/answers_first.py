@@ -34,6 +34,13 @@ class AnswersFirst:
             if self._answering == 0:
                 self._quiet.set()
 
+    async def after_answers(self) -> None:
+        """For work that is not a vote but need not go before a burst's answers either (a
+        command's reads and rendering): one turn of the loop first, so that the taps fetched
+        in the same batch have begun to be answered, then as :meth:`quiet`."""
+        await asyncio.sleep(0)
+        await self.quiet()
+
     async def quiet(self) -> None:
         if self._answering == 0:
             return

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import structlog
 from telegram import InlineKeyboardMarkup, Message, Update, User
@@ -28,6 +28,7 @@ from opsgate.bot.render_commands import (
 )
 from opsgate.bot.render_evidence import evidence_pages
 from opsgate.bot.sender import TelegramSender
+from opsgate.handlers.answers_first import AnswersFirst
 from opsgate.handlers.callback_actions import (
     STALE,
     expect,
@@ -67,6 +68,8 @@ class ChatCommands:
     chats: ChatDirectory
     sender: TelegramSender
     cards: CardPublisher
+    # Callback answers go first: a command waits for the answers of the taps fetched with it.
+    order: AnswersFirst = field(default_factory=AnswersFirst)
 
     async def _answer(
         self, message: Message, html: str, markup: InlineKeyboardMarkup | None = None
@@ -80,6 +83,7 @@ class ChatCommands:
         message, user = update.effective_message, update.effective_user
         if message is None or user is None:
             return None
+        await self.order.after_answers()
         # A chat that talks to the bot has evidently not removed it.
         await self.chats.activate(message.chat_id)
         return message, user

@@ -43,3 +43,26 @@ async def test_a_steady_stream_of_answers_holds_a_vote_only_for_the_patience() -
 
 async def test_with_no_answer_in_flight_a_vote_goes_at_once() -> None:
     await asyncio.wait_for(AnswersFirst(patience=30).quiet(), 1)
+
+
+async def test_a_command_fetched_with_a_burst_waits_for_its_answers() -> None:
+    order = AnswersFirst()
+    events: list[str] = []
+    release = asyncio.Event()
+
+    async def command() -> None:
+        await order.after_answers()
+        events.append("command")
+
+    async def tap(name: str) -> None:
+        async with order.answering():
+            await release.wait()
+            events.append(f"answer {name}")
+
+    # Fetched together, the command first, as its update came first: PTB starts them in order.
+    tasks = [asyncio.create_task(command()), *(asyncio.create_task(tap(n)) for n in "ab")]
+    await asyncio.sleep(0.01)
+    assert events == []
+    release.set()
+    await asyncio.gather(*tasks)
+    assert events == ["answer a", "answer b", "command"]
