@@ -7,8 +7,9 @@
 Two bots run as child processes, each polling its own Telegram stand-in (opsgate/sandbox) in this
 process: a real ``opsgate serve`` (a fresh SQLite file, or a scratch PostgreSQL database
 given as for bench.ingest; the test policy plus approvers; its default flood limits and
-polling intervals) and ``bench.bare_bot``, whose only handler answers, tapped on messages shaped
-like opsgate's cards (Telegram sends the tapped message with every tap).
+polling intervals, and a card quota that posts all of the bench's cards) and
+``bench.bare_bot``, whose only handler answers, tapped on messages shaped like opsgate's cards
+(Telegram sends the tapped message with every tap).
 Each round runs every scenario on opsgate, then on the bare bot (A B A B):
 
 * one tap at a time (``--singles`` of them, approvers and non-members in turn), each waited for
@@ -212,7 +213,10 @@ async def prepare_opsgate(
         for i in range(cards):
             payload = am_payload(f"taps-{i}", alert(f"taps{i}"))
             (await client.post("/webhook/alertmanager", json=payload)).raise_for_status()
-    await target.telegram.wait_for(lambda: len(opsgate_cards(target.telegram)) >= cards, 120)
+    # At the group's 20 messages a minute, edits included.
+    await target.telegram.wait_for(
+        lambda: len(opsgate_cards(target.telegram)) >= cards, 60 + cards * 6
+    )
     for card in opsgate_cards(target.telegram):
         data = approve_data(card)
         assert data is not None
@@ -298,7 +302,12 @@ async def run(
             kube,
             url,
             workdir,
-            {"policy_file": policy_file, **PRODUCTION_SETTINGS},
+            # Every prepared card is posted, none goes on the digest: the taps need cards.
+            {
+                "policy_file": policy_file,
+                **PRODUCTION_SETTINGS,
+                "cards_per_minute": max(PRODUCTION_SETTINGS["cards_per_minute"], rounds * 3),
+            },
         )
         procs = OpsgateProcesses(workdir)
         bare = start_bare_bot(fakes["bare"], workdir / "bare.log")

@@ -32,7 +32,7 @@ from opsgate.services.job_kinds import (
     LearnJob,
 )
 from opsgate.services.jobs import enqueue
-from opsgate.services.operation_specs import approvable, effective_risk
+from opsgate.services.operation_specs import PlanState, approvable, effective_risk
 from opsgate.services.operations import Operation, parse_operation
 from opsgate.services.policy import Policy
 from opsgate.services.policy_source import PolicySource
@@ -141,6 +141,11 @@ class _Terms:
     # The incident's card when last read, (chat id, message id): taps from any other message
     # are decided before they are answered.
     card: tuple[int, int] | None
+    # Whether a plan was read, as the card shows it. Once read, a plan stays approvable while
+    # the approval is pending: a cluster that cannot be asked again leaves it as it was.
+    # Before that, Approve may be refused for it (the cluster is unavailable), so those taps
+    # are decided before they are answered.
+    plan_ready: bool
     # Who signed through this process since: a second tap is told so before its decision.
     signers: set[int] = field(default_factory=set)
 
@@ -425,7 +430,8 @@ class ApprovalService:
         ``decide`` still runs for every tap: it records the vote or the refusal, and adopts or
         marks the card.
         None for a tap from any message but the incident's card (a duplicate, a card whose
-        post was never confirmed): only the decision can tell what it did.
+        post was never confirmed), and for an Approve before the card shows a plan: only the
+        decision can tell what it did.
         """
         terms, status = await self._terms_of(approval_id)
         if terms is None:
@@ -439,6 +445,8 @@ class ApprovalService:
             # Whatever the card's state: someone the policy refuses changes nothing on it.
             return TapAnswer(refusal_text(verdict.reason), alert=True)
         expired = terms.expires_at <= utcnow()
+        if approve and not expired and not terms.plan_ready:
+            return None
         requested = approve and _requested(terms, tapper)
         if not expired and not requested:
             if approve and tapper.user_id in terms.signers:
@@ -928,6 +936,7 @@ def _terms_read_once(approval: Approval, incident: Incident | None) -> _Terms:
         approval.requester_user_id,
         approval.requested_by,
         card,
+        approval.plan is not None and approval.plan.get("state") == PlanState.READY.value,
     )
 
 

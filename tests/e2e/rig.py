@@ -124,13 +124,21 @@ class Rig:
     async def wait_card(self, chat_id: int = CHAT_ID, timeout: float = 10) -> FakeMessage:
         """The first card, once Telegram shows it and opsgate has stored where it is."""
         await self.telegram.wait_for(lambda: bool(self.cards(chat_id)), timeout)
-        card = self.cards(chat_id)[0]
+        return await self.stored(self.cards(chat_id)[0], timeout)
+
+    async def stored(self, card: FakeMessage, timeout: float = 10) -> FakeMessage:
+        """``card`` once opsgate has stored it as its incident's card. Telegram shows a card
+        before opsgate has written where it is, and a tap in between is decided before it
+        is answered: the answer then is the decision's, not the one given from the card."""
         db = Database(self.database_url)
         try:
             for _ in range(int(timeout / 0.05)):
-                async with db.transaction() as session:
+                async with db.read() as session:
                     stored = await session.scalar(
-                        select(Incident.id).where(Incident.message_id == card.message_id)
+                        select(Incident.id).where(
+                            Incident.chat_id == card.chat_id,
+                            Incident.message_id == card.message_id,
+                        )
                     )
                 if stored is not None:
                     return card

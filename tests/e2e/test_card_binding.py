@@ -81,7 +81,7 @@ async def test_approve_data_forged_from_another_card_changes_nothing(rig: Rig) -
     card_a = await rig.wait_card()
     await rig.post_alert(am_payload('{}:{alertname="DiskFull"}', alert("d", alertname="DiskFull")))
     await rig.telegram.wait_for(lambda: len(rig.cards()) == 2)
-    card_c = rig.cards()[1]
+    card_c = await rig.stored(rig.cards()[1])
     await rig.wait_text(card_c.message_id, "DiskFull")
     before_a = (card_a.plain_text, card_a.buttons)
     before_c = (card_c.plain_text, card_c.buttons)

@@ -113,7 +113,7 @@ async def test_a_new_card_shows_the_closest_past_case(rig: Rig) -> None:
     await poll(written)
     await rig.post_alert(am_payload("g-second"))
     await rig.telegram.wait_for(lambda: len(rig.cards()) == 2)
-    second = rig.cards()[1]
+    second = await rig.stored(rig.cards()[1])
     assert "📚 past case: Fixed CheckoutErrors with kubectl rollout restart" in second.plain_text
     assert f"({first})" in second.plain_text
     _, entry = await _stat_and_entry(rig)

@@ -32,7 +32,7 @@ REJECT_ONLY = ["❌ Reject"]
 async def _card(rig: Rig, action: str, group: str = "g") -> FakeMessage:
     await rig.post_alert(am_payload(f"{group}:{action}", alert(action=action)))
     await rig.telegram.wait_for(lambda: bool(rig.cards()), 10)
-    return max(rig.cards(), key=lambda m: m.message_id)
+    return await rig.stored(max(rig.cards(), key=lambda m: m.message_id))
 
 
 async def _approve(rig: Rig, card: FakeMessage, *users: int) -> None:

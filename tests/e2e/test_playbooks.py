@@ -72,7 +72,7 @@ async def _auto_approved_pod_delete(rig: Rig, *, controlled: bool) -> tuple[Fake
     deletes_before = len(real_writes(rig, "DELETE"))
     await rig.post_alert(am_payload("g-auto", alert("b", action=None)))
     await rig.telegram.wait_for(lambda: len(rig.cards()) == 2)
-    return rig.cards()[1], deletes_before
+    return await rig.stored(rig.cards()[1]), deletes_before
 
 
 async def test_auto_approve_runs_a_trusted_low_risk_playbook(rig_factory: Rig) -> None:

@@ -26,7 +26,7 @@ async def _refire(rig: Rig, payload: dict[str, object] = FIRING) -> FakeMessage:
     response = await rig.post_alert(payload)
     assert response.json()["created"] is True
     await rig.telegram.wait_for(lambda: len(rig.cards()) == before + 1)
-    return rig.cards()[-1]
+    return await rig.stored(rig.cards()[-1])
 
 
 def _incident_id(card: FakeMessage) -> str:

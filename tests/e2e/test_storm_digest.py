@@ -108,6 +108,7 @@ async def test_card_command_posts_the_card_taps_decide_on_and_no_second_one(
     rig.telegram.send_text(CHAT_ID, alice, f"/card {waiting}")
     await rig.eventually(lambda: bool(cards_of(rig, waiting)))
     [card] = cards_of(rig, waiting)
+    await rig.stored(card)
     query = rig.telegram.tap(CHAT_ID, card.message_id, alice, approve_data(card))
     answer = await rig.telegram.wait_answer(query)
     assert answer.text == APPROVE_RECEIVED and not answer.show_alert

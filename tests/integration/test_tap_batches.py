@@ -14,6 +14,7 @@ from opsgate.services.approvals import (
     ALREADY_SIGNED,
     APPROVE_RECEIVED,
     EXPIRED_TEXT,
+    PLAN_UNREAD,
     REJECT_RECEIVED,
     REQUESTED_IT,
     ApprovalService,
@@ -21,6 +22,7 @@ from opsgate.services.approvals import (
     Tapper,
 )
 from opsgate.services.chat import MessageRef
+from opsgate.services.operation_specs import Plan, PlanState
 from opsgate.services.storage.db import Database
 from opsgate.services.storage.models import (
     Approval,
@@ -119,15 +121,30 @@ def statements(database: Database) -> Iterator[list[str]]:
         event.remove(database.engine.sync_engine, "before_cursor_execute", on_execute)
 
 
-async def one_card(database: Database, quorum: int) -> tuple[ApprovalService, str]:
+async def one_card(
+    database: Database, quorum: int, plan: PlanState | None = PlanState.READY
+) -> tuple[ApprovalService, str]:
     """The approval service and the id of one pending approval, whose card a tap from
-    ``CARD`` becomes."""
+    ``CARD`` becomes, with its plan read as ``plan`` (None: not read yet)."""
     approvals, incidents = services(database, quorum={"medium": quorum})
     await incidents.ingest_alertmanager(AmPayload.model_validate(am_payload()))
     async with database.read() as session:
         approval_id = await session.scalar(select(Approval.id))
     assert approval_id is not None
+    if plan is not None:
+        await read_plan(database, approvals, approval_id, plan)
     return approvals, approval_id
+
+
+async def read_plan(
+    database: Database, approvals: ApprovalService, approval_id: str, state: PlanState
+) -> None:
+    """What the plan job stores once it has asked the cluster."""
+    async with database.transaction() as session:
+        approval = await session.get(Approval, approval_id, with_for_update=True)
+        assert approval is not None
+        approval.plan = Plan(state, "2 pods replaced, one rollout").to_dict()
+        await approvals.bind_plan(session, approval)
 
 
 async def test_taps_decided_together_read_their_card_once(database: Database) -> None:
@@ -160,9 +177,11 @@ async def test_taps_decided_together_read_their_card_once(database: Database) ->
     assert len(reads) < len(burst), reads
 
 
-async def card_posted(database: Database, quorum: int) -> tuple[ApprovalService, str]:
+async def card_posted(
+    database: Database, quorum: int, plan: PlanState | None = PlanState.READY
+) -> tuple[ApprovalService, str]:
     """As :func:`one_card`, with ``CARD`` stored as the incident's card."""
-    approvals, approval_id = await one_card(database, quorum)
+    approvals, approval_id = await one_card(database, quorum, plan)
     async with database.transaction() as session:
         incident = await session.scalar(select(Incident))
         assert incident is not None and incident.chat_id == CARD.chat_id
@@ -208,6 +227,29 @@ async def test_a_tap_from_another_message_is_not_answered_before_its_decision(
     # A duplicate of the card, or a tap whose message Telegram did not give.
     assert await approvals.foreseen_answer(approval_id, bob, True, OTHER_CARD) is None
     assert await approvals.foreseen_answer(approval_id, bob, True, None) is None
+
+
+async def test_an_approve_before_the_card_shows_a_plan_is_answered_by_its_decision(
+    database: Database,
+) -> None:
+    approvals, approval_id = await card_posted(database, 2, plan=PlanState.UNAVAILABLE)
+    alice, bob = Tapper(ALICE, "alice"), Tapper(BOB, "bob")
+    # The cluster could not be read: only the decision says Approve approves nothing yet.
+    assert await approvals.foreseen_answer(approval_id, alice, True, CARD) is None
+    refused = await approvals.decide(approval_id, alice, True, origin=CARD, origin_offers_it=True)
+    assert (refused.text, refused.signed) == (PLAN_UNREAD, False)
+    # Reject does not wait for the plan.
+    assert await approvals.foreseen_answer(approval_id, bob, False, CARD) == TapAnswer(
+        REJECT_RECEIVED, alert=False
+    )
+    # Once read, the next decision keeps the plan with the terms, and taps are answered first.
+    await read_plan(database, approvals, approval_id, PlanState.READY)
+    assert await approvals.foreseen_answer(approval_id, alice, True, CARD) is None
+    signed = await approvals.decide(approval_id, alice, True, origin=CARD, origin_offers_it=True)
+    assert signed.signed
+    assert await approvals.foreseen_answer(approval_id, bob, True, CARD) == TapAnswer(
+        APPROVE_RECEIVED, alert=False
+    )
 
 
 async def test_what_never_changes_is_refused_before_the_decision(database: Database) -> None:
