@@ -32,7 +32,7 @@ from telegram.request import HTTPXRequest
 
 import opsgate
 from opsgate.bot.outbound import OutboundScheduler
-from opsgate.bot.polled_updates import ConfirmingBot, UpdateReceipts
+from opsgate.bot.polled_updates import ConfirmingBot, FreshUpdatesRequest, UpdateReceipts
 from opsgate.bot.render_commands import COMMANDS
 from opsgate.bot.send_budget import FloodLimits, SendBudget, redis_storage
 from opsgate.bot.sender import TelegramSender
@@ -242,7 +242,7 @@ def build_telegram(
             pool_timeout=settings.telegram_connect_timeout,
             httpx_kwargs=client,
         ),
-        get_updates_request=HTTPXRequest(connection_pool_size=1, httpx_kwargs=client),
+        get_updates_request=FreshUpdatesRequest(connection_pool_size=1, httpx_kwargs=client),
         receipts=receipts or UpdateReceipts(),
     )
     builder: ApplicationBuilder = Application.builder().bot(bot)  # type: ignore[type-arg]

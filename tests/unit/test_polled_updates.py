@@ -37,7 +37,7 @@ async def test_only_approve_and_reject_taps_are_held() -> None:
             command(5),
         ]
     )
-    assert receipts.held == {1, 2}
+    assert (receipts.held, receipts.count) == ({1, 2}, 2)
 
 
 async def test_fetching_waits_until_every_held_vote_is_released() -> None:
