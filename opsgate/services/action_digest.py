@@ -8,7 +8,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from opsgate.services.operation_specs import PlanState, signed_facts
+from opsgate.services.operation_specs import plan_ready, signed_facts
 from opsgate.services.operations import Operation
 
 
@@ -21,7 +21,7 @@ def operation_digest(op: Operation, plan: Mapping[str, Any] | None = None) -> st
     nothing: there is no target to sign, and the check just before the real call guards it.
     """
     fields: dict[str, Any] = {"operation": op.to_dict()}
-    if plan and plan.get("state") == PlanState.READY.value:
+    if plan is not None and plan_ready(plan):
         fixed = signed_facts(op, plan.get("facts") or {})
         if fixed:
             fields["plan"] = fixed

@@ -32,7 +32,7 @@ from opsgate.services.job_kinds import (
     LearnJob,
 )
 from opsgate.services.jobs import enqueue
-from opsgate.services.operation_specs import PlanState, approvable, effective_risk
+from opsgate.services.operation_specs import approvable, effective_risk, plan_ready
 from opsgate.services.operations import Operation, parse_operation
 from opsgate.services.policy import Policy
 from opsgate.services.policy_source import PolicySource
@@ -936,7 +936,7 @@ def _terms_read_once(approval: Approval, incident: Incident | None) -> _Terms:
         approval.requester_user_id,
         approval.requested_by,
         card,
-        approval.plan is not None and approval.plan.get("state") == PlanState.READY.value,
+        plan_ready(approval.plan),
     )
 
 

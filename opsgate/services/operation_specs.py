@@ -374,6 +374,11 @@ def changed_since(op: Operation, planned: Facts, now: Facts) -> str | None:
     return "; ".join(diffs) if diffs else None
 
 
+def plan_ready(stored_plan: Mapping[str, Any] | None) -> bool:
+    """Whether this stored plan (``Plan.to_dict()``) was read: the card shows what would change."""
+    return stored_plan is not None and stored_plan.get("state") == PlanState.READY.value
+
+
 def approvable(stored_plan: Mapping[str, Any] | None) -> bool:
     """Whether an approval with this stored plan may be approved: not while the plan is known
     to be unreadable (the cluster timed out or answered 503), for what would change cannot be

@@ -17,14 +17,13 @@ from __future__ import annotations
 
 import dataclasses
 from datetime import timedelta
-from typing import Any
 
 import structlog
 
 from opsgate.services.approvals import PENDING, ApprovalService
 from opsgate.services.job_kinds import SYNC_CARD, ApprovalJob, IncidentJob
 from opsgate.services.jobs import ClaimedJob, RetryJob, enqueue
-from opsgate.services.operation_specs import Plan, PlanState
+from opsgate.services.operation_specs import Plan, PlanState, plan_ready
 from opsgate.services.operations import Operation
 from opsgate.services.plan_reading import Surveyor, read_plan
 from opsgate.services.storage.db import Database
@@ -68,7 +67,7 @@ class PlanService:
             approval = await session.get(Approval, approval_id, with_for_update=True)
             if approval is None or approval.status != PENDING:
                 return
-            if plan.state is PlanState.UNAVAILABLE and _ready(approval.plan):
+            if plan.state is PlanState.UNAVAILABLE and plan_ready(approval.plan):
                 # A cluster that cannot be asked now tells nothing new about a plan it gave.
                 return
             approval.plan = plan.to_dict()
@@ -97,7 +96,3 @@ class PlanService:
             # at the short interval for the first reads, then at four times it.
             wait = self._retry if reads < self._reads else self._retry * 4
             raise RetryJob(utcnow() + wait, f"plan unavailable: {plan.summary}")
-
-
-def _ready(stored: dict[str, Any] | None) -> bool:
-    return stored is not None and stored.get("state") == PlanState.READY.value
