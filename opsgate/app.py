@@ -112,6 +112,9 @@ UPDATE_LEASE_SECONDS = 5.0
 # How soon a replica notices that the polling leader is gone (or that it lost the lock itself).
 POLLING_LEADER_CHECK_SECONDS = 2.0
 POLLING_LOCK = "telegram-polling"
+# Bot API calls in flight at once: PTB's own default, above the updates handled at a time plus
+# the outbound scheduler's sends by default.
+BOT_API_CONNECTIONS = 256
 MIGRATE_MODULE = "opsgate.migrate"
 PACKAGE_ROOT = Path(opsgate.__file__).resolve().parents[1]
 # Where Kubernetes mounts a pod's service account (kubernetes-asyncio's incluster_config).
@@ -240,7 +243,15 @@ def build_telegram(
             write_timeout=settings.telegram_read_timeout,
             connect_timeout=settings.telegram_connect_timeout,
             pool_timeout=settings.telegram_connect_timeout,
-            httpx_kwargs=client,
+            httpx_kwargs={
+                **(client or {}),
+                # A burst of answers still opens as many connections as it has calls in flight;
+                # only the idle ones left after it are bounded.
+                "limits": httpx.Limits(
+                    max_connections=BOT_API_CONNECTIONS,
+                    max_keepalive_connections=settings.telegram_keepalive_connections,
+                ),
+            },
         ),
         get_updates_request=FreshUpdatesRequest(connection_pool_size=1, httpx_kwargs=client),
         receipts=receipts or UpdateReceipts(),
