@@ -22,20 +22,24 @@ Each round runs every scenario on opsgate, then on the bare bot (A B A B):
 
 Each scenario starts 3 s after the one before, once the bot is done with its votes and edits.
 Latency is from the tap (the update queued at the stand-in) to the stand-in carrying out
-``answerCallbackQuery``. It prints p50/p99 per target and the ratio opsgate/bare, the
-``/timeline`` answers' latency, and both bots' RSS before and after. Figures, not assertions:
-these machines are shared, so compare runs on the same machine only.
+``answerCallbackQuery``; this process does no garbage collection while taps are timed (a
+full collection of its stand-ins' heap would delay the answers of whichever bot it met). It
+prints p50/p99 per target and the ratio opsgate/bare, the ``/timeline`` answers' latency, and
+both bots' RSS before and after. Figures, not assertions: these machines are shared, so
+compare runs on the same machine only.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import gc
 import re
 import statistics
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -156,6 +160,24 @@ async def tap_and_time(
     ]
 
 
+@contextlib.contextmanager
+def no_collection_pauses() -> Iterator[None]:
+    """No garbage collection in this process while taps are timed.
+
+    The stand-ins live here, keeping every call and message they served, and a full collection
+    of that heap took 110-150 ms: an answer the stand-in records during it looks that much later,
+    for whichever bot is being timed then. Collected and frozen before the taps, so that the
+    collector has little to look at when it runs again after them.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
 async def timeline_commands(target: Target, count: int) -> Callable[[], Awaitable[list[float]]]:
     """Sends ``count`` /timeline commands; returns a wait for opsgate's answers to them."""
     user = target.telegram.user(ALICE, "alice")
@@ -258,23 +280,26 @@ async def run_round(
     cpu = cpu_seconds(target.pid)
     single: list[Sample] = []
     for user in tappers(target.telegram, singles):
-        single += await tap_and_time(target, message_id, data, [user])
+        with no_collection_pauses():
+            single += await tap_and_time(target, message_id, data, [user])
         await asyncio.sleep(SETTLE_SECONDS)
     results["1 tap"] = (single, [])
     cpu = target.spent("1 tap", cpu)
     await asyncio.sleep(SCENARIO_SETTLE_SECONDS)
     cpu = cpu_seconds(target.pid)
     message_id, data = cards[1]
-    results["burst"] = (
-        await tap_and_time(target, message_id, data, tappers(target.telegram, burst)),
-        [],
-    )
+    with no_collection_pauses():
+        results["burst"] = (
+            await tap_and_time(target, message_id, data, tappers(target.telegram, burst)),
+            [],
+        )
     cpu = target.spent("burst", cpu)
     await asyncio.sleep(SCENARIO_SETTLE_SECONDS)
     cpu = cpu_seconds(target.pid)
     message_id, data = cards[2]
-    answers = await timeline_commands(target, commands)
-    during = await tap_and_time(target, message_id, data, tappers(target.telegram, burst))
+    with no_collection_pauses():
+        answers = await timeline_commands(target, commands)
+        during = await tap_and_time(target, message_id, data, tappers(target.telegram, burst))
     results["burst during /timeline"] = (during, await answers())
     target.spent("burst during /timeline", cpu)
     return results

@@ -70,9 +70,7 @@ async def test_every_group_answered_200_before_a_kill_is_stored(tmp_path: Path) 
     db = Database(url)
     try:
         async with db.read() as session:
-            incidents = dict(
-                (await session.execute(select(Incident.group_key, Incident.id))).all()
-            )
+            incidents = dict((await session.execute(select(Incident.group_key, Incident.id))).all())
             with_alerts = set(await session.scalars(select(Alert.incident_id)))
             approvals = dict(
                 (await session.execute(select(Approval.incident_id, Approval.id))).all()

@@ -93,7 +93,6 @@ def _close_acquired(acquire: asyncio.Future[int]) -> None:
         os.close(acquire.result())
 
 
-
 def alembic_config(connection: Connection | None = None) -> Config:
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
