@@ -1,6 +1,6 @@
 """Bursts of Bot API calls: opsgate's bot (build_telegram) against the bare bot's PTB defaults.
 
-    .venv/bin/python -m bench.bot_api_pool [--repeats 2] [--burst 100]
+    .venv/bin/python -m bench.bot_api_pool [--repeats 2] [--burst 100] [--bursts 10]
                                            [--round-trips-ms 0,40]
 
 The stand-in (opsgate/sandbox) runs in this process and answers every call after the given
@@ -60,11 +60,11 @@ def build_bot(name: str, api_url: str, token: str) -> Bot:
     return bot
 
 
-async def send_bursts(bot: Bot, burst: int) -> list[float]:
+async def send_bursts(bot: Bot, burst: int, bursts: int) -> list[float]:
     """Each burst's time until its last answer, in seconds."""
     times = []
     async with bot:
-        for pause in PAUSES:
+        for pause in PAUSES[:bursts]:
             started = time.perf_counter()
             await asyncio.gather(*(bot.get_me() for _ in range(burst)))
             times.append(time.perf_counter() - started)
@@ -72,10 +72,11 @@ async def send_bursts(bot: Bot, burst: int) -> list[float]:
     return times
 
 
-async def run_child(name: str, telegram: FakeTelegram, burst: int) -> list[float]:
+async def run_child(name: str, telegram: FakeTelegram, burst: int, bursts: int) -> list[float]:
     process = await asyncio.create_subprocess_exec(
         *(sys.executable, "-m", "bench.bot_api_pool", "--child", name),
-        *("--api-url", telegram.root_url, "--token", telegram.token, "--burst", str(burst)),
+        *("--api-url", telegram.root_url, "--token", telegram.token),
+        *("--burst", str(burst), "--bursts", str(bursts)),
         stdout=subprocess.PIPE,
         cwd=REPO_ROOT,
     )
@@ -86,18 +87,18 @@ async def run_child(name: str, telegram: FakeTelegram, burst: int) -> list[float
     return times
 
 
-async def run(repeats: int, burst: int, round_trips: list[float]) -> None:
+async def run(repeats: int, burst: int, bursts: int, round_trips: list[float]) -> None:
     print(
-        f"{burst} Bot API calls at once, {len(PAUSES)} bursts a run, {repeats} runs per bot "
+        f"{burst} Bot API calls at once, {bursts} bursts a run, {repeats} runs per bot "
         "and round trip, interleaved opsgate / bare; time to each burst's last answer"
     )
     for round_trip in round_trips:
         times: dict[str, list[float]] = {name: [] for name in BOTS}
         async with FakeTelegram() as telegram:
-            telegram.delay_answer("getMe", round_trip, count=2 * repeats * burst * len(PAUSES))
+            telegram.delay_answer("getMe", round_trip, count=2 * repeats * burst * bursts)
             for _ in range(repeats):
                 for name in BOTS:
-                    times[name] += await run_child(name, telegram, burst)
+                    times[name] += await run_child(name, telegram, burst, bursts)
         medians = {name: statistics.median(times[name]) for name in BOTS}
         worst = {name: max(times[name]) for name in BOTS}
         print(
@@ -106,10 +107,10 @@ async def run(repeats: int, burst: int, round_trips: list[float]) -> None:
             f"{medians['opsgate'] / medians['bare']:.2f}x"
         )
         for name in BOTS:
-            bursts = ", ".join(f"{t * 1000:.0f}" for t in times[name])
+            each = ", ".join(f"{t * 1000:.0f}" for t in times[name])
             print(
                 f"  {name:<8} median {medians[name] * 1000:7.1f} ms  worst "
-                f"{worst[name] * 1000:7.1f} ms  (each burst, ms: {bursts})"
+                f"{worst[name] * 1000:7.1f} ms  (each burst, ms: {each})"
             )
 
 
@@ -117,6 +118,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--burst", type=int, default=100)
+    parser.add_argument("--bursts", type=int, default=len(PAUSES), help="at most 10")
     parser.add_argument("--round-trips-ms", default="0,40")
     parser.add_argument("--child", choices=BOTS, help=argparse.SUPPRESS)
     parser.add_argument("--api-url", help=argparse.SUPPRESS)
@@ -124,15 +126,17 @@ def main() -> None:
     args = parser.parse_args()
     if args.child is not None:
         bot = build_bot(args.child, args.api_url, args.token)
-        print(json.dumps(asyncio.run(send_bursts(bot, args.burst))))
+        print(json.dumps(asyncio.run(send_bursts(bot, args.burst, args.bursts))))
         return
     if args.repeats < 1 or args.burst < 1:
         parser.error("--repeats and --burst must be at least 1")
+    if not 1 <= args.bursts <= len(PAUSES):
+        parser.error(f"--bursts must be between 1 and {len(PAUSES)}")
     try:
         round_trips = [float(ms) / 1000 for ms in args.round_trips_ms.split(",")]
     except ValueError:
         parser.error("--round-trips-ms: comma-separated milliseconds, such as 0,40")
-    asyncio.run(run(args.repeats, args.burst, round_trips))
+    asyncio.run(run(args.repeats, args.burst, args.bursts, round_trips))
 
 
 if __name__ == "__main__":

@@ -392,6 +392,7 @@ def build_app(settings: Settings, *, policy: PolicySource, kube: KubeClient) -> 
         quota=CardQuota(settings.cards_per_minute),
         metrics=metrics,
         policy=policy,
+        card_bound=approvals.card_bound,
     )
     digests = DigestPublisher(db, sender, cards_per_minute=settings.cards_per_minute)
     fanout = ResultFanout(

@@ -7,7 +7,7 @@ changes collapses into one edit showing the latest truth.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
@@ -365,10 +365,13 @@ class CardPublisher:
         unknown_card_wait: timedelta = UNKNOWN_CARD_WAIT,
         metrics: Metrics | None = None,
         policy: PolicySource | None = None,
+        card_bound: Callable[[AsyncSession, str], Awaitable[None]] | None = None,
     ) -> None:
         """Without ``quota`` every card goes out as soon as the send budget allows; with
-        ``policy`` a card names who may approve."""
+        ``policy`` a card names who may approve. ``card_bound`` is told the incident in the
+        transaction that makes a posted message its card."""
         self._policy = policy
+        self._card_bound = card_bound
         self._metrics = metrics or Metrics()
         self._db = db
         self._chat = chat
@@ -563,6 +566,8 @@ class CardPublisher:
                 timeline.record(
                     session, incident_id, "card_posted", f"alert card posted to chat {ref.chat_id}"
                 )
+                if self._card_bound is not None:
+                    await self._card_bound(session, incident_id)
                 posted = (
                     await session.execute(
                         select(Incident.created_at, Incident.retired_card_id).where(

@@ -3,6 +3,13 @@ so the spinner on the user's phone stops with the answer."""
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy import event
+
 from opsgate.sandbox.telegram_api import ApiCall
 from opsgate.services.approvals import APPROVE_RECEIVED
 from tests.builders import ALICE, am_payload
@@ -19,6 +26,38 @@ async def tap_approve(rig: Rig) -> str:
     card = await rig.wait_card()
     alice = rig.telegram.user(ALICE, "alice")
     return rig.telegram.tap(CHAT_ID, card.message_id, alice, approve_data(card))
+
+
+@contextmanager
+def approval_reads(rig: Rig) -> Iterator[list[float]]:
+    """When opsgate read an approval by its id, in this process's clock."""
+    assert rig.runtime is not None
+    engine = rig.runtime.og.db.engine.sync_engine
+    seen: list[float] = []
+
+    def on_execute(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        if statement.lstrip().upper().startswith("SELECT") and "approvals.id =" in statement:
+            seen.append(time.time())
+
+    event.listen(engine, "before_cursor_execute", on_execute)
+    try:
+        yield seen
+    finally:
+        event.remove(engine, "before_cursor_execute", on_execute)
+
+
+async def test_the_first_tap_on_a_new_card_is_answered_without_a_read(rig: Rig) -> None:
+    await rig.post_alert(am_payload())
+    card = await rig.wait_card()
+    alice = rig.telegram.user(ALICE, "alice")
+    with approval_reads(rig) as reads:
+        tapped = time.time()
+        query = rig.telegram.tap(CHAT_ID, card.message_id, alice, approve_data(card))
+        answer = await rig.telegram.wait_answer(query)
+    assert answer.text == APPROVE_RECEIVED
+    [answered] = [call.at for call in answer_calls(rig)]
+    # The approval's terms were read when the card was bound; its decision reads it after.
+    assert [at for at in reads if tapped <= at <= answered] == []
 
 
 async def test_an_answer_refused_with_502_is_sent_again(rig: Rig) -> None:

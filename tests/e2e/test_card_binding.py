@@ -20,7 +20,9 @@ GROUP = '{}:{alertname="CheckoutErrors"}'
 
 
 async def forget_card(rig: Rig, incident_id: str) -> None:
-    """As if opsgate died between Telegram taking the card and the card being stored."""
+    """As if opsgate died between Telegram taking the card and the card being stored: the
+    card is not stored, and a new process knows nothing of it."""
+    await rig.stop()
     db = Database(rig.database_url)
     try:
         async with db.transaction() as session:
@@ -29,6 +31,7 @@ async def forget_card(rig: Rig, incident_id: str) -> None:
             )
     finally:
         await db.dispose()
+    await rig.start()
 
 
 async def stored_card(rig: Rig, incident_id: str) -> tuple[int | None, list[str]]:

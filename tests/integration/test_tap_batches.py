@@ -211,6 +211,35 @@ async def test_a_tap_the_policy_allows_is_answered_without_a_read(database: Data
     assert late == stranger
 
 
+async def test_a_card_bound_to_its_message_has_its_first_tap_answered_without_a_read(
+    database: Database,
+) -> None:
+    approvals, approval_id = await card_posted(database, 2)
+    async with database.read() as session:
+        incident_id = await session.scalar(select(Incident.id))
+    assert incident_id is not None
+    async with database.transaction() as session:
+        await approvals.card_bound(session, incident_id)
+    with statements(database) as seen:
+        first = await approvals.foreseen_answer(approval_id, Tapper(ALICE, "alice"), True, CARD)
+        # The card's message, as bound: a tap from another one is still decided first.
+        other = await approvals.foreseen_answer(approval_id, Tapper(BOB, "bob"), True, OTHER_CARD)
+    assert (first, other, seen) == (TapAnswer(APPROVE_RECEIVED, alert=False), None, [])
+
+
+async def test_a_closed_approval_is_not_kept_when_its_card_is_bound(database: Database) -> None:
+    approvals, approval_id = await card_posted(database, 2)
+    async with database.transaction() as session:
+        approval = await session.get(Approval, approval_id)
+        assert approval is not None
+        approval.status = "rejected"
+        incident_id = approval.incident_id
+    async with database.transaction() as session:
+        await approvals.card_bound(session, incident_id)
+    late = await approvals.foreseen_answer(approval_id, Tapper(ALICE, "alice"), True, CARD)
+    assert late == TapAnswer("Too late: this request is already rejected.", alert=True)
+
+
 async def test_a_tap_from_another_message_is_not_answered_before_its_decision(
     database: Database,
 ) -> None:

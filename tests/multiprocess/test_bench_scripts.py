@@ -34,6 +34,15 @@ def test_taps_bench_prints_both_bots() -> None:
     assert "RSS opsgate" in out and "RSS bare" in out, out
 
 
+def test_bot_api_pool_bench_prints_both_bots() -> None:
+    out = run_bench(
+        *("bench.bot_api_pool", "--repeats", "1", "--burst", "3", "--bursts", "2"),
+        *("--round-trips-ms", "0,5"),
+    )
+    assert out.count("worst opsgate/bare") == 2, out
+    assert out.count("opsgate  median") == 2 and out.count("bare     median") == 2, out
+
+
 @pytest.mark.skipif(
     shutil.which("prometheus-alertmanager") is None
     and shutil.which("alertmanager") is None
