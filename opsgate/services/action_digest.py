@@ -21,7 +21,7 @@ def operation_digest(op: Operation, plan: Mapping[str, Any] | None = None) -> st
     nothing: there is no target to sign, and the check just before the real call guards it.
     """
     fields: dict[str, Any] = {"operation": op.to_dict()}
-    if plan is not None and plan_ready(plan):
+    if plan_ready(plan):
         fixed = signed_facts(op, plan.get("facts") or {})
         if fixed:
             fields["plan"] = fixed

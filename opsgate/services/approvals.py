@@ -489,19 +489,19 @@ class ApprovalService:
             return _terms_read_once(approval, incident), approval.status
         return self._remember_terms(approval, incident), approval.status
 
-    async def card_bound(self, session: AsyncSession, incident_id: str) -> None:
+    async def card_bound(self, session: AsyncSession, incident: Incident) -> None:
         """The incident's card is being stored in ``session``: its pending approval's terms
         are read with it, so that the card's first tap, on most cards its only one, is
         answered without a read. Should the transaction fail, the terms name a message a
         tap would make the card anyway (the decision adopts it)."""
         approval = await session.scalar(
             select(Approval)
-            .where(Approval.incident_id == incident_id, Approval.status == PENDING)
+            .where(Approval.incident_id == incident.id, Approval.status == PENDING)
             .order_by(Approval.created_at.desc())
             .limit(1)
         )
         if approval is not None:
-            self._remember_terms(approval, await session.get(Incident, incident_id))
+            self._remember_terms(approval, incident)
 
     def _remember_terms(self, approval: Approval, incident: Incident | None) -> _Terms:
         """Keeps a pending approval's terms; closing it (``_close``, ``_claim``) drops them."""

@@ -365,7 +365,7 @@ class CardPublisher:
         unknown_card_wait: timedelta = UNKNOWN_CARD_WAIT,
         metrics: Metrics | None = None,
         policy: PolicySource | None = None,
-        card_bound: Callable[[AsyncSession, str], Awaitable[None]] | None = None,
+        card_bound: Callable[[AsyncSession, Incident], Awaitable[None]] | None = None,
     ) -> None:
         """Without ``quota`` every card goes out as soon as the send budget allows; with
         ``policy`` a card names who may approve. ``card_bound`` is told the incident in the
@@ -566,24 +566,15 @@ class CardPublisher:
                 timeline.record(
                     session, incident_id, "card_posted", f"alert card posted to chat {ref.chat_id}"
                 )
-                if self._card_bound is not None:
-                    await self._card_bound(session, incident_id)
-                posted = (
-                    await session.execute(
-                        select(Incident.created_at, Incident.retired_card_id).where(
-                            Incident.id == incident_id
-                        )
-                    )
-                ).first()
-                if posted is not None and posted.retired_card_id is None:
-                    self._metrics.card_posted((utcnow() - posted.created_at).total_seconds())
-                elif posted is not None:
-                    retired = MessageRef(ref.chat_id, posted.retired_card_id, ref.thread_id)
-                    await session.execute(
-                        update(Incident)
-                        .where(Incident.id == incident_id)
-                        .values(retired_card_id=None)
-                    )
+                posted = await session.get(Incident, incident_id)
+                if posted is not None:
+                    if self._card_bound is not None:
+                        await self._card_bound(session, posted)
+                    if posted.retired_card_id is None:
+                        self._metrics.card_posted((utcnow() - posted.created_at).total_seconds())
+                    else:
+                        retired = MessageRef(ref.chat_id, posted.retired_card_id, ref.thread_id)
+                        posted.retired_card_id = None
         if retired is not None:
             # Cosmetic, so not a job of its own: should this edit be lost, a tap on the old
             # card's buttons is answered that they do not belong there, and changes nothing.

@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypeGuard
 
 from opsgate.services.operations import Operation, OperationKind
 from opsgate.services.risk import Risk
@@ -374,7 +374,7 @@ def changed_since(op: Operation, planned: Facts, now: Facts) -> str | None:
     return "; ".join(diffs) if diffs else None
 
 
-def plan_ready(stored_plan: Mapping[str, Any] | None) -> bool:
+def plan_ready(stored_plan: Mapping[str, Any] | None) -> TypeGuard[Mapping[str, Any]]:
     """Whether this stored plan (``Plan.to_dict()``) was read: the card shows what would change."""
     return stored_plan is not None and stored_plan.get("state") == PlanState.READY.value
 

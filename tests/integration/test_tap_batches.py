@@ -215,11 +215,10 @@ async def test_a_card_bound_to_its_message_has_its_first_tap_answered_without_a_
     database: Database,
 ) -> None:
     approvals, approval_id = await card_posted(database, 2)
-    async with database.read() as session:
-        incident_id = await session.scalar(select(Incident.id))
-    assert incident_id is not None
     async with database.transaction() as session:
-        await approvals.card_bound(session, incident_id)
+        incident = await session.scalar(select(Incident))
+        assert incident is not None
+        await approvals.card_bound(session, incident)
     with statements(database) as seen:
         first = await approvals.foreseen_answer(approval_id, Tapper(ALICE, "alice"), True, CARD)
         # The card's message, as bound: a tap from another one is still decided first.
@@ -235,7 +234,9 @@ async def test_a_closed_approval_is_not_kept_when_its_card_is_bound(database: Da
         approval.status = "rejected"
         incident_id = approval.incident_id
     async with database.transaction() as session:
-        await approvals.card_bound(session, incident_id)
+        incident = await session.get(Incident, incident_id)
+        assert incident is not None
+        await approvals.card_bound(session, incident)
     late = await approvals.foreseen_answer(approval_id, Tapper(ALICE, "alice"), True, CARD)
     assert late == TapAnswer("Too late: this request is already rejected.", alert=True)
 
