@@ -6,10 +6,11 @@
 The stand-in (opsgate/sandbox) runs in this process and answers every call after the given
 round trip; each bot runs in a child process, which sends ``--burst`` calls at once, then
 pauses, over a fixed series of pauses, some shorter than httpx's 5 s keep-alive and some longer
-(A B A B for each round trip). What it shows is the connection pool: httpcore looks at every
-pooled connection each time a call starts or ends, so a burst on a pool that a burst a moment
-before left holding all its connections is slow. opsgate keeps only
-``OPSGATE_TELEGRAM_KEEPALIVE_CONNECTIONS`` idle ones; the bare bot keeps every one.
+(A B A B for each round trip). What it shows is the connection pool: httpcore (under PTB's
+default client, the bare bot's) looks at every waiting request and pooled connection each time
+a call starts or ends, so a burst is slow, and slower on a pool that a burst a moment before
+left holding all its connections. opsgate's calls go over aiohttp's pool
+(bot_api_client.AiohttpRequest).
 
 It prints, per bot and round trip, the time of each burst's last answer (median and worst over
 the runs) and the ratio opsgate/bare. The stand-in's delay is on the answer only: a new

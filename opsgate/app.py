@@ -28,9 +28,9 @@ from sqlalchemy.exc import SQLAlchemyError
 from telegram import Update
 from telegram.error import InvalidToken, NetworkError
 from telegram.ext import Application, ApplicationBuilder
-from telegram.request import HTTPXRequest
 
 import opsgate
+from opsgate.bot.bot_api_client import AiohttpRequest
 from opsgate.bot.outbound import OutboundScheduler
 from opsgate.bot.polled_updates import ConfirmingBot, FreshUpdatesRequest, UpdateReceipts
 from opsgate.bot.render_commands import COMMANDS
@@ -238,20 +238,11 @@ def build_telegram(
         settings.telegram_token.get_secret_value(),
         base_url=settings.telegram_base_url,
         # The bot's own calls; getUpdates keeps PTB's long-poll timeouts.
-        request=HTTPXRequest(
+        request=AiohttpRequest(
+            connections=BOT_API_CONNECTIONS,
             read_timeout=settings.telegram_read_timeout,
-            write_timeout=settings.telegram_read_timeout,
             connect_timeout=settings.telegram_connect_timeout,
-            pool_timeout=settings.telegram_connect_timeout,
-            httpx_kwargs={
-                **(client or {}),
-                # A burst of answers still opens as many connections as it has calls in flight;
-                # only the idle ones left after it are bounded.
-                "limits": httpx.Limits(
-                    max_connections=BOT_API_CONNECTIONS,
-                    max_keepalive_connections=settings.telegram_keepalive_connections,
-                ),
-            },
+            tls=tls,
         ),
         get_updates_request=FreshUpdatesRequest(connection_pool_size=1, httpx_kwargs=client),
         receipts=receipts or UpdateReceipts(),

@@ -90,10 +90,6 @@ class Settings(BaseSettings):
     # delivered message into one whose outcome is unknown.
     telegram_read_timeout: float = Field(default=30.0, gt=0)
     telegram_connect_timeout: float = Field(default=10.0, gt=0)
-    # Idle connections to the Bot API kept for the next call. httpcore checks every pooled
-    # connection each time a call starts or ends, so a burst of answers on a pool left holding a
-    # hundred idle ones spends seconds of the event loop on it (bench/RESULTS.md, "The pool").
-    telegram_keepalive_connections: int = Field(default=16, ge=0)
 
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: Literal["debug", "info", "warning", "error"] = "info"

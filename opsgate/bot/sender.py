@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
 from typing import TypeVar
 
-import httpx
+import aiohttp
 from telegram import (
     Bot,
     BotCommand,
@@ -35,6 +35,7 @@ from telegram.error import (
     TelegramError,
 )
 
+from opsgate.bot import bot_api_client
 from opsgate.bot.callback_answers import AnswerWindow, answer_in_window
 from opsgate.bot.keyboards import (
     approval_keyboard,
@@ -68,22 +69,21 @@ T = TypeVar("T")
 # error code or type for it, so this one text match is unavoidable.
 NOT_MODIFIED = "message is not modified"
 NO_PREVIEW = LinkPreviewOptions(is_disabled=True)
-# httpx gave up before any of the request was written: Telegram cannot have carried it out.
-NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 
 
 def may_have_been_carried_out(exc: NetworkError) -> bool:
     """Whether Telegram may have done what a call that failed with ``exc`` asked.
 
-    PTB's HTTPXRequest raises TimedOut / NetworkError *from* the httpx exception, which says how
-    far the request got. Without an httpx cause the server answered with an error status, and an
-    answer is an outcome. Any other cause (a read or write timeout, a dropped connection, an
-    error inside the HTTP implementation) leaves open whether the request arrived.
+    The bot's request (bot_api_client.AiohttpRequest) raises TimedOut / NetworkError *from*
+    aiohttp's exception, which says how far the request got. Without such a cause the server
+    answered with an error status, and an answer is an outcome. Any other cause (a read
+    timeout, a dropped connection, an error inside the HTTP implementation) leaves open
+    whether the request arrived.
     """
     cause = exc.__cause__
     if cause is None or isinstance(cause, TelegramError):
         return False
-    return not isinstance(cause, NOT_SENT)
+    return not isinstance(cause, bot_api_client.NOT_SENT)
 
 
 class MessageUnchanged(ChatRejected):
@@ -413,10 +413,11 @@ def _ref(message: Message, thread_id: int | None) -> MessageRef:
 
 
 def _describe(exc: NetworkError) -> str:
-    # A bare TimedOut says only "Timed out"; the httpx exception says which phase timed out.
+    # A bare TimedOut says only "Timed out"; the HTTP client's exception says which phase timed
+    # out.
     cause = exc.__cause__
-    if isinstance(cause, httpx.HTTPError):
-        return f"{exc.message} (httpx.{type(cause).__name__})"
+    if isinstance(cause, aiohttp.ClientError):
+        return f"{exc.message} (aiohttp.{type(cause).__name__})"
     return exc.message
 
 

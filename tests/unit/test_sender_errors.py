@@ -1,23 +1,28 @@
-"""Which failed Bot API calls may still have been carried out: decided by how far httpx got.
+"""Which failed Bot API calls may still have been carried out: decided by how far the request got.
 
-The exceptions are raised by PTB's own HTTPXRequest, over a transport that fails the way the
-network does, so the test pins PTB's wrapping (TimedOut / NetworkError *from* the httpx error)
-as well as the sender's reading of it.
+The failures are real ones on loopback (nothing listening, a full pool, a server that never
+answers or hangs up), met by the bot's own request (bot_api_client.AiohttpRequest), so the tests
+pin its wrapping (TimedOut / NetworkError *from* the aiohttp error) as well as the sender's
+reading of it.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import socket
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
+import aiohttp
 import pytest
 from telegram import Bot
 from telegram.error import NetworkError, TimedOut
-from telegram.request import HTTPXRequest
 
-from opsgate.app import build_telegram
+from opsgate.app import BOT_API_CONNECTIONS, build_telegram
+from opsgate.bot.bot_api_client import AiohttpRequest
 from opsgate.bot.callback_answers import ANSWER_WINDOW_SECONDS
 from opsgate.bot.sender import TelegramSender, may_have_been_carried_out
 from opsgate.services.chat import (
@@ -45,33 +50,68 @@ CARD = CardView(
     alert_count=1,
     labels={},
 )
-
-NOT_SENT = [httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout]
-MAYBE_SENT = [
-    httpx.ReadTimeout,
-    httpx.WriteTimeout,
-    httpx.ReadError,
-    httpx.WriteError,
-    httpx.RemoteProtocolError,
-]
+QUICK = 0.3
+ERROR_BODY = b'{"ok": false, "error_code": 500, "description": "Internal Server Error"}'
+SERVER_ERROR = (
+    b"HTTP/1.1 500 Internal Server Error\r\nContent-Type: application/json\r\n"
+    b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(ERROR_BODY), ERROR_BODY)
+)
 
 
-class FailingNetwork(httpx.AsyncBaseTransport):
-    """Every request fails with ``error``, or gets ``status`` back when no error is given."""
+@dataclass
+class BotApi:
+    """A loopback Bot API that fails as told: ``silent`` reads a request and never answers,
+    ``hang_up`` reads it and closes the connection, ``error`` answers 500."""
 
-    def __init__(self, error: type[httpx.TransportError] | None, status: int = 200) -> None:
-        self.error = error
-        self.status = status
-        self.methods: list[str] = []
+    behaviour: str
+    port: int = 0
+    methods: list[str] = field(default_factory=list)
+    _server: asyncio.Server | None = None
+    _open: set[asyncio.StreamWriter] = field(default_factory=set)
 
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        self.methods.append(request.url.path.rpartition("/")[2])
-        if self.error is not None:
-            raise self.error(f"{self.error.__name__} on the way", request=request)
-        return httpx.Response(
-            self.status,
-            json={"ok": False, "error_code": self.status, "description": "Internal Server Error"},
-        )
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def stop(self) -> None:
+        for writer in self._open:
+            writer.close()
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._open.add(writer)
+        with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                request_line, _, rest = head.decode("latin-1").partition("\r\n")
+                self.methods.append(request_line.split()[1].rpartition("/")[2])
+                length = next(
+                    (
+                        int(line.partition(":")[2])
+                        for line in rest.split("\r\n")
+                        if line.lower().startswith("content-length:")
+                    ),
+                    0,
+                )
+                await reader.readexactly(length)
+                if self.behaviour == "hang_up":
+                    break
+                if self.behaviour == "error":
+                    writer.write(SERVER_ERROR)
+                    await writer.drain()
+                    break
+                await asyncio.Event().wait()  # silent
+        writer.close()
+        self._open.discard(writer)
+
+
+def unused_port() -> int:
+    """A loopback port nothing listens on: a connection to it is refused."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 @pytest.fixture
@@ -83,91 +123,146 @@ async def chats(tmp_path: Path) -> AsyncIterator[ChatDirectory]:
         await db.dispose()
 
 
-async def sender_over(network: FailingNetwork, chats: ChatDirectory) -> TelegramSender:
-    request = HTTPXRequest(httpx_kwargs={"transport": network})
-    bot = Bot(TOKEN, base_url="http://bot-api.invalid/bot", request=request)
-    return TelegramSender(bot, chats)
-
-
-async def ptb_error(network: FailingNetwork) -> NetworkError:
-    request = HTTPXRequest(httpx_kwargs={"transport": network})
-    await request.initialize()
+@contextlib.asynccontextmanager
+async def bot_api(behaviour: str) -> AsyncIterator[BotApi]:
+    api = BotApi(behaviour)
+    await api.start()
     try:
-        await request.post(f"http://bot-api.invalid/bot{TOKEN}/sendMessage", None)
+        yield api
+    finally:
+        await api.stop()
+
+
+def request() -> AiohttpRequest:
+    return AiohttpRequest(connections=4, read_timeout=QUICK, connect_timeout=QUICK)
+
+
+async def failure(port: int, *, busy: bool = False) -> NetworkError:
+    """How the bot's request fails against ``port``; ``busy``: with its only connection taken
+    by a call that is never answered."""
+    client = (
+        AiohttpRequest(connections=1, read_timeout=30.0, connect_timeout=QUICK)
+        if busy
+        else request()
+    )
+    url = f"http://127.0.0.1:{port}/bot{TOKEN}/sendMessage"
+    holder = asyncio.ensure_future(client.post(url, None)) if busy else None
+    try:
+        await asyncio.sleep(0.1)
+        await client.post(url, None)
     except NetworkError as exc:
         return exc
     finally:
-        await request.shutdown()
+        if holder is not None:
+            holder.cancel()
+            with contextlib.suppress(asyncio.CancelledError, NetworkError):
+                await holder
+        await client.shutdown()
     raise AssertionError("the request did not fail")
 
 
-@pytest.mark.parametrize("error", NOT_SENT + MAYBE_SENT)
-async def test_ptb_wraps_the_httpx_error_as_its_cause(error: type[httpx.TransportError]) -> None:
-    exc = await ptb_error(FailingNetwork(error))
-    assert isinstance(exc.__cause__, error)
-    assert isinstance(exc, TimedOut) == issubclass(error, httpx.TimeoutException)
-    assert may_have_been_carried_out(exc) == (error in MAYBE_SENT)
+async def test_a_refused_connection_was_not_sent() -> None:
+    exc = await failure(unused_port())
+    assert isinstance(exc.__cause__, aiohttp.ClientConnectorError)
+    assert not isinstance(exc, TimedOut)
+    assert not may_have_been_carried_out(exc)
+
+
+async def test_a_wait_for_a_free_connection_that_runs_out_was_not_sent() -> None:
+    async with bot_api("silent") as api:
+        exc = await failure(api.port, busy=True)
+    assert isinstance(exc, TimedOut)
+    assert isinstance(exc.__cause__, aiohttp.ConnectionTimeoutError)
+    assert not may_have_been_carried_out(exc)
+    assert api.methods == ["sendMessage"], "only the call holding the connection arrived"
+
+
+async def test_an_unanswered_request_may_have_been_carried_out() -> None:
+    async with bot_api("silent") as api:
+        exc = await failure(api.port)
+    assert isinstance(exc, TimedOut)
+    assert isinstance(exc.__cause__, aiohttp.ServerTimeoutError)
+    assert may_have_been_carried_out(exc)
+
+
+async def test_a_hang_up_after_the_request_may_have_been_carried_out() -> None:
+    async with bot_api("hang_up") as api:
+        exc = await failure(api.port)
+    assert not isinstance(exc, TimedOut)
+    assert isinstance(exc.__cause__, aiohttp.ClientError)
+    assert may_have_been_carried_out(exc)
 
 
 async def test_an_error_status_is_an_answer() -> None:
-    exc = await ptb_error(FailingNetwork(None, status=500))
+    async with bot_api("error") as api:
+        exc = await failure(api.port)
     assert exc.__cause__ is None
     assert not may_have_been_carried_out(exc)
 
 
-@pytest.mark.parametrize("error", MAYBE_SENT)
+@contextlib.asynccontextmanager
+async def sender_at(port: int, chats: ChatDirectory) -> AsyncIterator[TelegramSender]:
+    client = request()
+    sender = TelegramSender(
+        Bot(TOKEN, base_url=f"http://127.0.0.1:{port}/bot", request=client), chats
+    )
+    try:
+        yield sender
+    finally:
+        await client.shutdown()
+
+
+Call = Callable[[TelegramSender], Awaitable[object]]
+CHANGES: list[Call] = [
+    lambda s: s.post_card(CHAT, CARD),
+    lambda s: s.send_html(CHAT.chat_id, "result"),
+    lambda s: s.edit_card(MessageRef(CHAT.chat_id, 7), CARD),
+]
+
+
+@pytest.mark.parametrize("behaviour", ["silent", "hang_up"])
 async def test_a_send_or_edit_that_may_have_landed_has_an_unknown_outcome(
-    error: type[httpx.TransportError], chats: ChatDirectory
+    behaviour: str, chats: ChatDirectory
 ) -> None:
-    sender = await sender_over(FailingNetwork(error), chats)
-    with pytest.raises(ChatOutcomeUnknown, match=error.__name__):
-        await sender.post_card(CHAT, CARD)
-    with pytest.raises(ChatOutcomeUnknown):
-        await sender.send_html(CHAT.chat_id, "result")
-    with pytest.raises(ChatOutcomeUnknown):
-        await sender.edit_card(MessageRef(CHAT.chat_id, 7), CARD)
-    # Nothing is posted by a command list; its failure is plain unavailability.
-    with pytest.raises(ChatUnavailable) as plain:
-        await sender.set_commands([("help", "what opsgate can do")])
-    assert not isinstance(plain.value, ChatOutcomeUnknown)
+    async with bot_api(behaviour) as api, sender_at(api.port, chats) as sender:
+        for call in CHANGES:
+            with pytest.raises(ChatOutcomeUnknown, match="aiohttp"):
+                await call(sender)
+        # Nothing is posted by a command list; its failure is plain unavailability.
+        with pytest.raises(ChatUnavailable) as plain:
+            await sender.set_commands([("help", "what opsgate can do")])
+        assert not isinstance(plain.value, ChatOutcomeUnknown)
 
 
-@pytest.mark.parametrize("error", NOT_SENT)
-async def test_a_send_that_never_left_is_safe_to_repeat(
-    error: type[httpx.TransportError], chats: ChatDirectory
-) -> None:
-    sender = await sender_over(FailingNetwork(error), chats)
-    for call in (
-        sender.post_card(CHAT, CARD),
-        sender.edit_card(MessageRef(CHAT.chat_id, 7), CARD),
-    ):
-        with pytest.raises(ChatUnavailable) as failed:
-            await call
-        assert not isinstance(failed.value, ChatOutcomeUnknown)
+async def test_a_send_that_never_left_is_safe_to_repeat(chats: ChatDirectory) -> None:
+    async with sender_at(unused_port(), chats) as sender:
+        for call in CHANGES:
+            with pytest.raises(ChatUnavailable) as failed:
+                await call(sender)
+            assert not isinstance(failed.value, ChatOutcomeUnknown)
 
 
 async def test_a_server_error_answer_is_safe_to_repeat(chats: ChatDirectory) -> None:
-    sender = await sender_over(FailingNetwork(None, status=500), chats)
-    with pytest.raises(ChatUnavailable) as failed:
-        await sender.post_card(CHAT, CARD)
-    assert not isinstance(failed.value, ChatOutcomeUnknown)
+    async with bot_api("error") as api, sender_at(api.port, chats) as sender:
+        with pytest.raises(ChatUnavailable) as failed:
+            await sender.post_card(CHAT, CARD)
+        assert not isinstance(failed.value, ChatOutcomeUnknown)
 
 
 async def test_answering_a_tap_never_raises_on_a_lost_answer(chats: ChatDirectory) -> None:
-    network = FailingNetwork(httpx.ReadTimeout)
-    sender = await sender_over(network, chats)
-    # A tap near the end of its window: one retry at most, then the answer is given up.
-    nearly_too_old = time.monotonic() - ANSWER_WINDOW_SECONDS + 0.5
-    await sender.answer_callback("1", "Approved", alert=False, arrived=nearly_too_old)
-    assert 1 <= network.methods.count("answerCallbackQuery") <= 2
+    async with bot_api("silent") as api, sender_at(api.port, chats) as sender:
+        # A tap near the end of its window: one retry at most, then the answer is given up.
+        nearly_too_old = time.monotonic() - ANSWER_WINDOW_SECONDS + 0.5
+        await sender.answer_callback("1", "Approved", alert=False, arrived=nearly_too_old)
+    assert 1 <= api.methods.count("answerCallbackQuery") <= 2
 
 
 def test_the_bot_waits_for_a_loaded_bot_api() -> None:
-    def timeouts(**values: float) -> tuple[float | None, float | None]:
+    def timeouts(**values: float) -> tuple[float, float, int]:
         settings = Settings(telegram_token=TOKEN, alert_chat_id=-1, **values)  # type: ignore[arg-type]
-        request = build_telegram(settings).bot.request
-        assert isinstance(request, HTTPXRequest)
-        return request.read_timeout, request._client.timeout.connect
+        client = build_telegram(settings).bot.request
+        assert isinstance(client, AiohttpRequest)
+        return client.read_timeout, client.connect_timeout, client.connections
 
-    assert timeouts() == (30.0, 10.0)
-    assert timeouts(telegram_read_timeout=45, telegram_connect_timeout=3) == (45.0, 3.0)
+    assert timeouts() == (30.0, 10.0, BOT_API_CONNECTIONS)
+    assert timeouts(telegram_read_timeout=45, telegram_connect_timeout=3) == (45.0, 3.0, 256)

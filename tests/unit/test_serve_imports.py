@@ -1,8 +1,8 @@
 """What ``opsgate serve`` keeps out of its process: Alembic (the migration runs in a child), the
 MCP SDK (loaded on the first agent's request), PTB's use of cryptography and FastAPI's of
-pydantic.v1 (unused_extras), the Kubernetes client with its aiohttp (built on first use,
-kube_client), and on SQLite the PostgreSQL dialect (storage.db.dialect_insert). Each is one
-MB or several of resident memory.
+pydantic.v1 (unused_extras), the Kubernetes client (built on first use, kube_client; its
+aiohttp is loaded anyway, for the bot's Bot API calls), and on SQLite the PostgreSQL dialect
+(storage.db.dialect_insert). Each is one MB or several of resident memory.
 
 Checked in a fresh interpreter: this test process has imported them all long before.
 """
@@ -40,7 +40,7 @@ async def start() -> None:
 asyncio.run(start())
 kept_out = (
     "alembic", "mako", "mcp", "mcp_types", "cryptography",
-    "aiohttp", "kubernetes_asyncio.config", "kubernetes_asyncio.client.api_client",
+    "kubernetes_asyncio.config", "kubernetes_asyncio.client.api_client",
     "sqlalchemy.dialects.postgresql", "pydantic.v1",
 )
 print("loaded:", *sorted(m for m in kept_out if m in sys.modules))
