@@ -553,18 +553,28 @@ class ApprovalService:
     async def _lock_card(
         self, session: AsyncSession, approval_id: str, policy: Policy
     ) -> _Card | None:
-        # Lock the row: concurrent taps on one card are decided one after another. The
-        # conditional UPDATEs below bypass the session's identity map, so a card read again
-        # in one transaction is read afresh.
+        # Lock the rows: concurrent taps on one card are decided one after another. The
+        # incident first, as every other writer of both (a proposal, an alert) locks them:
+        # adopting a card updates the incident while this transaction holds the approval.
+        # The conditional UPDATEs below bypass the session's identity map, so a card read
+        # again in one transaction is read afresh.
+        incident = await session.scalar(
+            select(Incident)
+            .where(
+                Incident.id
+                == select(Approval.incident_id).where(Approval.id == approval_id).scalar_subquery()
+            )
+            .with_for_update(key_share=True)
+            .execution_options(populate_existing=True)
+        )
         approval = await session.scalar(
             select(Approval)
             .where(Approval.id == approval_id)
-            .with_for_update()
+            .with_for_update(key_share=True)
             .execution_options(populate_existing=True)
         )
         if approval is None:
             return None
-        incident = await session.get(Incident, approval.incident_id, populate_existing=True)
         if approval.status != PENDING:
             # Only a pending approval's terms are kept: a tap on a closed card reads its state.
             self._terms.pop(approval.id, None)
@@ -800,7 +810,7 @@ class ApprovalService:
                 # The expiry sweep closes the ones past their window; none of those may run.
                 select(Approval)
                 .where(Approval.status == PENDING, Approval.expires_at > utcnow())
-                .with_for_update()
+                .with_for_update(key_share=True)
             )
             for approval in list(pending):
                 checked += 1

@@ -6,8 +6,9 @@ hash, so editing, removing or reordering any record breaks every hash after it, 
 
 Appends are written at the very end of the transaction that made the decision
 (``storage.db.before_commit``): the decision and its record commit together or not at all.
-The append locks the chain's one head row (``SELECT … FOR UPDATE``; SQLite transactions all
-begin with ``BEGIN IMMEDIATE``), so two replicas never link two records to one predecessor.
+The append locks the chain's one head row (``SELECT … FOR NO KEY UPDATE``; SQLite
+transactions all begin with ``BEGIN IMMEDIATE``), so two replicas never link two records to
+one predecessor.
 Taken last, that lock is never held while the transaction waits for another one.
 """
 
@@ -101,7 +102,7 @@ async def _append_pending(session: AsyncSession) -> None:
     head = await session.scalar(
         select(AuditHead)
         .where(AuditHead.id == HEAD_ID)
-        .with_for_update()
+        .with_for_update(key_share=True)
         .execution_options(populate_existing=True)
     )
     if head is None:  # the migration creates it; a hand-made database may lack it

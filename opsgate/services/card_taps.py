@@ -33,7 +33,7 @@ async def locked_card_incident(
     Only the card itself acts: data copied onto another message, or forged, changes nothing.
     """
     incident = await session.scalar(
-        select(Incident).where(Incident.id == incident_id).with_for_update()
+        select(Incident).where(Incident.id == incident_id).with_for_update(key_share=True)
     )
     if incident is None:
         return UNKNOWN

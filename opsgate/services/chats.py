@@ -88,7 +88,7 @@ class ChatDirectory:
 
 
 async def _row(session: AsyncSession, chat_id: int) -> Chat:
-    chat = await session.get(Chat, chat_id, with_for_update=True)
+    chat = await session.get(Chat, chat_id, with_for_update={"key_share": True})
     if chat is None:
         chat = Chat(chat_id=chat_id, active=True, inactive_reason="", updated_at=utcnow())
         session.add(chat)

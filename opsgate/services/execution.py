@@ -292,7 +292,7 @@ class ExecutionService:
             raise
         plan = make_plan(op, facts)
         async with lease.transaction() as session:
-            approval = await session.get(Approval, approval_id, with_for_update=True)
+            approval = await session.get(Approval, approval_id, with_for_update={"key_share": True})
             assert approval is not None
             approval.plan = plan.to_dict()
             timeline.record(
@@ -556,7 +556,9 @@ async def _attempt_row(
 
 async def _locked_execution(session: AsyncSession, approval_id: str) -> Execution | None:
     return await session.scalar(
-        select(Execution).where(Execution.approval_id == approval_id).with_for_update()
+        select(Execution)
+        .where(Execution.approval_id == approval_id)
+        .with_for_update(key_share=True)
     )
 
 

@@ -400,7 +400,7 @@ class IncidentService:
             .where(Incident.group_key == payload.groupKey)
             .order_by(Incident.generation.desc())
             .limit(1)
-            .with_for_update()
+            .with_for_update(key_share=True)
         )
         if incident is None:
             if not _any_firing(payload):
@@ -576,14 +576,16 @@ class IncidentService:
         async with self._db.transaction() as session:
             if request.incident_id:
                 incident = await session.scalar(
-                    select(Incident).where(Incident.id == request.incident_id).with_for_update()
+                    select(Incident)
+                    .where(Incident.id == request.incident_id)
+                    .with_for_update(key_share=True)
                 )
                 if incident is None:
                     raise NotFound(f"incident {request.incident_id} does not exist")
                 pending = await session.scalar(
                     select(Approval)
                     .where(Approval.incident_id == incident.id, Approval.status == PENDING)
-                    .with_for_update()
+                    .with_for_update(key_share=True)
                 )
                 if pending is not None and _same_proposer(pending, request.proposal):
                     op = parse_operation(

@@ -118,7 +118,7 @@ class Lease:
                 Job.lease_token == self.token,
                 Job.status == JobStatus.RUNNING,
             )
-            .with_for_update()
+            .with_for_update(key_share=True)
         )
         if held is None:
             raise LeaseLost(f"job {self.job_id} was taken over")
@@ -307,7 +307,7 @@ def claimable_jobs(kinds: list[str], *, locked: bool = True) -> Select[int]:
         .limit(bindparam(CLAIM_LIMIT, type_=Integer))
     )
     claimable = select(Job.id).where(Job.id.in_(candidates))
-    return claimable.with_for_update(skip_locked=True) if locked else claimable
+    return claimable.with_for_update(skip_locked=True, key_share=True) if locked else claimable
 
 
 class JobRunner:

@@ -217,7 +217,7 @@ async def _stat(session: AsyncSession, sig: str, operation: str) -> PlaybookStat
     stat = await session.scalar(
         select(PlaybookStat)
         .where(PlaybookStat.signature == sig, PlaybookStat.operation == operation[:500])
-        .with_for_update()
+        .with_for_update(key_share=True)
     )
     if stat is None:
         stat = PlaybookStat(
@@ -243,7 +243,7 @@ async def _count(session: AsyncSession, sig: str, disposition: str) -> None:
     row = await session.scalar(
         select(Disposition)
         .where(Disposition.signature == sig, Disposition.disposition == disposition)
-        .with_for_update()
+        .with_for_update(key_share=True)
     )
     if row is None:
         row = Disposition(signature=sig, disposition=disposition, count=0)

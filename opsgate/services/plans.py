@@ -64,7 +64,7 @@ class PlanService:
         reads = stored.reads + 1 if stored is not None and unavailable_before else 1
         plan = dataclasses.replace(plan, reads=reads)
         async with job.lease.transaction() as session:
-            approval = await session.get(Approval, approval_id, with_for_update=True)
+            approval = await session.get(Approval, approval_id, with_for_update={"key_share": True})
             if approval is None or approval.status != PENDING:
                 return
             if plan.state is PlanState.UNAVAILABLE and plan_ready(approval.plan):

@@ -140,7 +140,7 @@ class PlaybookService:
 
     async def decide(self, playbook_id: int, approve: bool, who: str) -> str:
         async with self._db.transaction() as session:
-            playbook = await session.get(Playbook, playbook_id, with_for_update=True)
+            playbook = await session.get(Playbook, playbook_id, with_for_update={"key_share": True})
             if playbook is None:
                 return f"No playbook #{playbook_id}."
             wanted = APPROVED if approve else RETIRED

@@ -62,7 +62,9 @@ class UndoService:
                 return UndoOutcome("This result is not known to opsgate any more.", True)
             # Locked: two taps on Undo propose one approval.
             incident = await session.scalar(
-                select(Incident).where(Incident.id == approval.incident_id).with_for_update()
+                select(Incident)
+                .where(Incident.id == approval.incident_id)
+                .with_for_update(key_share=True)
             )
             if incident is None or not is_result_reply(
                 incident, execution, origin, origin_offers_it

@@ -147,7 +147,7 @@ class VerificationService:
     async def _record(
         self, session: AsyncSession, approval_id: str, outcome: str, detail: str
     ) -> bool:
-        execution = await session.get(Execution, approval_id, with_for_update=True)
+        execution = await session.get(Execution, approval_id, with_for_update={"key_share": True})
         approval = await session.get(Approval, approval_id)
         assert execution is not None and approval is not None
         if execution.verification_status != VERIFYING:
