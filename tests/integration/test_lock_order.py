@@ -15,6 +15,7 @@ from sqlalchemy import select, update
 
 from opsgate.services.alertmanager import AmPayload
 from opsgate.services.approvals import Proposal, Tapper
+from opsgate.services.chat import MessageRef
 from opsgate.services.incidents import ApiProposal
 from opsgate.services.storage.db import Database
 from opsgate.services.storage.models import Approval, Incident
@@ -48,7 +49,7 @@ async def test_a_tap_and_a_changed_proposal_on_one_card(database: Database) -> N
     alice = Tapper(ALICE, "alice")
     for round_ in range(ROUNDS):
         first = await incidents.propose_via_api(_proposal(RESTART))
-        card = CARD.__class__(CARD.chat_id, 1000 + round_)
+        card = MessageRef(CARD.chat_id, 1000 + round_)
         await _make_card(database, card.message_id)
         replicas = f"kubectl scale deployment/checkout -n shop --replicas={round_ + 2}"
         tapped, changed = await asyncio.gather(
@@ -79,7 +80,7 @@ async def test_a_tap_and_the_alert_resolving(database: Database) -> None:
                 .where(Incident.group_key == group)
             )
         assert approval_id is not None
-        card = CARD.__class__(CARD.chat_id, 2000 + round_)
+        card = MessageRef(CARD.chat_id, 2000 + round_)
         await _make_card(database, card.message_id)
         resolved = am_payload(group, alert(status="resolved"))
         tapped, _ = await asyncio.gather(
@@ -106,7 +107,7 @@ async def test_a_tap_adopting_the_card_and_a_changed_proposal(database: Database
                 .where(Incident.id == first.incident_id)
                 .values(chat_id=CARD.chat_id, message_id=None)
             )
-        card = CARD.__class__(CARD.chat_id, 3000 + round_)
+        card = MessageRef(CARD.chat_id, 3000 + round_)
         replicas = f"kubectl scale deployment/checkout -n shop --replicas={round_ + 2}"
         tapped, changed = await asyncio.gather(
             approvals.decide(first.approval.id, alice, True, origin=card, origin_offers_it=True),
