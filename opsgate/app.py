@@ -233,18 +233,20 @@ def build_telegram(
 ) -> Application:  # type: ignore[type-arg]
     """PTB's application; its two HTTP clients use ``tls`` (see build_app) when given. Polled
     votes are confirmed to Telegram once ``receipts`` says they are durable."""
-    client = {"verify": tls} if tls is not None else None
     bot = ConfirmingBot(
         settings.telegram_token.get_secret_value(),
         base_url=settings.telegram_base_url,
-        # The bot's own calls; getUpdates keeps PTB's long-poll timeouts.
+        # The bot's own calls; getUpdates has its own pool, and PTB's long-poll read margin.
         request=AiohttpRequest(
             connections=BOT_API_CONNECTIONS,
             read_timeout=settings.telegram_read_timeout,
             connect_timeout=settings.telegram_connect_timeout,
             tls=tls,
         ),
-        get_updates_request=FreshUpdatesRequest(connection_pool_size=1, httpx_kwargs=client),
+        get_updates_request=FreshUpdatesRequest(
+            connect_timeout=settings.telegram_connect_timeout,
+            tls=tls,
+        ),
         receipts=receipts or UpdateReceipts(),
     )
     builder: ApplicationBuilder = Application.builder().bot(bot)  # type: ignore[type-arg]

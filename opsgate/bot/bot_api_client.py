@@ -6,8 +6,8 @@ connection whenever one starts or ends. The same calls on aiohttp cost about 0.2
 the number in flight (bench/bot_api_pool.py). A burst of taps is a hundred answers at once, and
 a storm's sends and edits share the same loop, so this is most of what a tap costs.
 aiohttp is already a dependency (kubernetes-asyncio runs on it); PTB documents ``BaseRequest``
-as the interface for other HTTP libraries. ``getUpdates`` keeps PTB's client: one call at a
-time (polled_updates.FreshUpdatesRequest).
+as the interface for other HTTP libraries. ``getUpdates`` runs on it too, on a pool of its own
+(polled_updates.FreshUpdatesRequest).
 
 Failures are raised as PTB raises them, ``TimedOut`` or ``NetworkError`` *from* the aiohttp
 exception, which says how far the request got (sender.may_have_been_carried_out).

@@ -41,7 +41,7 @@ async def burst() -> AsyncIterator[tuple[ConfirmingBot, UpdateReceipts]]:
             telegram.token,
             base_url=f"{telegram.root_url}/bot",
             request=HTTPXRequest(),
-            get_updates_request=FreshUpdatesRequest(connection_pool_size=1),
+            get_updates_request=FreshUpdatesRequest(connect_timeout=5),
             receipts=receipts,
         )
         async with bot:
